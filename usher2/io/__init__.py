@@ -1,0 +1,1 @@
+"""Every file check happens here: frames, DICOM, video, manifests, importers, overlays."""

@@ -1,0 +1,1 @@
+"""Seeded synthetic breast-ultrasound cohort with known truth."""
