@@ -49,9 +49,7 @@ class Frame:
             )
         if self.spacing is not None:
             if len(self.spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in self.spacing):
-                raise ValueError(
-                    f"Frame spacing must be two positive mm values, got {self.spacing} from {self.source}"
-                )
+                raise ValueError(f"Frame spacing must be two positive mm values, got {self.spacing} from {self.source}")
 
     @property
     def shape(self) -> tuple[int, int]:
