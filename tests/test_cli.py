@@ -88,3 +88,10 @@ def test_simulate_rejects_bad_n(tmp_path: Path) -> None:
     result = runner.invoke(app, ["simulate", "--n", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "--n" in result.output
+
+
+def test_out_of_range_setting_is_one_clear_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--n", "1", "--out", str(tmp_path), "--size", "5000"])
+    assert result.exit_code == 2
+    assert "image_size" in result.output and "5000" in result.output
+    assert "Traceback" not in result.output

@@ -57,10 +57,14 @@ def _root(
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn bad input into one clear line and exit code 2 instead of a traceback."""
+    """Turn bad input into one clear line and exit code 2 instead of a traceback.
+
+    ValueError is included: the library's config dataclasses raise it for out-of-range settings,
+    with a message that names the field, what was expected and what arrived.
+    """
     try:
         yield
-    except (InputError, FileNotFoundError, FileExistsError) as exc:
+    except (InputError, ValueError, FileNotFoundError, FileExistsError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from exc
 

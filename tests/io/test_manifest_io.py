@@ -118,6 +118,17 @@ def test_parquet_wrong_types_and_labels(tmp_path: Path) -> None:
     assert "expected text, got float 1.5" in str(info.value)
 
 
+def test_parquet_with_stored_index_keeps_every_value(tmp_path: Path) -> None:
+    # A Parquet file written with its index (e.g. a filtered DataFrame) must not misalign rows.
+    root = _cohort(tmp_path)
+    df = pd.DataFrame({"case_id": ["c1", "c2"], "image": ["images/c1.png", "images/c2.png"]}, index=[10, 11])
+    df.to_parquet(root / "m.parquet")
+    got = read_manifest(root / "m.parquet")
+    assert got.index.tolist() == [0, 1]
+    assert got["case_id"].tolist() == ["c1", "c2"]
+    assert got["image_path"].tolist() == [str((root / "images" / f"c{k}.png").resolve()) for k in (1, 2)]
+
+
 def test_check_files_false_skips_file_checks(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("case_id,image\na,nowhere.png\n")
     with pytest.raises(ManifestError):

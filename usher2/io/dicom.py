@@ -76,6 +76,8 @@ PHI_TAGS: tuple[str, ...] = (
 """Examples of identifiers that must never leave this module (documentation and tests; the
 allow-list above is what enforces it)."""
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 _CM = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
@@ -179,7 +181,7 @@ def read_dataset(path: str | Path) -> Dataset:
     """
     p = check_file(path, what="DICOM file")
     try:
-        ds = pydicom.dcmread(p, force=p.suffix.lower() in (".dcm", ".dicom"))
+        ds = pydicom.dcmread(p, force=p.suffix.lower() in DICOM_SUFFIXES)
     except Exception as exc:  # pydicom raises many types for bad files; re-raised as one
         raise InputError(p, "a readable DICOM file", f"a corrupt or non-DICOM file ({type(exc).__name__})") from exc
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -242,6 +244,12 @@ def _to_grey(arr: np.ndarray, ds: Dataset, source: Path) -> np.ndarray:
     return rgb_to_grey(values) / top
 
 
+def _frame_info(ds: Dataset, source: Path) -> tuple[tuple[float, float] | None, dict[str, Any]]:
+    """Spacing and de-identified metadata, shared by every frame of a dataset."""
+    spacing, origin = dicom_spacing(ds, source=source)
+    return spacing, {**safe_metadata(ds), "format": "dicom", "spacing_source": origin}
+
+
 def _frame(ds: Dataset, i: int, source: Path, spacing: tuple[float, float] | None, meta: dict[str, Any]) -> Frame:
     try:
         arr = pydicom.pixels.pixel_array(ds, index=i)
@@ -272,8 +280,7 @@ def iter_dicom_frames(path: str | Path) -> Iterator[Frame]:
     """
     source = Path(path)
     ds = read_dataset(source)
-    spacing, origin = dicom_spacing(ds, source=source)
-    meta = {**safe_metadata(ds), "format": "dicom", "spacing_source": origin}
+    spacing, meta = _frame_info(ds, source)
     count = n_frames(ds)
 
     def frames() -> Iterator[Frame]:
@@ -302,6 +309,5 @@ def read_dicom_frame(path: str | Path, index: int = 0) -> Frame:
     count = n_frames(ds)
     if not 0 <= index < count:
         raise InputError(source, f"a frame index in 0..{count - 1}", str(index))
-    spacing, origin = dicom_spacing(ds, source=source)
-    meta = {**safe_metadata(ds), "format": "dicom", "spacing_source": origin}
+    spacing, meta = _frame_info(ds, source)
     return _frame(ds, index, source, spacing, meta)

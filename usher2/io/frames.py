@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from usher2.io.dicom import iter_dicom_frames, read_dicom_frame
+from usher2.io.dicom import DICOM_SUFFIXES, iter_dicom_frames, read_dicom_frame
 from usher2.io.errors import InputError
 from usher2.io.pixels import MIN_SIDE, check_file, make_frame, rgb_to_grey
 from usher2.io.video import VIDEO_SUFFIXES, iter_video_frames, read_video_frame
@@ -36,7 +36,6 @@ __all__ = ["MIN_SIDE", "frame_kind", "iter_frames", "read_frame", "read_image", 
 FrameKind = Literal["image", "dicom", "video"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 _RGB_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr")
 _MAGIC: tuple[tuple[bytes, str], ...] = (

@@ -27,7 +27,7 @@ import pandas as pd
 from usher2.io.atomic import atomic_write_bytes
 from usher2.io.errors import InputError
 from usher2.io.frames import read_mask
-from usher2.io.manifest import read_manifest, write_manifest
+from usher2.io.manifest import SUFFIXES, read_manifest, write_manifest
 
 BUS_BRA_FILES = ("bus_data.csv", "5-fold-cv.csv", "Images", "Masks")
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -40,7 +40,7 @@ def _rel(path: Path, out_dir: Path) -> str:
 
 def _out_dir(out: str | Path) -> Path:
     out = Path(out)
-    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+    if out.suffix.lower() not in SUFFIXES:
         raise InputError(out, "a manifest path ending in .csv or .parquet", f"suffix {out.suffix or '(none)'!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out.parent.resolve()

@@ -183,7 +183,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True, clinical: Seque
         ('c1', 1, True)
     """
     p = check_file(path, what="manifest (.csv or .parquet)")
-    raw = _load(p)
+    raw = _load(p).reset_index(drop=True)  # a Parquet file may carry its own index; rows align by position
     raw.columns = [str(c).strip() for c in raw.columns]  # " label" from a hand-edited header is still label
     base = p.parent.resolve()
     problems: list[Problem] = []

@@ -305,7 +305,7 @@ def detect_overlays(pixels: np.ndarray, scan_mask: np.ndarray | None = None) -> 
     scan = find_scan_area(px) if scan_mask is None else _check_mask(scan_mask, shape, "scan_mask")
     zeros = np.zeros(shape, bool)
     if not scan.any():
-        return OverlayResult(zeros, zeros, zeros, zeros.copy(), 0, 0, 0)
+        return OverlayResult(zeros, zeros.copy(), zeros.copy(), zeros.copy(), 0, 0, 0)
     search = cv2.dilate(scan.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
 
     u8 = _to_u8(px)

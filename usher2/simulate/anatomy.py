@@ -243,7 +243,6 @@ def make_scene(
     muscle_top = rng.uniform(0.72, 0.85) * depth + _smooth_curve(rng, x_mm, 1.0, width * 1.2)
     retro_top = muscle_top - rng.uniform(0.8, 2.0)
 
-    refl = np.zeros(shape, np.float32)
     # Subcutaneous fat: hypoechoic lobules whose borders (zero crossings of a smooth field) are septa.
     lob = _smooth_field(rng, shape, 5.0 * px)
     fat = FAT_LEVEL * (np.exp(0.2 * _smooth_field(rng, shape, 1.0 * px)) + 1.2 * np.exp(-((lob / 0.08) ** 2)))

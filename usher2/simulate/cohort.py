@@ -26,15 +26,15 @@ import pandas as pd
 from usher2 import __version__
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
+from usher2.io.manifest import write_manifest
 from usher2.simulate.anatomy import LesionTraits
 from usher2.simulate.config import SimulationConfig
-from usher2.simulate.labels import simulate_labels
+from usher2.simulate.labels import CLINICAL_VARIABLES, simulate_labels
 from usher2.simulate.render import render_frame
 
 __all__ = ["case_ids", "simulate_cohort"]
 
 _DIRS = {"image": "images", "mask": "masks", "clean": "clean"}
-_CLINICAL = ["age", "tumour_size_mm", "ln_status", "er", "pr", "grade", "ki67"]
 
 
 def case_ids(patient: int, frame: int) -> tuple[str, str]:
@@ -122,7 +122,7 @@ def _manifest(labels: pd.DataFrame, config: SimulationConfig) -> pd.DataFrame:
         }
     )
     traits = [c for c in rep.columns if c.startswith("trait_")]
-    return pd.concat([df, rep[_CLINICAL + traits]], axis=1)
+    return pd.concat([df, rep[[*CLINICAL_VARIABLES, *traits]]], axis=1)
 
 
 def simulate_cohort(
@@ -228,8 +228,7 @@ def simulate_cohort(
                 if progress is not None:
                     progress(done, total)
 
-    with atomic_path(out / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False)
+    write_manifest(manifest, out / "manifest.csv")
     # How much of this call was rendering, so callers can report a true rate on a resumed run.
     manifest.attrs["rendered"] = len(jobs)
     manifest.attrs["reused"] = total - len(jobs)
