@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from usher2 import __version__
 from usher2.io.errors import InputError
@@ -22,6 +23,7 @@ from usher2.io.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from usher2.enhance.apply import EnhanceResult
     from usher2.simulate import SimulationConfig
 
 app = typer.Typer(
@@ -33,6 +35,10 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Build a manifest from a public dataset's folder layout.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+train_app = typer.Typer(
+    help="Train the enhancement and segmentation networks from a config file.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -179,6 +185,116 @@ def import_busi(
     labelled = df["label"].notna()
     console.print(
         f"{len(df)} frames ({int(labelled.sum())} labelled, {int(df.loc[labelled, 'label'].sum())} malignant) -> {out}"
+    )
+
+
+class _EnhanceCommand(TyperCommand):
+    """Fills in ``--model``'s list of enhancers only when help is shown.
+
+    Importing the enhancers loads torch (about a second), which every other command, and
+    ``usher2 --version``, would pay for if the list were built with the command.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from usher2.enhance import available_enhancers
+        from usher2.enhance.apply import DEFAULT_ENHANCER
+
+        for param in self.params:
+            if param.name == "model":
+                param.help = f"Enhancer, one of: {', '.join(available_enhancers())}. Default: {DEFAULT_ENHANCER}."
+        super().format_help(ctx, formatter)
+
+
+def _print_enhance_result(result: EnhanceResult, seconds: float) -> None:
+    """One summary line, then a table of the failures (also in failures.csv)."""
+    text = f"{len(result.enhanced)} inputs enhanced ({len(result.written)} PNGs) in {seconds:.1f} s"
+    if result.skipped:
+        text += f", {len(result.skipped)} skipped (already enhanced with these settings)"
+    console.print(f"{text} -> {result.out}", highlight=False)
+    if not result.failures:
+        return
+    table = Table(title=f"{len(result.failures)} of {result.n_inputs} inputs failed")
+    table.add_column("case", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for failure in result.failures:
+        table.add_row(failure.case, failure.error)
+    console.print(table)
+
+
+@app.command(cls=_EnhanceCommand)
+def enhance(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="An image, DICOM or video file; a directory (searched recursively); or a manifest (.csv/.parquet).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: 8-bit PNGs under the inputs' relative names.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Enhancer name (usher2 enhance --help lists them).")
+    ] = None,
+    strength: Annotated[
+        float,
+        typer.Option(
+            "--strength", min=0.0, max=1.0, help="Speckle-preserving blend: 0 keeps the input, 1 the full filter."
+        ),
+    ] = 1.0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Frames of equal shape enhanced together.")
+    ] = 8,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Re-enhance every input, also into a folder made with other settings."),
+    ] = False,
+) -> None:
+    """Enhance frames into 8-bit PNGs under the same relative names (multi-frame files: a folder of frames).
+
+    A re-run into the same --out skips inputs already done. Exit code 0: all enhanced; 1: some failed; 2: bad input.
+    """
+    from usher2.enhance.apply import DEFAULT_ENHANCER, FAILURES_FILE, enhance_paths
+
+    with _user_errors():
+        t0 = time.perf_counter()
+        with _progress("enhancing") as progress:
+            result = enhance_paths(
+                input_path,
+                out,
+                model=model or DEFAULT_ENHANCER,
+                strength=strength,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        dt = time.perf_counter() - t0
+    _print_enhance_result(result, dt)
+    if result.failures:
+        err_console.print(
+            f"[bold red]{len(result.failures)} of {result.n_inputs} inputs failed[/]; see {out / FAILURES_FILE}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+
+
+@train_app.command("enhancer")
+def train_enhancer(
+    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Override where the best weights go.")] = None,
+) -> None:
+    """Train an enhancer (pix2pix or CycleGAN); a killed run resumes from its checkpoint."""
+    from usher2.enhance.training import load_train_config
+    from usher2.enhance.training import train_enhancer as run
+
+    with _user_errors():
+        cfg = load_train_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        with _progress(f"training {cfg.model}") as progress:
+            result = run(cfg, log=console.print, progress=progress)
+    console.print(
+        f"best epoch {result.best_epoch} of {len(result.history)}, {result.steps} steps in "
+        f"{result.wall_seconds:.0f} s; validation {result.best_metrics} -> {result.weights}"
     )
 
 

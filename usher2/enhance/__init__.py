@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from usher2.enhance import classical as _classical  # noqa: F401  (registers the baselines)
+from usher2.enhance import gan as _gan  # noqa: F401  (registers the learned enhancers)
 from usher2.enhance.base import ENHANCERS, Enhancer, check_batch
 
 __all__ = ["ENHANCERS", "Enhancer", "available_enhancers", "check_batch", "create_enhancer", "enhance"]
