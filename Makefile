@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/enhance.py
 
 clean:
 	rm -rf $(VENV) usher2-demo .pytest_cache .ruff_cache

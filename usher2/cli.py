@@ -291,7 +291,8 @@ def train_enhancer(
     with _user_errors():
         cfg = load_train_config(config, out=str(out) if out else None, export=str(export) if export else None)
         with _progress(f"training {cfg.model}") as progress:
-            result = run(cfg, log=console.print, progress=progress)
+            command = f"usher2 train enhancer --config {config}"
+            result = run(cfg, log=console.print, progress=progress, command=command)
     console.print(
         f"best epoch {result.best_epoch} of {len(result.history)}, {result.steps} steps in "
         f"{result.wall_seconds:.0f} s; validation {result.best_metrics} -> {result.weights}"

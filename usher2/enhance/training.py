@@ -33,7 +33,14 @@ from usher2.enhance.networks import GeneratorConfig, PatchDiscriminator, UNetGen
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 
-__all__ = ["DataConfig", "EnhancerTrainConfig", "TrainResult", "load_train_config", "train_enhancer"]
+__all__ = [
+    "DataConfig",
+    "EnhancerTrainConfig",
+    "TrainResult",
+    "load_train_config",
+    "train_enhancer",
+    "write_model_card",
+]
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,7 @@ def train_enhancer(
     *,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
+    command: str | None = None,
 ) -> TrainResult:
     """Train (or resume) one enhancer run and export its best generator.
 
@@ -264,6 +272,7 @@ def train_enhancer(
         config: The run.
         log: Receives one line per epoch (validation metrics) and per event.
         progress: ``progress(step, total_steps)`` after every optimisation step.
+        command: The command line that started the run, recorded in the weights and model card.
 
     Returns:
         The best epoch, its validation metrics, the per-epoch history and the exported file.
@@ -378,12 +387,14 @@ def train_enhancer(
             "steps": str(steps),
             "wall_seconds": f"{wall:.1f}",
             "torch": torch.__version__,
+            "command": command or "",
         }
         save_generator(generator, export, metadata=meta)
         atomic_write_text(
             out / "history.json",
             json.dumps({"history": history, "best_epoch": best_epoch, "wall_seconds": wall}, indent=2),
         )
+        write_model_card(export)
         log(f"best epoch {best_epoch}: {best_metrics}; exported {export}")
     return TrainResult(best_epoch, best_metrics, history, export, wall, steps)
 
@@ -514,3 +525,59 @@ def _cyclegan_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> 
     )
     loss_g.backward()
     opt_g.step()
+
+
+def write_model_card(weights: str | Path, *, extra: str = "") -> Path:
+    """Write ``<weights>.md`` from the metadata that :func:`train_enhancer` stores in the weights.
+
+    The card gives the training data, the command that reproduces the file, steps, wall time and
+    the validation metrics; ``extra`` is appended (e.g. benchmark tables measured afterwards).
+    """
+    from safetensors import safe_open
+
+    weights = Path(weights)
+    with safe_open(str(weights), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    cfg = json.loads(meta["train_config"])
+    val = json.loads(meta.get("val_metrics", "{}"))
+    data = cfg["data"]
+    if cfg["model"] == "pix2pix" or data["source"] == "simulated":
+        source = (
+            f"{data['n_train']} simulated patients (usher2.simulate, cohort seed {data['train_seed']}, "
+            f"{data['image_size']} x {data['image_size']} px): degraded rendering -> clean rendering"
+        )
+    else:
+        source = (
+            f"BUS-BRA official folds 2-5 ({data['root']}); domain A = other devices, "
+            f"domain B = {', '.join(data['target_devices'])}"
+        )
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    g = cfg["generator"]
+    lines = [
+        f"# {weights.name}",
+        "",
+        f"- **Model:** {cfg['model']} generator, U-Net {g['base_channels']} base channels, depth {g['depth']}, "
+        "fp16 safetensors (architecture in the file's metadata).",
+        f"- **Training data:** {source}.",
+        f"- **Validation data:** {data['n_val']} held-out simulated patients (cohort seed {data['val_seed']}), "
+        f"full {data['image_size']} x {data['image_size']} frames against their clean renderings.",
+        f"- **Command:** `{meta.get('command') or 'usher2 train enhancer --config CONFIG'}` "
+        f"(config SHA-256 `{meta['train_config_sha256'][:16]}`; shipped configs are in `train/configs/`).",
+        f"- **Steps:** {meta['steps']} ({cfg['batch_size']} crops of {cfg['crop']} px per step), "
+        f"best epoch {meta['best_epoch']}, wall time {float(meta['wall_seconds']) / 60:.1f} min, "
+        f"torch {meta['torch']}.",
+        f"- **Validation (best epoch):** PSNR {val.get('psnr', float('nan')):.2f} dB, "
+        f"SSIM {val.get('ssim', float('nan')):.3f}, lesion gCNR {val.get('gcnr', float('nan')):.3f}.",
+        f"- **File SHA-256:** `{sha}`.",
+        "",
+        "## Training config",
+        "",
+        "```json",
+        json.dumps(cfg, indent=2, sort_keys=True),
+        "```",
+    ]
+    if extra:
+        lines += ["", extra.rstrip()]
+    card = weights.with_suffix(".md")
+    atomic_write_text(card, "\n".join(lines) + "\n")
+    return card

@@ -1,0 +1,187 @@
+"""Benchmark every enhancer: quality on held-out simulated pairs and on BUS-BRA, and speed.
+
+Usage:
+    python bench/enhance.py [--n-sim 100] [--n-busbra 120] [--threads 2] [--methods none srad pix2pix]
+
+Sections (one row per method; ``none`` is the input itself):
+1. Held-out simulated pairs (cohort seed 3000, never used in training: the enhancer trains on
+   seed 1000 and validates on 2000): PSNR / SSIM against the clean rendering, lesion gCNR and CNR
+   (lesion vs a ring 3-13 px outside it), speckle SNR in that ring.
+2. BUS-BRA official fold 1 (no clean reference; fold 1 is never used to train the CycleGAN):
+   lesion-vs-ring gCNR and ring speckle SNR; then the raw frames' quality per device.
+3. Speed: ms per 256 x 256 frame on the CPU with ``--threads`` threads (batch 1 and 8), and on
+   the GPU when one is present.
+4. Downstream segmentation Dice with vs without enhancement: needs the segmenter (issue 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from usher2.enhance import available_enhancers, create_enhancer
+from usher2.evaluate.image_quality import cnr, gcnr, psnr, region_ring, speckle_snr, ssim
+from usher2.io.errors import InputError
+
+BUS_BRA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bus-bra"
+LEARNED = ("pix2pix", "cyclegan")
+
+
+def _methods(requested: list[str] | None) -> dict[str, object]:
+    out = {}
+    for name in requested or available_enhancers():
+        try:
+            out[name] = create_enhancer(name)
+        except InputError as exc:  # a learned enhancer whose weights are not trained yet
+            print(f"skipping {name}: {exc}")
+    return out
+
+
+def _simulated(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from usher2.simulate import simulate_cohort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        df = simulate_cohort(n, 3000, Path(tmp))
+
+        def read(col: str) -> np.ndarray:
+            return np.stack([cv2.imread(str(Path(tmp) / p), cv2.IMREAD_GRAYSCALE) for p in df[col]]) / 255.0
+
+        return read("image").astype(np.float32), read("clean"), read("mask") > 0.5
+
+
+def _row(name: str, values: dict[str, float], cols: list[str]) -> str:
+    return f"{name:<10}" + "".join(f"{values[c]:>10.3f}" for c in cols)
+
+
+def bench_simulated(methods: dict[str, object], n: int) -> dict[str, dict[str, float]]:
+    x, clean, masks = _simulated(n)
+    rings = [region_ring(m) for m in masks]
+    cols = ["PSNR dB", "SSIM", "gCNR", "CNR", "SNR ring"]
+    print(f"\n1. held-out simulated pairs (n={n}, cohort seed 3000)")
+    print(f"{'method':<10}" + "".join(f"{c:>10}" for c in cols))
+    results = {}
+    for name, e in methods.items():
+        y = np.concatenate([e(x[i : i + 16, None]) for i in range(0, n, 16)])[:, 0]
+        r = {
+            "PSNR dB": np.mean([psnr(y[i], clean[i], data_range=1.0) for i in range(n)]),
+            "SSIM": np.mean([ssim(y[i], clean[i], data_range=1.0) for i in range(n)]),
+            "gCNR": np.mean([gcnr(y[i], masks[i], rings[i]) for i in range(n)]),
+            "CNR": np.mean([cnr(y[i], masks[i], rings[i]) for i in range(n)]),
+            "SNR ring": np.mean([speckle_snr(y[i], rings[i]) for i in range(n)]),
+        }
+        results[name] = r
+        print(_row(name, r, cols))
+    return results
+
+
+def bench_bus_bra(methods: dict[str, object], n: int) -> dict[str, dict[str, float]] | None:
+    if not BUS_BRA.exists():
+        print(f"\n2. BUS-BRA: skipped ({BUS_BRA} is absent)")
+        return None
+    import pandas as pd
+
+    info = pd.read_csv(BUS_BRA / "bus_data.csv").merge(pd.read_csv(BUS_BRA / "5-fold-cv.csv")[["ID", "kFold"]], on="ID")
+    fold1 = info[info["kFold"] == 1].sort_values("ID")
+    pick = fold1.iloc[np.linspace(0, len(fold1) - 1, min(n, len(fold1))).astype(int)]
+    frames, masks = [], []
+    for _, row in pick.iterrows():
+        frames.append(cv2.imread(str(BUS_BRA / "Images" / f"{row.ID}.png"), cv2.IMREAD_GRAYSCALE) / 255.0)
+        masks.append(cv2.imread(str(BUS_BRA / "Masks" / f"mask_{row.ID[4:]}.png"), cv2.IMREAD_GRAYSCALE) > 127)
+    rings = [region_ring(m) for m in masks]
+    cols = ["gCNR", "SNR ring"]
+    print(f"\n2. BUS-BRA official fold 1 (n={len(pick)} frames, native size)")
+    print(f"{'method':<10}" + "".join(f"{c:>10}" for c in cols))
+    results = {}
+    for name, e in methods.items():
+        g, s = [], []
+        for f, m, ring in zip(frames, masks, rings, strict=True):
+            y = e(f.astype(np.float32)[None, None])[0, 0]
+            g.append(gcnr(y, m, ring))
+            s.append(speckle_snr(y, ring))
+        results[name] = {"gCNR": float(np.mean(g)), "SNR ring": float(np.mean(s))}
+        print(_row(name, results[name], cols))
+    print("\n   raw frames by device (all folds, first 60 frames of each): median lesion gCNR / ring SNR")
+    for device, rows in info.groupby("Device"):
+        g, s = [], []
+        for _, row in rows.sort_values("ID").head(60).iterrows():
+            f = cv2.imread(str(BUS_BRA / "Images" / f"{row.ID}.png"), cv2.IMREAD_GRAYSCALE) / 255.0
+            m = cv2.imread(str(BUS_BRA / "Masks" / f"mask_{row.ID[4:]}.png"), cv2.IMREAD_GRAYSCALE) > 127
+            g.append(gcnr(f, m, region_ring(m)))
+            s.append(speckle_snr(f, region_ring(m)))
+        print(f"   {device:<32} n={len(rows):>4}  gCNR {np.median(g):.3f}  SNR {np.median(s):.2f}")
+    return results
+
+
+def bench_speed(methods: dict[str, object], threads: int) -> None:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    x1 = np.random.default_rng(0).random((1, 1, 256, 256)).astype(np.float32)
+    x8 = np.repeat(x1, 8, axis=0)
+    print(f"\n3. speed, ms per 256x256 frame (CPU, {threads} threads)")
+    print(f"{'method':<10}{'batch 1':>10}{'batch 8':>10}")
+    for name, e in methods.items():
+        e(x1)
+        reps = 5
+        t = time.perf_counter()
+        for _ in range(reps):
+            e(x1)
+        b1 = (time.perf_counter() - t) / reps * 1000
+        t = time.perf_counter()
+        e(x8)
+        b8 = (time.perf_counter() - t) / 8 * 1000
+        print(f"{name:<10}{b1:>10.1f}{b8:>10.1f}")
+    if torch.cuda.is_available():
+        print(f"\n   GPU ({torch.cuda.get_device_name()}), frames/s at batch 256, 256 x 256, fp32 and bf16")
+        for name in LEARNED:
+            if name not in methods:
+                continue
+            g = methods[name].generator.cuda()
+            xb = torch.rand(256, 1, 256, 256, device="cuda")
+            for dtype in (torch.float32, torch.bfloat16):
+                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+                    for _ in range(3):
+                        g(xb)
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    for _ in range(10):
+                        g(xb)
+                    torch.cuda.synchronize()
+                print(f"   {name:<10} {dtype!s:<15} {2560 / (time.perf_counter() - t):>10.0f} frames/s")
+    else:
+        print("   GPU: none on this machine")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-sim", type=int, default=100)
+    ap.add_argument("--n-busbra", type=int, default=120)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", nargs="+")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = _methods(args.methods)
+    sim = bench_simulated(methods, args.n_sim)
+    real = bench_bus_bra(methods, args.n_busbra)
+    bench_speed(methods, args.threads)
+    print("\n4. downstream segmentation Dice with vs without enhancement: needs the segmenter (issue 4)")
+    classical = [m for m in sim if m not in LEARNED and m != "none"]
+    if classical:
+        best = max(classical, key=lambda m: sim[m]["PSNR dB"])
+        print(f"\nbest classical baseline by PSNR: {best}")
+        for name in (m for m in LEARNED if m in sim):
+            d = {k: sim[name][k] - sim[best][k] for k in ("PSNR dB", "SSIM", "gCNR")}
+            line = f"{name} - {best}: PSNR {d['PSNR dB']:+.2f} dB, SSIM {d['SSIM']:+.3f}, sim gCNR {d['gCNR']:+.3f}"
+            if real is not None:
+                best_real = max((m for m in classical), key=lambda m: real[m]["gCNR"])
+                line += f", BUS-BRA gCNR {real[name]['gCNR'] - real[best_real]['gCNR']:+.3f} (vs {best_real})"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
