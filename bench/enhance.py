@@ -44,15 +44,11 @@ def _methods(requested: list[str] | None) -> dict[str, object]:
 
 
 def _simulated(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from usher2.simulate import simulate_cohort
+    from usher2.enhance.training import simulated_pairs
 
     with tempfile.TemporaryDirectory() as tmp:
-        df = simulate_cohort(n, 3000, Path(tmp))
-
-        def read(col: str) -> np.ndarray:
-            return np.stack([cv2.imread(str(Path(tmp) / p), cv2.IMREAD_GRAYSCALE) for p in df[col]]) / 255.0
-
-        return read("image").astype(np.float32), read("clean"), read("mask") > 0.5
+        pairs = simulated_pairs(Path(tmp), n, 3000)
+    return pairs["x"][:, 0].numpy(), pairs["y"][:, 0].numpy(), pairs["mask"][:, 0].numpy() > 0.5
 
 
 def _row(name: str, values: dict[str, float], cols: list[str]) -> str:

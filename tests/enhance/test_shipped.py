@@ -5,12 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from usher2.enhance import create_enhancer
+from usher2.enhance.training import simulated_pairs
 from usher2.evaluate.image_quality import gcnr, region_ring
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "enhancer_pix2pix.safetensors"
@@ -28,15 +28,9 @@ def test_shipped_weights_and_card() -> None:
 
 @pytest.fixture(scope="module")
 def held_out() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from usher2.simulate import simulate_cohort
-
     with tempfile.TemporaryDirectory() as tmp:
-        df = simulate_cohort(8, 3000, Path(tmp), workers=1)  # seed 3000: never used in training
-
-        def read(col: str) -> np.ndarray:
-            return np.stack([cv2.imread(str(Path(tmp) / p), cv2.IMREAD_GRAYSCALE) for p in df[col]]) / 255.0
-
-        return read("image").astype(np.float32), read("clean"), read("mask") > 0.5
+        pairs = simulated_pairs(Path(tmp), 8, 3000)  # seed 3000: never used in training
+    return pairs["x"][:, 0].numpy(), pairs["y"][:, 0].numpy().astype(np.float64), pairs["mask"][:, 0].numpy() > 0.5
 
 
 def test_no_hallucinated_structure_outside_the_lesion(held_out) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "EnhancerTrainConfig",
     "TrainResult",
     "load_train_config",
+    "simulated_pairs",
     "train_enhancer",
     "write_model_card",
 ]
@@ -192,8 +193,11 @@ def _read_grey(path: Path) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-def _simulated_pairs(out: Path, n: int, seed: int, size: int) -> dict[str, torch.Tensor]:
-    """Degraded / clean / mask tensors ``(N, 1, size, size)`` of a cached simulated cohort."""
+def simulated_pairs(out: Path, n: int, seed: int, size: int = 256) -> dict[str, torch.Tensor]:
+    """Degraded ``x`` / clean ``y`` / ``mask`` float tensors ``(N, 1, size, size)`` of a simulated cohort.
+
+    The cohort is written to (or resumed from) ``out``, so a second call reads it from disk.
+    """
     from usher2.simulate import SimulationConfig, simulate_cohort
 
     manifest = simulate_cohort(n, seed, out, config=SimulationConfig(image_size=(size, size)))
@@ -402,11 +406,11 @@ def train_enhancer(
 def _load_data(config: EnhancerTrainConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     d = config.data
     log(f"preparing data in {out / 'data'}")
-    val = _simulated_pairs(out / "data" / "val", d.n_val, d.val_seed, d.image_size)
+    val = simulated_pairs(out / "data" / "val", d.n_val, d.val_seed, d.image_size)
     if config.model == "pix2pix":
         if d.source != "simulated":
             raise ValueError("pix2pix needs paired frames: set data.source to 'simulated'")
-        train = _simulated_pairs(out / "data" / "train", d.n_train, d.train_seed, d.image_size)
+        train = simulated_pairs(out / "data" / "train", d.n_train, d.train_seed, d.image_size)
         return {"val": val, "sample": lambda gen: _random_crops(train, config.crop, config.batch_size, gen)}
     dom_a, dom_b = _unpaired_domains(config, out)
 
@@ -424,7 +428,7 @@ def _unpaired_domains(
     """CycleGAN domains: A = degraded frames, B = high-quality frames (each with lesion masks)."""
     d = config.data
     if d.source == "simulated":
-        pairs = _simulated_pairs(out / "data" / "train", d.n_train, d.train_seed, d.image_size)
+        pairs = simulated_pairs(out / "data" / "train", d.n_train, d.train_seed, d.image_size)
         half = pairs["x"].shape[0] // 2  # disjoint halves: no pair is ever seen together
         return (
             {"x": pairs["x"][:half], "mask": pairs["mask"][:half]},
