@@ -299,6 +299,32 @@ def train_enhancer(
     )
 
 
+@train_app.command("segmenter")
+def train_segmenter(
+    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Override where the final weights go.")] = None,
+) -> None:
+    """Cross-validate and train a segmenter (U-Net and friends); a killed run resumes where it stopped."""
+    from usher2.segment.training import load_segmenter_config
+    from usher2.segment.training import train_segmenter as run
+
+    with _user_errors():
+        cfg = load_segmenter_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        with _progress(f"training {cfg.network.arch}/{cfg.network.encoder}") as progress:
+            command = f"usher2 train segmenter --config {config}"
+            result = run(cfg, log=console.print, progress=progress, command=command)
+    if result.cv:
+        d = result.cv["dice"]
+        console.print(
+            f"{len(result.cv['folds'])}-fold cross-validated Dice {d['mean']:.4f} "
+            f"(95% CI {d['ci_low']:.4f}-{d['ci_high']:.4f}); largest component only: {result.largest_component}"
+        )
+    if result.simulated:
+        console.print(f"held-out simulated Dice {result.simulated['dice']['mean']:.4f}")
+    console.print(f"{result.steps} steps, {result.wall_seconds:.0f} s -> {result.weights}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where the demo writes its cohort.")] = DEFAULT_DEMO_DIR,

@@ -9,7 +9,6 @@ output pixel comes from the tile in which it lies farthest from an edge.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +18,19 @@ import torch.nn.functional as F
 
 from usher2.enhance.base import ENHANCERS, Enhancer
 from usher2.enhance.networks import GeneratorConfig, UNetGenerator
-from usher2.io.atomic import atomic_path
 from usher2.io.errors import InputError
+from usher2.weights import default_weights_dir, load_state, save_state
 
 __all__ = ["GANEnhancer", "default_weights_dir", "load_generator", "save_generator"]
 
 WEIGHT_FILES = {"pix2pix": "enhancer_pix2pix.safetensors", "cyclegan": "enhancer_cyclegan.safetensors"}
 
 
-def default_weights_dir() -> Path:
-    """``$USHER2_WEIGHTS`` when set, else the repository's ``weights/`` folder."""
-    env = os.environ.get("USHER2_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
-
-
 def save_generator(generator: UNetGenerator, path: str | Path, *, metadata: dict[str, str] | None = None) -> Path:
     """Save a generator as fp16 safetensors (atomically) with its config in the metadata."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in generator.state_dict().items()}
     meta = {"format": "usher2-enhancer/1", "generator_config": json.dumps(generator.config.to_dict())}
     meta.update(metadata or {})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
+    return save_state(generator, path, meta)
 
 
 def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNetGenerator, dict[str, str]]:
@@ -52,26 +39,12 @@ def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> t
     Raises:
         InputError: The file is missing, not safetensors, or not an usher2 enhancer.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     p = Path(path)
-    if not p.is_file():
-        raise InputError(
-            p, "an enhancer weights file (.safetensors)", "no such file", fix="train one or pass --weights"
-        )
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        state = load_file(str(p))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise InputError(p, "a readable safetensors file", f"a corrupt file ({type(exc).__name__}: {exc})") from exc
-    if "generator_config" not in meta:
-        raise InputError(p, "usher2 enhancer weights (metadata 'generator_config')", f"metadata keys {sorted(meta)}")
+    state, meta = load_state(p, what="an enhancer weights file", required=("generator_config",))
     config = GeneratorConfig(**json.loads(meta["generator_config"]))
     generator = UNetGenerator(config)
     try:
-        generator.load_state_dict({k: v.float() for k, v in state.items()})
+        generator.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(p, f"weights matching {config}", f"mismatching tensors ({exc})") from exc
     return generator.to(device).eval(), meta

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from usher2.enhance.networks import GeneratorConfig, PatchDiscriminator, UNetGenerator, ssim_loss
-from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
+from usher2.training import dist_info, load_config_file, save_checkpoint
 
 __all__ = [
     "DataConfig",
@@ -142,33 +142,14 @@ class EnhancerTrainConfig:
 
 def load_train_config(path: str | Path, **overrides: Any) -> EnhancerTrainConfig:
     """Read an :class:`EnhancerTrainConfig` from YAML or JSON; unknown keys are errors."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "a training config file (.yaml or .json)", "no such file")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(p, "valid YAML", f"a parse error ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise InputError(p, "a mapping of settings", type(raw).__name__)
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(EnhancerTrainConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(p, f"settings among {sorted(known)}", f"unknown keys {unknown}")
-    try:
-        if isinstance(raw.get("generator"), dict):
-            raw["generator"] = GeneratorConfig(**raw["generator"])
-        if isinstance(raw.get("data"), dict):
-            data = dict(raw["data"])
-            if "target_devices" in data:
-                data["target_devices"] = tuple(data["target_devices"])
-            raw["data"] = DataConfig(**data)
-        return EnhancerTrainConfig(**raw)
-    except (TypeError, ValueError) as exc:
-        raise InputError(p, "valid enhancer training settings", str(exc)) from exc
+    return load_config_file(
+        path,
+        EnhancerTrainConfig,
+        nested={"generator": GeneratorConfig, "data": DataConfig},
+        tuples={"data": ("target_devices",)},
+        what="enhancer training",
+        **overrides,
+    )
 
 
 @dataclass(frozen=True)
@@ -229,11 +210,6 @@ def _random_crops(
 
 
 # ----------------------------------------------------------------------------------- loop
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
     return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
 
@@ -257,12 +233,6 @@ def _validate(generator: torch.nn.Module, val: dict[str, torch.Tensor], device: 
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    # Internal training state (never shipped to users); read back with weights_only=True.
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def train_enhancer(
     config: EnhancerTrainConfig,
     *,
@@ -283,7 +253,7 @@ def train_enhancer(
     """
     from usher2.enhance.gan import save_generator
 
-    world, rank, local_rank = _dist_info()
+    world, rank, local_rank = dist_info()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
@@ -355,7 +325,7 @@ def train_enhancer(
                 f"epoch {epoch:3d}  val PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}  "
                 f"lesion gCNR {metrics['gcnr']:.3f}{'  *best' if improved else ''}"
             )
-            _save_checkpoint(
+            save_checkpoint(
                 ckpt_path,
                 {
                     "digest": config.digest(),

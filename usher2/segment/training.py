@@ -1,0 +1,635 @@
+"""Training of the lesion segmenter, after nnU-Net's defaults, with patient-grouped cross-validation.
+
+One config file drives a run (:class:`SegmenterTrainConfig`, YAML or JSON):
+
+* **Recipe.** Dice + binary cross-entropy; SGD with Nesterov momentum 0.99 and poly learning-rate
+  decay (``lr * (1 - step / steps) ** 0.9``), as nnU-Net; albumentations augmentation (rotation,
+  scaling, Gaussian noise, blur, brightness/contrast, gamma, horizontal flip, low-resolution
+  simulation); foreground oversampling (a share of the crops is centred on a lesion pixel).
+  Vertical flips are left out on purpose: depth runs top to bottom in every ultrasound frame.
+* **Data.** BUS-BRA with its official patient-grouped 5-fold partition (``data.folds`` picks the
+  training folds; never an image-level split), simulated cohorts, and optionally the enhancer's
+  output as input (``data.enhancer``; the segmenter then records it and applies it at inference).
+* **Cross-validation.** With ``cv_folds``, the same recipe is first trained once per held-out
+  fold; the held-out frames are segmented at their own size and scored (Dice, IoU, HD95,
+  ASSD), with and without keeping the largest component. The final network is then trained on
+  every training fold, and keeps the largest component only when that raised the mean
+  cross-validated Dice. No epoch or threshold is picked on a held-out fold: the last epoch is used.
+* **Runs.** Seeded (augmentation is reseeded per step from the seed, so a resumed run equals an
+  uninterrupted one), checkpoints every epoch atomically and resumes after a kill, shows a
+  progress bar, bf16 autocast on CUDA, and runs under ``torchrun`` (DDP) with no code change.
+  The network is exported as fp16 safetensors with its config, post-processing, cross-validated
+  metrics and the config hash in the metadata, plus a model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from usher2.io.atomic import atomic_write_text
+from usher2.io.errors import InputError
+from usher2.segment.networks import SegmenterConfig, build_network
+from usher2.segment.unet import resize_to_working, save_network
+from usher2.training import dist_info, load_config_file, save_checkpoint
+
+__all__ = [
+    "SegmenterDataConfig",
+    "SegmenterTrainConfig",
+    "SegmenterTrainResult",
+    "load_segmenter_config",
+    "train_segmenter",
+    "write_segmenter_card",
+]
+
+
+@dataclass(frozen=True)
+class SegmenterDataConfig:
+    """Where training frames come from.
+
+    Attributes:
+        bus_bra: The BUS-BRA folder, or ``None`` for none.
+        folds: BUS-BRA training folds of the official patient-grouped partition (1..5).
+        simulated: Simulated patients added to training (0 for none).
+        simulated_seed: Their cohort seed.
+        simulated_size: Simulated frame side in pixels.
+        val_simulated: Held-out simulated patients scored after training (0 for none).
+        val_simulated_seed: Their cohort seed (must differ from ``simulated_seed``).
+        enhancer: An enhancer name applied to every frame first (``None``: raw frames).
+    """
+
+    bus_bra: str | None = None
+    folds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    simulated: int = 0
+    simulated_seed: int = 4000
+    simulated_size: int = 256
+    val_simulated: int = 0
+    val_simulated_seed: int = 5000
+    enhancer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
+        if any(f not in (1, 2, 3, 4, 5) for f in self.folds) or len(set(self.folds)) != len(self.folds):
+            raise ValueError(f"data.folds must be distinct BUS-BRA folds among 1..5, got {list(self.folds)}")
+        if self.bus_bra is None and self.simulated < 1:
+            raise ValueError("no training data: set data.bus_bra, data.simulated > 0, or both")
+        if self.simulated < 0 or self.val_simulated < 0:
+            raise ValueError("data.simulated and data.val_simulated must be >= 0")
+        if self.val_simulated and self.val_simulated_seed == self.simulated_seed:
+            raise ValueError(f"data.val_simulated_seed must differ from data.simulated_seed ({self.simulated_seed})")
+
+
+@dataclass(frozen=True)
+class SegmenterTrainConfig:
+    """One segmenter training run; every field is saved with the checkpoints and the weights.
+
+    Attributes:
+        out: Run folder (checkpoints, cross-validation folds, history).
+        export: Where the final weights go (default ``<out>/segmenter_<arch>.safetensors``).
+        network: Architecture, encoder and working resolution.
+        data: Training data.
+        cv_folds: BUS-BRA folds to cross-validate over before the final fit (empty: none).
+        crop: Training crop side (``0``: the whole ``network.input_size`` square).
+        batch_size: Crops per step (per process under DDP).
+        epochs: Epochs of ``steps_per_epoch`` steps.
+        steps_per_epoch: Steps per epoch; ``0`` means one pass over the training frames.
+        lr: Initial learning rate (poly decay to 0).
+        momentum: SGD Nesterov momentum.
+        weight_decay: SGD weight decay.
+        foreground_oversampling: Share of crops centred on a lesion pixel (nnU-Net: 0.33).
+        seed: Seeds initialisation, sampling and augmentation.
+        amp: bf16 autocast on CUDA.
+        device: ``"cpu"``, ``"cuda"``…; default CUDA when available.
+    """
+
+    out: str = "runs/segmenter-unet"
+    export: str | None = None
+    network: SegmenterConfig = field(default_factory=SegmenterConfig)
+    data: SegmenterDataConfig = field(default_factory=lambda: SegmenterDataConfig(bus_bra="../shared/data/bus-bra"))
+    cv_folds: tuple[int, ...] = ()
+    crop: int = 0
+    batch_size: int = 16
+    epochs: int = 50
+    steps_per_epoch: int = 0
+    lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    foreground_oversampling: float = 0.33
+    seed: int = 0
+    amp: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cv_folds", tuple(int(f) for f in self.cv_folds))
+        if self.cv_folds and self.data.bus_bra is None:
+            raise ValueError("cv_folds needs data.bus_bra (cross-validation uses the BUS-BRA partition)")
+        if any(f not in (1, 2, 3, 4, 5) for f in self.cv_folds):
+            raise ValueError(f"cv_folds must be BUS-BRA folds among 1..5, got {list(self.cv_folds)}")
+        size = self.network.input_size
+        if self.crop and (self.crop % 32 or not 32 <= self.crop <= size):
+            raise ValueError(f"crop must be 0 or a multiple of 32 in [32, network.input_size={size}], got {self.crop}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch < 0:
+            raise ValueError(f"steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.foreground_oversampling <= 1.0:
+            raise ValueError(f"foreground_oversampling must be in [0, 1], got {self.foreground_oversampling}")
+
+    @property
+    def crop_size(self) -> int:
+        return self.crop or self.network.input_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """SHA-256 of the settings a checkpoint must share to be resumed (not ``out``/``export``/``device``)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "export", "device")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def load_segmenter_config(path: str | Path, **overrides: Any) -> SegmenterTrainConfig:
+    """Read a :class:`SegmenterTrainConfig` from YAML or JSON; unknown keys and bad values are named errors."""
+    return load_config_file(
+        path,
+        SegmenterTrainConfig,
+        nested={"network": SegmenterConfig, "data": SegmenterDataConfig},
+        tuples={"network": ("decoder_channels",), "data": ("folds",)},
+        what="segmenter training",
+        **overrides,
+    )
+
+
+@dataclass(frozen=True)
+class SegmenterTrainResult:
+    """What a run produced.
+
+    Attributes:
+        weights: The exported file.
+        cv: Cross-validated summary (empty without ``cv_folds``): mean Dice etc., per fold.
+        simulated: Held-out simulated summary (empty without ``data.val_simulated``).
+        largest_component: The post-processing chosen.
+        wall_seconds: Training wall time, cross-validation included.
+        steps: Optimisation steps of the final fit.
+    """
+
+    weights: Path
+    cv: dict[str, Any]
+    simulated: dict[str, Any]
+    largest_component: bool
+    wall_seconds: float
+    steps: int
+
+
+# ----------------------------------------------------------------------------------- data
+def _read_grey(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise InputError(path, "a readable image", "a file OpenCV cannot decode")
+    return img
+
+
+def _to_working(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize (longer side ``size``) and zero-pad bottom/right to ``size`` x ``size``; uint8 both."""
+    h, w = img.shape
+    rh, rw = resize_to_working(h, w, size)
+    interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
+    small = cv2.resize(img, (rw, rh), interpolation=interp)
+    m = cv2.resize(mask.astype(np.float32), (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR)
+    out_i = np.zeros((size, size), np.uint8)
+    out_m = np.zeros((size, size), np.uint8)
+    out_i[:rh, :rw] = small
+    out_m[:rh, :rw] = m >= 0.5
+    return out_i, out_m
+
+
+@dataclass
+class _Frames:
+    """Frames at their own size (for scoring) plus their working-size copies (for training)."""
+
+    ids: list[str]
+    images: list[np.ndarray]  # uint8 (H, W)
+    masks: list[np.ndarray]  # bool (H, W)
+    info: pd.DataFrame  # case_id, patient_id, fold, device, source
+
+
+def _enhanced(images: list[np.ndarray], enhancer: str | None) -> list[np.ndarray]:
+    if not enhancer:
+        return images
+    from usher2.enhance import create_enhancer
+
+    e = create_enhancer(enhancer)
+    return [np.rint(e(im[None, None].astype(np.float32) / 255.0)[0, 0] * 255).astype(np.uint8) for im in images]
+
+
+def _bus_bra_frames(root: str, folds: tuple[int, ...], out: Path) -> _Frames:
+    from usher2.io.importers import import_bus_bra
+
+    df = import_bus_bra(root, out / "bus_bra.csv")
+    df = df[df["fold"].isin(folds)].reset_index(drop=True)
+    images = [_read_grey(Path(p)) for p in df["image_path"]]
+    masks = [_read_grey(Path(p)) > 127 for p in df["mask_path"]]
+    info = df[["case_id", "patient_id", "fold", "device"]].assign(source="bus-bra")
+    return _Frames(list(df["case_id"]), images, masks, info)
+
+
+def _simulated_frames(n: int, seed: int, size: int, out: Path) -> _Frames:
+    from usher2.simulate import SimulationConfig, simulate_cohort
+
+    folder = out / f"simulated_{seed}_{n}_{size}"
+    df = simulate_cohort(n, seed, folder, config=SimulationConfig(image_size=(size, size)))
+    images = [_read_grey(folder / p) for p in df["image"]]
+    masks = [_read_grey(folder / p) > 127 for p in df["mask"]]
+    info = pd.DataFrame(
+        {"case_id": df["case_id"], "patient_id": df["patient_id"], "fold": 0, "device": "simulated"}
+    ).assign(source="simulated")
+    return _Frames(list(df["case_id"]), images, masks, info)
+
+
+def _concat(parts: list[_Frames]) -> _Frames:
+    return _Frames(
+        [i for p in parts for i in p.ids],
+        [i for p in parts for i in p.images],
+        [m for p in parts for m in p.masks],
+        pd.concat([p.info for p in parts], ignore_index=True),
+    )
+
+
+def _training_frames(config: SegmenterTrainConfig, folds: tuple[int, ...], data_dir: Path) -> _Frames:
+    d = config.data
+    parts = []
+    if d.bus_bra and folds:
+        parts.append(_bus_bra_frames(d.bus_bra, folds, data_dir))
+    if d.simulated:
+        parts.append(_simulated_frames(d.simulated, d.simulated_seed, d.simulated_size, data_dir))
+    if not parts:
+        raise ValueError("no training frames: every BUS-BRA fold is held out and data.simulated is 0")
+    return _concat(parts)
+
+
+class _Sampler:
+    """Seeded augmentation + cropping with foreground oversampling; a step's batch depends only on (seed, step)."""
+
+    def __init__(self, config: SegmenterTrainConfig, frames: _Frames, rank: int) -> None:
+        import albumentations as A
+
+        size = config.network.input_size
+        pairs = [
+            _to_working(i, m, size)
+            for i, m in zip(_enhanced(frames.images, config.data.enhancer), frames.masks, strict=True)
+        ]
+        self.images = np.stack([p[0] for p in pairs])
+        self.masks = np.stack([p[1] for p in pairs])
+        self.config, self.rank = config, rank
+        self.aug = A.Compose(
+            [
+                A.Affine(rotate=(-15, 15), scale=(0.85, 1.25), border_mode=cv2.BORDER_CONSTANT, p=0.5),
+                A.HorizontalFlip(p=0.5),
+                A.GaussNoise(std_range=(0.0, 0.1), p=0.15),
+                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.5, 1.2), p=0.2),
+                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.3),
+                A.RandomGamma(gamma_limit=(70, 150), p=0.3),
+                A.Downscale(scale_range=(0.5, 0.9), p=0.25),  # low-resolution simulation
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        rng = np.random.default_rng([c.seed, self.rank, step])
+        idx = rng.integers(0, len(self.images), c.batch_size)
+        crop, size = c.crop_size, c.network.input_size
+        xs, ys = [], []
+        for k, i in enumerate(idx):
+            self.aug.set_random_seed(int(rng.integers(0, 2**31 - 1)))
+            a = self.aug(image=self.images[i], mask=self.masks[i])
+            img, m = a["image"], a["mask"]
+            r = c0 = 0
+            if crop < size:
+                fg = np.argwhere(m > 0)
+                if len(fg) and k < round(c.foreground_oversampling * c.batch_size):
+                    cy, cx = fg[rng.integers(0, len(fg))]
+                    r = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, size - crop))
+                    c0 = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, size - crop))
+                else:
+                    r, c0 = (int(v) for v in rng.integers(0, size - crop + 1, 2))
+            xs.append(img[r : r + crop, c0 : c0 + crop])
+            ys.append(m[r : r + crop, c0 : c0 + crop])
+        x = torch.from_numpy(np.stack(xs)[:, None].astype(np.float32) / 255.0)
+        y = torch.from_numpy(np.stack(ys)[:, None].astype(np.float32))
+        return x, y
+
+
+# ----------------------------------------------------------------------------------- scoring
+def _score(net: torch.nn.Module, config: SegmenterTrainConfig, frames: _Frames, device: torch.device) -> pd.DataFrame:
+    """Segment each frame at its own size and score it, with and without the largest-component step."""
+    from usher2.evaluate.segmentation import segmentation_metrics
+    from usher2.segment.base import postprocess_mask
+    from usher2.segment.unet import UNetSegmenter
+
+    seg = UNetSegmenter.from_network(net, config.network, device=str(device), enhancer=config.data.enhancer)
+    rows = []
+    for k, (img, truth) in enumerate(zip(frames.images, frames.masks, strict=True)):
+        prob = seg.predict_proba(img[None, None].astype(np.float32) / 255.0)[0, 0]
+        row = dict(frames.info.iloc[k])
+        for suffix, lcc in (("", False), ("_lcc", True)):
+            m = segmentation_metrics(postprocess_mask(prob > 0.5, largest_component=lcc), truth)
+            row.update({f"{key}{suffix}": m[key] for key in ("dice", "iou", "hd95", "assd")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _summary(scores: pd.DataFrame, lcc: bool) -> dict[str, Any]:
+    from usher2.evaluate.segmentation import bootstrap_ci
+
+    suffix = "_lcc" if lcc else ""
+    out: dict[str, Any] = {"n_frames": len(scores), "n_patients": int(scores["patient_id"].nunique())}
+    for key in ("dice", "iou", "hd95", "assd"):
+        mean, lo, hi = bootstrap_ci(scores[f"{key}{suffix}"].to_numpy(float), groups=scores["patient_id"].to_numpy())
+        out[key] = {"mean": mean, "ci_low": lo, "ci_high": hi}
+    return out
+
+
+# ----------------------------------------------------------------------------------- loop
+def _fit(
+    config: SegmenterTrainConfig,
+    frames: _Frames,
+    out: Path,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    val: _Frames | None = None,
+) -> tuple[torch.nn.Module, float, int]:
+    """Train one network on ``frames`` into ``out``; resumes from ``out/checkpoint.pt``. Returns (net, wall, steps)."""
+    import segmentation_models_pytorch as smp
+
+    world, rank, local_rank = dist_info()
+    device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    use_amp = config.amp and device.type == "cuda"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    net = build_network(config.network).to(device)
+    sampler = _Sampler(config, frames, rank)
+    steps_per_epoch = config.steps_per_epoch or max(1, len(sampler) // (config.batch_size * world))
+    total = config.epochs * steps_per_epoch
+    opt = torch.optim.SGD(
+        net.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total) ** 0.9)
+    dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+
+    ckpt = out / "checkpoint.pt"
+    start, history, wall_before = 0, [], 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state["digest"] != config.digest():
+            raise InputError(
+                ckpt,
+                f"a checkpoint of this config (digest {config.digest()[:12]})",
+                f"one of another config (digest {state['digest'][:12]})",
+                fix="use a new --out folder or delete the old run",
+            )
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, history, wall_before = state["epoch"] + 1, state["history"], state["wall_seconds"]
+        log(f"resumed {out} at epoch {start}")
+    model: torch.nn.Module = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    t0 = time.perf_counter()
+    net.train()
+    for epoch in range(start, config.epochs):
+        losses = []
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            x, y = sampler.batch(global_step)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                z = model(x).float()
+                loss = dice_loss(z, y) + F.binary_cross_entropy_with_logits(z, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)  # nnU-Net clips at 12
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if progress is not None and rank == 0:
+                progress(global_step + 1, total)
+        if rank == 0:
+            record: dict[str, float] = {"epoch": float(epoch), "loss": float(np.mean(losses))}
+            if val is not None:
+                net.eval()
+                record["val_dice"] = float(_score(net, config, val, device)["dice"].mean())
+                net.train()
+            history.append(record)
+            shown = f"  val Dice {record['val_dice']:.4f}" if "val_dice" in record else ""
+            log(f"{out.name} epoch {epoch:3d}  loss {record['loss']:.4f}{shown}")
+            save_checkpoint(
+                ckpt,
+                {
+                    "digest": config.digest(),
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "wall_seconds": wall_before + time.perf_counter() - t0,
+                },
+            )
+        if world > 1:
+            torch.distributed.barrier()
+    net.eval()
+    atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+    return net, wall_before + time.perf_counter() - t0, len(history) * steps_per_epoch
+
+
+def train_segmenter(
+    config: SegmenterTrainConfig,
+    *,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+    command: str | None = None,
+) -> SegmenterTrainResult:
+    """Cross-validate (``cv_folds``), then train the final segmenter and export it with a model card.
+
+    Each fold's run and the final run live in their own sub-folder of ``out`` and resume
+    independently; a finished fold (``cv_fold<k>/scores.csv``) is not retrained.
+
+    Args:
+        config: The run.
+        log: Receives one line per epoch and per event.
+        progress: ``progress(step, total_steps)`` after every optimisation step of the current fit.
+        command: The command line that started the run, recorded in the weights and model card.
+
+    Returns:
+        The weights file and the cross-validated and held-out simulated summaries.
+    """
+    world, rank, _ = dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    wall = 0.0
+
+    cv: dict[str, Any] = {}
+    largest = False
+    if config.cv_folds:
+        parts = []
+        for k in config.cv_folds:
+            fold_dir = out / f"cv_fold{k}"
+            scores_path = fold_dir / "scores.csv"
+            if scores_path.exists():
+                parts.append(pd.read_csv(scores_path, dtype={"patient_id": str}))
+                log(f"fold {k}: done before, scores read from {scores_path}")
+                continue
+            train_folds = tuple(f for f in config.data.folds if f != k)
+            held_out = _bus_bra_frames(config.data.bus_bra, (k,), data_dir)  # type: ignore[arg-type]
+            net, seconds, _ = _fit(
+                config, _training_frames(config, train_folds, data_dir), fold_dir, log=log, progress=progress
+            )
+            wall += seconds
+            if rank == 0:
+                scores = _score(net, config, held_out, device)
+                scores.to_csv(fold_dir / "scores.tmp", index=False)
+                (fold_dir / "scores.tmp").replace(scores_path)
+                plain, lcc = scores["dice"].mean(), scores["dice_lcc"].mean()
+                log(f"fold {k}: held-out Dice {plain:.4f} (largest component only: {lcc:.4f})")
+                parts.append(scores)
+        scores = pd.concat(parts, ignore_index=True)
+        largest = bool(scores["dice_lcc"].mean() > scores["dice"].mean())
+        col = "dice_lcc" if largest else "dice"
+        cv = {
+            "folds": list(config.cv_folds),
+            "largest_component": largest,
+            "dice_without_lcc": float(scores["dice"].mean()),
+            "dice_with_lcc": float(scores["dice_lcc"].mean()),
+            **_summary(scores, largest),
+            "per_fold": {int(f): float(g[col].mean()) for f, g in scores.groupby("fold")},
+            "per_device": {str(d): {"n": len(g), "dice": float(g[col].mean())} for d, g in scores.groupby("device")},
+        }
+        scores.to_csv(out / "cv_scores.csv", index=False)
+        atomic_write_text(out / "cv_summary.json", json.dumps(cv, indent=2))
+
+    final_dir = out / "final"
+    net, seconds, steps = _fit(
+        config, _training_frames(config, config.data.folds, data_dir), final_dir, log=log, progress=progress
+    )
+    wall += seconds
+    simulated: dict[str, Any] = {}
+    if config.data.val_simulated and rank == 0:
+        d = config.data
+        held = _simulated_frames(d.val_simulated, d.val_simulated_seed, d.simulated_size, data_dir)
+        sim_scores = _score(net, config, held, device)
+        sim_scores.to_csv(out / "simulated_scores.csv", index=False)
+        simulated = {"seed": d.val_simulated_seed, **_summary(sim_scores, largest)}
+    export = Path(config.export) if config.export else out / f"segmenter_{config.network.arch}.safetensors"
+    if rank == 0:
+        meta = {
+            "postprocess": json.dumps({"threshold": 0.5, "largest_component": largest}),
+            "enhancer": config.data.enhancer or "",
+            "train_config": json.dumps(config.to_dict(), sort_keys=True),
+            "train_config_sha256": config.digest(),
+            "cv": json.dumps(cv),
+            "simulated": json.dumps(simulated),
+            "steps": str(steps),
+            "wall_seconds": f"{wall:.1f}",
+            "torch": torch.__version__,
+            "command": command or "",
+        }
+        save_network(net, config.network, export, metadata=meta)
+        write_segmenter_card(export)
+        log(f"exported {export}")
+    return SegmenterTrainResult(export, cv, simulated, largest, wall, steps)
+
+
+def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
+    v = s[key]
+    return f"{v['mean']:.{digits}f} (95% CI {v['ci_low']:.{digits}f}-{v['ci_high']:.{digits}f})"
+
+
+def write_segmenter_card(weights: str | Path) -> Path:
+    """Write ``<weights>.md`` from the weights' metadata: data, command, cross-validated metrics, wall time."""
+    from safetensors import safe_open
+
+    w = Path(weights)
+    with safe_open(str(w), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    cfg = json.loads(meta["train_config"])
+    net, data = cfg["network"], cfg["data"]
+    cv, sim = json.loads(meta.get("cv") or "{}"), json.loads(meta.get("simulated") or "{}")
+    post = json.loads(meta["postprocess"])
+    sources = []
+    if data["bus_bra"]:
+        sources.append(f"BUS-BRA folds {', '.join(map(str, data['folds']))} (official patient-grouped partition)")
+    if data["simulated"]:
+        sources.append(f"{data['simulated']} simulated patients (usher2.simulate, seed {data['simulated_seed']})")
+    lines = [
+        f"# {w.name}",
+        "",
+        f"- **Model:** smp {net['arch']} with a {net['encoder']} encoder (random initialisation), decoder "
+        f"{tuple(net['decoder_channels'])}, 1-channel input, working resolution {net['input_size']} px (longer side); "
+        "fp16 safetensors with the architecture in the metadata.",
+        f"- **Training data:** {'; '.join(sources)}."
+        + (f" Inputs enhanced with `{data['enhancer']}` first." if data["enhancer"] else ""),
+        f"- **Command:** `{meta.get('command') or 'usher2 train segmenter --config ...'}` "
+        f"(config SHA-256 `{meta['train_config_sha256'][:16]}`).",
+        f"- **Steps (final fit):** {meta['steps']}; training time {float(meta['wall_seconds']) / 60:.1f} min "
+        f"(every fit: cross-validation folds and the final one; data preparation and scoring excluded), "
+        f"torch {meta['torch']}.",
+        f"- **Post-processing:** fill holes; largest component only: {post['largest_component']}"
+        + (
+            f" (cross-validated Dice {cv['dice_with_lcc']:.4f} with vs {cv['dice_without_lcc']:.4f} without)."
+            if cv
+            else "."
+        ),
+    ]
+    if cv:
+        lines += [
+            "",
+            f"## {len(cv['folds'])}-fold cross-validation of the same recipe (BUS-BRA, held-out folds)",
+            "",
+            f"Frames {cv['n_frames']}, patients {cv['n_patients']}; CIs: patient-level bootstrap. Distances in pixels "
+            "of the original frame (BUS-BRA gives no pixel spacing).",
+            "",
+            f"- Dice {_fmt(cv, 'dice')}",
+            f"- IoU {_fmt(cv, 'iou')}",
+            f"- HD95 {_fmt(cv, 'hd95', 1)} px",
+            f"- ASSD {_fmt(cv, 'assd', 1)} px",
+            "- Per fold Dice: " + ", ".join(f"{k}: {v:.3f}" for k, v in cv["per_fold"].items()),
+            "- Per device Dice: "
+            + "; ".join(f"{d} (n={v['n']}): {v['dice']:.3f}" for d, v in cv["per_device"].items()),
+        ]
+    if sim:
+        lines += [
+            "",
+            f"## Held-out simulated frames (seed {sim['seed']}, never trained on)",
+            "",
+            f"- Dice {_fmt(sim, 'dice')} over {sim['n_frames']} frames",
+        ]
+    lines += ["", "## Training config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
+    card = w.with_suffix(".md")
+    atomic_write_text(card, "\n".join(lines))
+    return card
