@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/enhance.py
+	$(BIN)/python bench/segment.py
 
 clean:
 	rm -rf $(VENV) usher2-demo .pytest_cache .ruff_cache

@@ -188,21 +188,72 @@ def import_busi(
     )
 
 
-class _EnhanceCommand(TyperCommand):
-    """Fills in ``--model``'s list of enhancers only when help is shown.
+class _ModelListCommand(TyperCommand):
+    """Fills in ``--model``'s list of names only when help is shown.
 
-    Importing the enhancers loads torch (about a second), which every other command, and
-    ``usher2 --version``, would pay for if the list were built with the command.
+    Importing the networks loads torch (about a second), which every other command, and
+    ``usher2 --version``, would pay for if the list were built with the command. Subclasses
+    name the stage and how to get its names and default.
     """
 
+    stage = ""
+
+    @staticmethod
+    def choices() -> tuple[list[str], str]:
+        raise NotImplementedError
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        names, default = self.choices()
+        for param in self.params:
+            if param.name == "model":
+                param.help = f"{self.stage}, one of: {', '.join(names)}. Default: {default}."
+        super().format_help(ctx, formatter)
+
+
+class _EnhanceCommand(_ModelListCommand):
+    stage = "Enhancer"
+
+    @staticmethod
+    def choices() -> tuple[list[str], str]:
         from usher2.enhance import available_enhancers
         from usher2.enhance.apply import DEFAULT_ENHANCER
 
-        for param in self.params:
-            if param.name == "model":
-                param.help = f"Enhancer, one of: {', '.join(available_enhancers())}. Default: {DEFAULT_ENHANCER}."
-        super().format_help(ctx, formatter)
+        return available_enhancers(), DEFAULT_ENHANCER
+
+
+class _SegmentCommand(_ModelListCommand):
+    stage = "Segmenter"
+
+    @staticmethod
+    def choices() -> tuple[list[str], str]:
+        from usher2.segment import available_segmenters
+        from usher2.segment.apply import DEFAULT_SEGMENTER
+
+        return available_segmenters(), DEFAULT_SEGMENTER
+
+
+def _print_failures(failures: list[Any], n_inputs: int) -> None:
+    """A table of the failures (also in failures.csv)."""
+    if not failures:
+        return
+    table = Table(title=f"{len(failures)} of {n_inputs} inputs failed")
+    table.add_column("case", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for failure in failures:
+        table.add_row(failure.case, failure.error)
+    console.print(table)
+
+
+def _exit_on_failures(failures: list[Any], n_inputs: int, out: Path) -> None:
+    from usher2.io.runner import FAILURES_FILE
+
+    if failures:
+        err_console.print(
+            f"[bold red]{len(failures)} of {n_inputs} inputs failed[/]; see {out / FAILURES_FILE}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
 
 
 def _print_enhance_result(result: EnhanceResult, seconds: float) -> None:
@@ -211,14 +262,7 @@ def _print_enhance_result(result: EnhanceResult, seconds: float) -> None:
     if result.skipped:
         text += f", {len(result.skipped)} skipped (already enhanced with these settings)"
     console.print(f"{text} -> {result.out}", highlight=False)
-    if not result.failures:
-        return
-    table = Table(title=f"{len(result.failures)} of {result.n_inputs} inputs failed")
-    table.add_column("case", no_wrap=True)
-    table.add_column("error", overflow="fold")
-    for failure in result.failures:
-        table.add_row(failure.case, failure.error)
-    console.print(table)
+    _print_failures(result.failures, result.n_inputs)
 
 
 @app.command(cls=_EnhanceCommand)
@@ -253,7 +297,7 @@ def enhance(
 
     A re-run into the same --out skips inputs already done. Exit code 0: all enhanced; 1: some failed; 2: bad input.
     """
-    from usher2.enhance.apply import DEFAULT_ENHANCER, FAILURES_FILE, enhance_paths
+    from usher2.enhance.apply import DEFAULT_ENHANCER, enhance_paths
 
     with _user_errors():
         t0 = time.perf_counter()
@@ -269,13 +313,72 @@ def enhance(
             )
         dt = time.perf_counter() - t0
     _print_enhance_result(result, dt)
-    if result.failures:
-        err_console.print(
-            f"[bold red]{len(result.failures)} of {result.n_inputs} inputs failed[/]; see {out / FAILURES_FILE}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=1)
+    _exit_on_failures(result.failures, result.n_inputs, out)
+
+
+@app.command(cls=_SegmentCommand)
+def segment(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="An image, DICOM or video file; a directory (searched recursively); or a manifest (.csv/.parquet).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output folder: 0/255 PNG masks under the inputs' relative names, segmentation.csv."
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Segmenter name (usher2 segment --help lists them).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="A safetensors weights file instead of the shipped one.")
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation (twice the compute).")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Frames of equal shape segmented together.")
+    ] = 8,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Re-segment every input, also into a folder made with other settings."),
+    ] = False,
+) -> None:
+    """Segment the lesion: one 0/255 PNG mask per frame and DIR/segmentation.csv (area, uncertainty, no-lesion flag).
+
+    A re-run into the same --out skips inputs already done.
+    Exit code 0: all segmented (a frame with no lesion found is a result); 1: some inputs failed; 2: bad input.
+    """
+    from usher2.segment.apply import CSV_FILE, DEFAULT_SEGMENTER, segment_paths
+
+    with _user_errors():
+        t0 = time.perf_counter()
+        with _progress("segmenting") as progress:
+            result = segment_paths(
+                input_path,
+                out,
+                model=model or DEFAULT_SEGMENTER,
+                weights=weights,
+                tta=tta,
+                device=device,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        dt = time.perf_counter() - t0
+    text = f"{len(result.segmented)} inputs segmented ({len(result.written)} masks) in {dt:.1f} s"
+    if result.skipped:
+        text += f", {len(result.skipped)} skipped (already segmented with these settings)"
+    console.print(f"{text}; no lesion found in {result.n_no_lesion} of {len(result.rows)} frames", highlight=False)
+    console.print(f"masks -> {result.out}, table -> {result.out / CSV_FILE}", highlight=False)
+    _print_failures(result.failures, result.n_inputs)
+    _exit_on_failures(result.failures, result.n_inputs, out)
 
 
 @train_app.command("enhancer")

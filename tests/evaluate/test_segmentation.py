@@ -232,3 +232,11 @@ def test_bad_bootstrap_and_summary_input_raise() -> None:
         bootstrap_ci([1.0, 2.0], alpha=1.5)
     with pytest.raises(ValueError, match=r"'hd95'.*not a column"):
         summarize([{"dice": 1.0}], metrics=("hd95",))
+
+
+def test_one_pixel_lesions_are_handled() -> None:
+    a = np.zeros((9, 9), bool)
+    a[4, 4] = True
+    b = np.roll(a, 2, axis=1)
+    assert dice(a, a) == 1.0 and hd95(a, a) == 0.0
+    assert dice(a, b) == 0.0 and hd95(a, b) == 2.0 and assd(a, b) == 2.0

@@ -166,3 +166,30 @@ def test_shipped_weights_card_and_held_out_simulated_frames(tmp_path: Path) -> N
         truth = cv2.imread(str(tmp_path / row["mask"]), cv2.IMREAD_GRAYSCALE) > 127
         scores.append(dice(seg.predict_mask(img[None, None])[0, 0], truth))
     assert np.mean(scores) > 0.85  # the card's held-out simulated Dice is 0.92
+
+
+def test_negative_samples_are_lesion_free(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from usher2.segment.training import _Frames, _Sampler, background_crop
+
+    rng = np.random.default_rng(0)
+    images, masks = [], []
+    for k in range(4):
+        img = rng.integers(0, 200, (96, 128), dtype=np.uint8)
+        m = np.zeros((96, 128), bool)
+        m[30:60, 10 + 10 * k : 50 + 10 * k] = True
+        img[m] = 255  # the only pixels at 255
+        images.append(img)
+        masks.append(m)
+    for img, m in zip(images, masks, strict=True):
+        crop = background_crop(img, m)
+        assert crop is not None and crop.max() < 255 and min(crop.shape) >= 32
+    assert background_crop(images[0], np.ones((96, 128), bool)) is None  # no room beside the lesion
+    info = pd.DataFrame({"case_id": list("abcd"), "patient_id": list("abcd"), "fold": 0, "device": "x", "source": "x"})
+    config = _tiny_run(tmp_path, negative_sampling=0.5, batch_size=8)
+    sampler = _Sampler(config, _Frames(list("abcd"), images, masks, info), rank=0)
+    assert len(sampler.negatives) == 4
+    for step in range(3):
+        _, y = sampler.batch(step)
+        assert y[4:].sum() == 0 and (y[:4].flatten(1).sum(1) > 0).all()

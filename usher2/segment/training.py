@@ -109,6 +109,10 @@ class SegmenterTrainConfig:
         momentum: SGD Nesterov momentum.
         weight_decay: SGD weight decay.
         foreground_oversampling: Share of crops centred on a lesion pixel (nnU-Net: 0.33).
+        negative_sampling: Share of each batch that is lesion-free, so that the network learns to
+            return an empty mask (every BUS-BRA and simulated frame holds a lesion): crops of the
+            training frames away from the lesion (:func:`background_crop`) and, for one in eight,
+            a blank frame (a constant level plus noise).
         seed: Seeds initialisation, sampling and augmentation.
         amp: bf16 autocast on CUDA.
         device: ``"cpu"``, ``"cuda"``…; default CUDA when available.
@@ -127,6 +131,7 @@ class SegmenterTrainConfig:
     momentum: float = 0.99
     weight_decay: float = 3e-5
     foreground_oversampling: float = 0.33
+    negative_sampling: float = 0.0
     seed: int = 0
     amp: bool = True
     device: str | None = None
@@ -149,6 +154,8 @@ class SegmenterTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.foreground_oversampling <= 1.0:
             raise ValueError(f"foreground_oversampling must be in [0, 1], got {self.foreground_oversampling}")
+        if not 0.0 <= self.negative_sampling < 1.0:
+            raise ValueError(f"negative_sampling must be in [0, 1), got {self.negative_sampling}")
 
     @property
     def crop_size(self) -> int:
@@ -216,6 +223,33 @@ def _to_working(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarra
     out_i[:rh, :rw] = small
     out_m[:rh, :rw] = m >= 0.5
     return out_i, out_m
+
+
+def background_crop(image: np.ndarray, mask: np.ndarray, *, margin: float = 0.05) -> np.ndarray | None:
+    """The largest lesion-free strip of a frame, beside the lesion's bounding box, or None.
+
+    The box is grown by ``margin`` times the frame's shorter side; of the four full-width or
+    full-height strips left, right, above and below it, the one with the largest shorter side is
+    returned when that side is at least a quarter of the frame's shorter side and 32 pixels.
+
+    Example:
+        >>> img = np.arange(100 * 200, dtype=np.uint8).reshape(100, 200); m = np.zeros((100, 200), bool)
+        >>> m[40:60, 10:50] = True
+        >>> background_crop(img, m).shape
+        (100, 145)
+    """
+    h, w = mask.shape
+    if not mask.any():
+        return image
+    ys, xs = np.nonzero(mask)
+    pad = int(margin * min(h, w))
+    y0, y1 = max(0, int(ys.min()) - pad), min(h, int(ys.max()) + 1 + pad)
+    x0, x1 = max(0, int(xs.min()) - pad), min(w, int(xs.max()) + 1 + pad)
+    strips = [image[:, :x0], image[:, x1:], image[:y0, :], image[y1:, :]]
+    best = max(strips, key=lambda a: min(a.shape))
+    if min(best.shape) < max(32, 0.25 * min(h, w)):
+        return None
+    return np.ascontiguousarray(best)
 
 
 @dataclass
@@ -295,6 +329,10 @@ class _Sampler:
         ]
         self.images = np.stack([p[0] for p in pairs])
         self.masks = np.stack([p[1] for p in pairs])
+        crops = [background_crop(i, m) for i, m in zip(frames.images, frames.masks, strict=True)]
+        crops = _enhanced([c for c in crops if c is not None], config.data.enhancer)
+        blank = np.zeros((size, size), np.uint8)
+        self.negatives = np.stack([_to_working(c, np.zeros(c.shape, bool), size)[0] for c in crops] or [blank])
         self.config, self.rank = config, rank
         self.aug = A.Compose(
             [
@@ -316,10 +354,19 @@ class _Sampler:
         rng = np.random.default_rng([c.seed, self.rank, step])
         idx = rng.integers(0, len(self.images), c.batch_size)
         crop, size = c.crop_size, c.network.input_size
+        first_negative = c.batch_size - round(c.negative_sampling * c.batch_size)
         xs, ys = [], []
         for k, i in enumerate(idx):
             self.aug.set_random_seed(int(rng.integers(0, 2**31 - 1)))
-            a = self.aug(image=self.images[i], mask=self.masks[i])
+            if k >= first_negative:  # a lesion-free sample: an empty mask is the right answer
+                if rng.random() < 0.125:
+                    level, noise = rng.uniform(0, 255), rng.uniform(0, 40)
+                    image = np.clip(level + noise * rng.standard_normal((size, size)), 0, 255).astype(np.uint8)
+                else:
+                    image = self.negatives[rng.integers(0, len(self.negatives))]
+                a = self.aug(image=image, mask=np.zeros((size, size), np.uint8))
+            else:
+                a = self.aug(image=self.images[i], mask=self.masks[i])
             img, m = a["image"], a["mask"]
             r = c0 = 0
             if crop < size:
@@ -354,6 +401,41 @@ def _score(net: torch.nn.Module, config: SegmenterTrainConfig, frames: _Frames, 
             row.update({f"{key}{suffix}": m[key] for key in ("dice", "iou", "hd95", "assd")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _score_negatives(
+    net: torch.nn.Module, config: SegmenterTrainConfig, frames: _Frames, device: torch.device
+) -> pd.DataFrame:
+    """Segment the lesion-free crop of each held-out frame (where it has one): is it called no-lesion?"""
+    from usher2.segment.unet import UNetSegmenter
+
+    seg = UNetSegmenter.from_network(net, config.network, device=str(device), enhancer=config.data.enhancer)
+    rows = []
+    for k, (img, truth) in enumerate(zip(frames.images, frames.masks, strict=True)):
+        crop = background_crop(img, truth)
+        if crop is None:
+            continue
+        [result] = seg.segment(crop[None, None].astype(np.float32) / 255.0)
+        row = dict(frames.info.iloc[k])
+        row.update({"no_lesion": bool(result.no_lesion), "false_area": result.area_px / crop.size})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _no_lesion_summary(negatives: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Any]:
+    """How often lesion-free crops are called no-lesion, and lesion frames are (wrongly) called so."""
+    from usher2.evaluate.segmentation import bootstrap_ci
+
+    spec, lo, hi = bootstrap_ci(
+        negatives["no_lesion"].to_numpy(float), groups=negatives["patient_id"].astype(str).to_numpy()
+    )
+    missed = scores["dice"].to_numpy(float) == 0.0
+    return {
+        "n_negative_crops": len(negatives),
+        "specificity": {"mean": spec, "ci_low": lo, "ci_high": hi},
+        "mean_false_area_fraction": float(negatives["false_area"].mean()),
+        "lesion_frames_with_empty_or_disjoint_mask": int(missed.sum()),
+    }
 
 
 def _summary(scores: pd.DataFrame, lcc: bool) -> dict[str, Any]:
@@ -498,11 +580,13 @@ def train_segmenter(
     largest = False
     if config.cv_folds:
         parts = []
+        negative_parts = []
         for k in config.cv_folds:
             fold_dir = out / f"cv_fold{k}"
-            scores_path = fold_dir / "scores.csv"
-            if scores_path.exists():
+            scores_path, negatives_path = fold_dir / "scores.csv", fold_dir / "negatives.csv"
+            if scores_path.exists() and negatives_path.exists():
                 parts.append(pd.read_csv(scores_path, dtype={"patient_id": str}))
+                negative_parts.append(pd.read_csv(negatives_path, dtype={"patient_id": str}))
                 log(f"fold {k}: done before, scores read from {scores_path}")
                 continue
             train_folds = tuple(f for f in config.data.folds if f != k)
@@ -513,11 +597,18 @@ def train_segmenter(
             wall += seconds
             if rank == 0:
                 scores = _score(net, config, held_out, device)
-                scores.to_csv(fold_dir / "scores.tmp", index=False)
+                negatives = _score_negatives(net, config, held_out, device)
+                negatives.to_csv(fold_dir / "negatives.tmp", index=False)
+                (fold_dir / "negatives.tmp").replace(negatives_path)
+                scores.to_csv(fold_dir / "scores.tmp", index=False)  # written last: marks the fold done
                 (fold_dir / "scores.tmp").replace(scores_path)
                 plain, lcc = scores["dice"].mean(), scores["dice_lcc"].mean()
-                log(f"fold {k}: held-out Dice {plain:.4f} (largest component only: {lcc:.4f})")
+                log(
+                    f"fold {k}: held-out Dice {plain:.4f} (largest component only: {lcc:.4f}); "
+                    f"lesion-free crops called no-lesion: {negatives['no_lesion'].mean():.3f}"
+                )
                 parts.append(scores)
+                negative_parts.append(negatives)
         scores = pd.concat(parts, ignore_index=True)
         largest = bool(scores["dice_lcc"].mean() > scores["dice"].mean())
         col = "dice_lcc" if largest else "dice"
@@ -529,8 +620,10 @@ def train_segmenter(
             **_summary(scores, largest),
             "per_fold": {int(f): float(g[col].mean()) for f, g in scores.groupby("fold")},
             "per_device": {str(d): {"n": len(g), "dice": float(g[col].mean())} for d, g in scores.groupby("device")},
+            "no_lesion": _no_lesion_summary(pd.concat(negative_parts, ignore_index=True), scores),
         }
         scores.to_csv(out / "cv_scores.csv", index=False)
+        pd.concat(negative_parts, ignore_index=True).to_csv(out / "cv_negatives.csv", index=False)
         atomic_write_text(out / "cv_summary.json", json.dumps(cv, indent=2))
 
     final_dir = out / "final"
@@ -622,6 +715,14 @@ def write_segmenter_card(weights: str | Path) -> Path:
             "- Per device Dice: "
             + "; ".join(f"{d} (n={v['n']}): {v['dice']:.3f}" for d, v in cv["per_device"].items()),
         ]
+        if "no_lesion" in cv:
+            nl = cv["no_lesion"]
+            lines += [
+                f"- No-lesion frames: of {nl['n_negative_crops']} lesion-free crops of the held-out frames (the "
+                f"largest strip beside the lesion), {_fmt(nl, 'specificity')} were returned as no-lesion; mean "
+                f"false-positive area {100 * nl['mean_false_area_fraction']:.1f}% of the crop. Lesion frames whose "
+                f"mask missed the lesion entirely (Dice 0): {nl['lesion_frames_with_empty_or_disjoint_mask']}.",
+            ]
     if sim:
         lines += [
             "",
