@@ -193,3 +193,34 @@ def test_negative_samples_are_lesion_free(tmp_path: Path) -> None:
     for step in range(3):
         _, y = sampler.batch(step)
         assert y[4:].sum() == 0 and (y[:4].flatten(1).sum(1) > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("arch", "encoder"),
+    [("unet", "resnet34"), ("unet", "efficientnet-b0"), ("unet", "tu-resnet18"), ("unetplusplus", "resnet18")],
+)
+def test_configurable_encoders_build_one_channel_networks(arch: str, encoder: str) -> None:
+    net = build_network(SegmenterConfig(arch=arch, encoder=encoder, input_size=64)).eval()
+    with torch.inference_mode():
+        assert net(torch.rand(2, 1, 64, 96)).shape == (2, 1, 64, 96)
+
+
+def test_local_encoder_weights_load_with_rgb_summed_to_grey(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", pretrained=False).state_dict()  # 3-channel conv1, an fc head
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "r18.safetensors"))
+    net = build_network(SegmenterConfig(encoder="resnet18", encoder_weights=str(tmp_path / "r18.safetensors")))
+    torch.testing.assert_close(net.encoder.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(net.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    save_file({"conv1.weight": state["conv1.weight"]}, str(tmp_path / "r34.safetensors"))
+    with pytest.raises(InputError, match=r"r34\.safetensors: expected weights for every encoder tensor"):
+        build_network(SegmenterConfig(encoder="resnet18", encoder_weights=str(tmp_path / "r34.safetensors")))
+
+
+def test_shipped_weights_find_no_lesion_in_blank_frames() -> None:
+    seg = create_segmenter("unet", device="cpu")
+    blank = np.stack([np.full((1, 200, 300), v, np.float32) for v in (0.0, 0.5)])
+    assert [r.no_lesion for r in seg.segment(blank)] == [True, True]
