@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _timing import gpu_frames_per_second
 
 from usher2.enhance import available_enhancers, create_enhancer
 from usher2.evaluate.image_quality import cnr, gcnr, psnr, region_ring, speckle_snr, ssim
@@ -139,18 +140,9 @@ def bench_speed(methods: dict[str, object], threads: int) -> None:
         for name in LEARNED:
             if name not in methods:
                 continue
-            g = methods[name].generator.cuda()
-            xb = torch.rand(256, 1, 256, 256, device="cuda")
             for dtype in (torch.float32, torch.bfloat16):
-                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                    for _ in range(3):
-                        g(xb)
-                    torch.cuda.synchronize()
-                    t = time.perf_counter()
-                    for _ in range(10):
-                        g(xb)
-                    torch.cuda.synchronize()
-                print(f"   {name:<10} {dtype!s:<15} {2560 / (time.perf_counter() - t):>10.0f} frames/s")
+                fps = gpu_frames_per_second(methods[name].generator, 256, dtype)
+                print(f"   {name:<10} {dtype!s:<15} {fps:>10.0f} frames/s")
     else:
         print("   GPU: none on this machine")
 

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from _timing import gpu_frames_per_second
 
 from usher2.evaluate.segmentation import bootstrap_ci, segmentation_metrics
 from usher2.segment import create_segmenter
@@ -140,17 +141,8 @@ def bench_speed(name: str, threads: int) -> None:
     size = seg.config.input_size  # type: ignore[attr-defined]
     print(f"\n   GPU ({torch.cuda.get_device_name()}), network only, batch 256")
     for res in sorted({size, 256}):
-        xb = torch.rand(256, 1, res, res, device="cuda")
         for dtype in (torch.float32, torch.bfloat16):
-            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                for _ in range(3):
-                    net(xb)
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                for _ in range(10):
-                    net(xb)
-                torch.cuda.synchronize()
-            fps = 2560 / (time.perf_counter() - t)
+            fps = gpu_frames_per_second(net, res, dtype)
             print(f"   {res} x {res} {dtype!s:<15} {fps:>10.0f} frames/s")
 
 
