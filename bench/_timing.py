@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
+
+
+def seconds_per_call(fn: Callable[[Any], Any], x: Any, reps: int) -> float:
+    """Mean wall time of ``fn(x)`` over ``reps`` calls, after one warm-up call."""
+    fn(x)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn(x)
+    return (time.perf_counter() - t) / reps
 
 
 def gpu_frames_per_second(

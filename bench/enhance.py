@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from _timing import gpu_frames_per_second
+from _timing import gpu_frames_per_second, seconds_per_call
 
 from usher2.enhance import available_enhancers, create_enhancer
 from usher2.evaluate.image_quality import cnr, gcnr, psnr, region_ring, speckle_snr, ssim
@@ -125,15 +124,8 @@ def bench_speed(methods: dict[str, object], threads: int) -> None:
     print(f"\n3. speed, ms per 256x256 frame (CPU, {threads} threads)")
     print(f"{'method':<10}{'batch 1':>10}{'batch 8':>10}")
     for name, e in methods.items():
-        e(x1)
-        reps = 5
-        t = time.perf_counter()
-        for _ in range(reps):
-            e(x1)
-        b1 = (time.perf_counter() - t) / reps * 1000
-        t = time.perf_counter()
-        e(x8)
-        b8 = (time.perf_counter() - t) / 8 * 1000
+        b1 = seconds_per_call(e, x1, 5) * 1000
+        b8 = seconds_per_call(e, x8, 1) * 1000 / 8
         print(f"{name:<10}{b1:>10.1f}{b8:>10.1f}")
     if torch.cuda.is_available():
         print(f"\n   GPU ({torch.cuda.get_device_name()}), frames/s at batch 256, 256 x 256, fp32 and bf16")

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
-from _timing import gpu_frames_per_second
+from _timing import gpu_frames_per_second, seconds_per_call
 
 from usher2.evaluate.segmentation import bootstrap_ci, segmentation_metrics
 from usher2.segment import create_segmenter
@@ -113,14 +112,6 @@ def bench_simulated(name: str, n: int) -> None:
         print(f"   {'TTA' if tta else 'plain':<10}{cells}{sum(r.no_lesion for r in results):>11}")
 
 
-def _time(fn: object, x: object, reps: int) -> float:
-    fn(x)  # type: ignore[operator]
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn(x)  # type: ignore[operator]
-    return (time.perf_counter() - t) / reps
-
-
 def bench_speed(name: str, threads: int) -> None:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
@@ -130,8 +121,8 @@ def bench_speed(name: str, threads: int) -> None:
     print(f"   {'':<10}{'batch 1 ms':>12}{'batch 8 ms/frame':>18}{'frames/s':>10}")
     for tta in (False, True):
         seg = create_segmenter(name, device="cpu", tta=tta)
-        b1 = _time(seg.segment, x1, 10) * 1000
-        b8 = _time(seg.segment, x8, 3) * 1000 / 8
+        b1 = seconds_per_call(seg.segment, x1, 10) * 1000
+        b8 = seconds_per_call(seg.segment, x8, 3) * 1000 / 8
         print(f"   {'TTA' if tta else 'plain':<10}{b1:>12.1f}{b8:>18.1f}{1000 / b8:>10.0f}")
     if not torch.cuda.is_available():
         print("   GPU: none on this machine")
