@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/enhance.py
 	$(BIN)/python bench/segment.py
+	$(BIN)/python bench/extract.py
 
 clean:
 	rm -rf $(VENV) usher2-demo .pytest_cache .ruff_cache

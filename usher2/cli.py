@@ -381,6 +381,105 @@ def segment(
     _exit_on_failures(result.failures, result.n_inputs, out)
 
 
+@app.command()
+def extract(
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="Cohort manifest (.csv/.parquet).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Feature table to write (.parquet).")],
+    params: Annotated[
+        Path | None, typer.Option("--params", help="pyradiomics parameter YAML (default: usher2's, see README).")
+    ] = None,
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backbone",
+            help="Deep backbone, repeatable: usresnet10t (shipped, default), NAME=PATH (timm name + local weights), "
+            "NAME=random (untrained, with a warning), or none.",
+        ),
+    ] = None,
+    radiomics: Annotated[bool, typer.Option("--radiomics/--no-radiomics", help="Radiomics features.")] = True,
+    masks: Annotated[str, typer.Option("--masks", help="given (the manifest's) or predicted (the segmenter's).")] = (
+        "given"
+    ),
+    enhancer: Annotated[str, typer.Option("--enhancer", help="Enhancer name, or none.")] = "none",
+    overlays: Annotated[
+        str, typer.Option("--overlays", help="keep, or inpaint burned-in text/calipers before extraction.")
+    ] = "keep",
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Start a local Dask cluster with N worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Use an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
+    ] = None,
+    perturb: Annotated[
+        bool, typer.Option("--perturb", help="Also write FEATURES.perturbations.parquet (for the ICC filter).")
+    ] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Cases per unit of work.")] = 16,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
+    ] = None,
+) -> None:
+    """Extract the named feature table (radiomics + deep features) of a cohort.
+
+    A re-run with the same settings computes only the cases not done yet (e.g. after a kill).
+    Exit code 0: every case has a row; 1: some cases failed (FEATURES.failures.csv); 2: bad input.
+    """
+    from usher2.features.deep import DEFAULT_BACKBONE
+    from usher2.features.extract import ExtractConfig, extract_cohort
+
+    backbones = tuple(b for b in (backbone or [DEFAULT_BACKBONE]) if b.lower() != "none")
+    with _user_errors():
+        cfg = ExtractConfig(
+            params=_load_params(params),
+            radiomics=radiomics,
+            backbones=backbones,
+            masks=masks,
+            enhancer=enhancer,
+            overlays=overlays,
+            perturb=perturb,
+            chunk_size=chunk_size,
+            device=device,
+        )
+        t0 = time.perf_counter()
+        with _progress("extracting") as progress:
+            result = extract_cohort(
+                manifest, out, cfg, workers=workers, scheduler=scheduler, progress=progress, log=console.print
+            )
+        dt = time.perf_counter() - t0
+    n_feat = len([c for c in result.table.columns if c.startswith(("radiomics_", "deep_"))])
+    console.print(
+        f"{len(result.table)} of {result.n_cases} cases -> {n_feat} features each; computed {result.computed} "
+        f"in {dt:.1f} s, {result.n_cases - result.computed} reused -> {result.paths['table']}"
+    )
+    if result.perturbations is not None:
+        console.print(f"perturbations: {len(result.perturbations)} rows -> {result.paths['perturbations']}")
+    bad = result.failures[result.failures["stage"] != "features"]
+    if len(bad):
+        console.print(f"[yellow]{len(bad)} perturbations could not be computed[/] (listed in the failures file)")
+    failed = result.failed_cases
+    if failed:
+        table = Table(title=f"{len(failed)} cases failed")
+        table.add_column("case_id")
+        table.add_column("error")
+        rows = result.failures[result.failures["stage"] == "features"]
+        for rec in rows.head(20).itertuples():
+            table.add_row(str(rec.case_id), str(rec.error))
+        console.print(table)
+        err_console.print(
+            f"[bold red]{len(failed)} of {result.n_cases} cases failed[/]; see {result.paths['failures']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+
+
+def _load_params(path: Path | None) -> dict[str, Any] | None:
+    from usher2.features.radiomics import load_params
+
+    return None if path is None else load_params(path)
+
+
 @train_app.command("enhancer")
 def train_enhancer(
     config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
@@ -426,6 +525,28 @@ def train_segmenter(
     if result.simulated:
         console.print(f"held-out simulated Dice {result.simulated['dice']['mean']:.4f}")
     console.print(f"{result.steps} steps, {result.wall_seconds:.0f} s -> {result.weights}")
+
+
+@train_app.command("backbone")
+def train_backbone(
+    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Override where the weights go.")] = None,
+) -> None:
+    """Train the ultrasound deep-feature backbone (usresnet10t); a killed run resumes after its last epoch."""
+    from usher2.features.pretrain import load_backbone_config
+    from usher2.features.pretrain import train_backbone as run
+
+    with _user_errors():
+        cfg = load_backbone_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        with _progress(f"training {cfg.arch}") as progress:
+            metrics = run(cfg, log=console.print, progress=progress, command=f"usher2 train backbone --config {config}")
+    for key in ("bus_bra_pathology", "simulated_her2"):
+        if key in metrics:
+            v = metrics[key]
+            ci = f"95% CI {v['ci_low']:.3f}-{v['ci_high']:.3f}"
+            console.print(f"held-out {key} AUC {v['auc']:.3f} ({ci}, n={v['n']})")
+    console.print(f"-> {cfg.export}")
 
 
 @app.command()

@@ -1,0 +1,669 @@
+"""Cohort feature extraction: a manifest in, one named feature table (Parquet) out.
+
+For every manifest row the frame is read, optionally cleaned of burned-in overlays and
+enhanced, its lesion mask is taken from the manifest (``masks="given"``) or predicted by the
+segmenter (``masks="predicted"``), and one row of radiomics (:mod:`usher2.features.radiomics`)
+and deep features (:mod:`usher2.features.deep`, one block per backbone) is computed.
+
+**Outputs** (beside ``OUT = FEATURES.parquet``, named after its stem):
+
+* ``OUT``: ``case_id``, ``patient_id``, ``label`` (when the manifest has one), ``mask_source``,
+  ``mask_area_px``, then ``radiomics_*`` and ``deep_<backbone>_<i>`` columns, in manifest order.
+  The Parquet file's metadata key ``usher2`` holds the provenance (below).
+* ``FEATURES.provenance.json``: the same provenance as a sidecar: usher2/pyradiomics/timm/torch
+  versions, the radiomics parameters, each backbone's weights hash, the enhancer, segmenter,
+  mask and overlay handling, the manifest's SHA-256, and per case the SHA-256 of its image and
+  mask files.
+* ``FEATURES.failures.csv``: ``case_id``, ``stage``, ``error``, one line per case that produced no row
+  (stage ``features``) or per perturbation that could not be computed (stage
+  ``perturbation:<name>``, e.g. a 1-pixel mask cannot be eroded). Written on every run, header
+  only when nothing failed. A failed case never becomes a NaN row.
+* ``FEATURES.perturbations.parquet`` (``perturb=True``): the long table ``case_id``,
+  ``perturbation``, features, read by the fusion core's ICC filter. Perturbations:
+  ``original``; ``erode1``/``erode2``/``dilate1``/``dilate2`` (mask by 1-2 px, elliptical
+  element; the frame's edge is not a contour, so a mask does not erode from it);
+  ``rotate-5``/``rotate+5`` (frame and mask rotated by 5 degrees about the lesion centre,
+  linear/nearest interpolation); ``shift-2``/``shift+2`` (the mask moved 2 px along
+  both axes relative to the frame: contour placement); ``enhancer_on`` or ``enhancer_off``
+  (the opposite of the run's setting; ``on`` uses the default enhancer, pix2pix); and
+  ``mask_predicted`` or ``mask_given`` (the opposite mask source, when the case has a given
+  mask).
+
+**Execution.** In-process by default; with ``workers=N`` a local ``dask.distributed`` cluster of
+N single-threaded worker processes; with ``scheduler="tcp://HOST:PORT"`` an existing Dask
+cluster (its workers need usher2 installed and read access to the images). Work is sent in
+chunks of ``chunk_size`` cases; the driver writes every finished chunk. The three give the
+same table, bit for bit: on the CPU every chunk runs its networks on one torch thread (a
+float sum's order depends on the thread count), so scale a CPU run out with ``workers``.
+
+**Resume.** Finished chunks are kept under ``FEATURES.parts/<settings digest>/`` (written
+atomically). A re-run with the same settings reuses every finished case whose image and mask
+files are unchanged (by SHA-256) and computes only the rest, so a killed run picks up where it
+stopped, and cases added to a manifest are the only ones computed. Failed cases are tried
+again. Other settings use another parts folder, so results of two settings never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.errors import InputError
+from usher2.io.hashing import file_sha256
+
+__all__ = ["PERTURBATIONS", "ExtractConfig", "ExtractResult", "extract_cohort", "read_feature_table"]
+
+GEOMETRIC_PERTURBATIONS = ("erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2")
+PERTURBATIONS = ("original", *GEOMETRIC_PERTURBATIONS, "enhancer_on|enhancer_off", "mask_predicted|mask_given")
+FAILURE_COLUMNS = ["case_id", "stage", "error"]
+_ID_COLUMNS = ["case_id", "patient_id", "label", "mask_source", "mask_area_px"]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract; every field goes into the provenance and the resume digest.
+
+    Attributes:
+        params: Radiomics parameters (see :func:`~usher2.features.radiomics.load_params`); None: defaults.
+        radiomics: Compute radiomics features.
+        backbones: Deep backbones (``NAME``, ``NAME=PATH``, ``NAME=random``); empty: no deep features.
+        masks: ``"given"`` (the manifest's) or ``"predicted"`` (the segmenter's).
+        enhancer: Enhancer name, or None for none.
+        segmenter: Segmenter name, for predicted masks and the mask perturbation.
+        overlays: ``"keep"`` or ``"inpaint"`` (detect and inpaint burned-in text and calipers first).
+        perturb: Also compute the perturbation table.
+        chunk_size: Cases per unit of work.
+        device: Torch device for the networks (None: CUDA when available).
+    """
+
+    params: dict[str, Any] | None = None
+    radiomics: bool = True
+    backbones: tuple[str, ...] = ("usresnet10t",)
+    masks: str = "given"
+    enhancer: str | None = None
+    segmenter: str = "unet"
+    overlays: str = "keep"
+    perturb: bool = False
+    chunk_size: int = 16
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        from usher2.features.radiomics import load_params
+
+        if self.masks not in ("given", "predicted"):
+            raise InputError("masks", "'given' or 'predicted'", repr(self.masks))
+        if self.overlays not in ("keep", "inpaint"):
+            raise InputError("overlays", "'keep' or 'inpaint'", repr(self.overlays))
+        if self.enhancer in ("", "none"):
+            object.__setattr__(self, "enhancer", None)
+        if not self.radiomics and not self.backbones:
+            raise InputError("features", "radiomics and/or at least one backbone", "neither")
+        if self.chunk_size < 1:
+            raise InputError("chunk_size", "a positive number of cases", str(self.chunk_size))
+        object.__setattr__(self, "backbones", tuple(str(b) for b in self.backbones))
+        object.__setattr__(self, "params", load_params(self.params))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """SHA-256 of the settings that change feature values (not chunking or device)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("chunk_size", "device")}
+        if not self.radiomics:
+            d.pop("params")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ExtractResult:
+    """What a cohort extraction produced.
+
+    Attributes:
+        table: The feature table (as written to ``out``).
+        failures: ``case_id``, ``stage``, ``error`` rows (as written to the failures CSV).
+        perturbations: The long perturbation table, or None.
+        n_cases: Cases in the manifest.
+        computed: Cases computed by this run (the rest were reused from an earlier run).
+        paths: Output files by kind (``table``, ``provenance``, ``failures``, ``perturbations``).
+    """
+
+    table: pd.DataFrame
+    failures: pd.DataFrame
+    perturbations: pd.DataFrame | None
+    n_cases: int
+    computed: int
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed_cases(self) -> list[str]:
+        return sorted(set(self.failures.loc[self.failures["stage"] == "features", "case_id"]))
+
+
+# ------------------------------------------------------------------------ per-process models
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def _model(kind: str, key: str, build: Callable[[], Any]) -> Any:
+    """Build a model once per process (workers reuse it across chunks)."""
+    if (kind, key) not in _MODELS:
+        _MODELS[(kind, key)] = build()
+    return _MODELS[(kind, key)]
+
+
+def _radiomics(cfg: ExtractConfig) -> Any:
+    from usher2.features.radiomics import RadiomicsExtractor
+
+    return _model(
+        "radiomics", json.dumps(cfg.params, sort_keys=True, default=str), lambda: RadiomicsExtractor(cfg.params)
+    )
+
+
+def _deep(cfg: ExtractConfig, spec: str) -> Any:
+    from usher2.features.deep import DeepExtractor
+
+    return _model("deep", f"{spec}|{cfg.device}", lambda: DeepExtractor(spec, device=cfg.device))
+
+
+def _enhancer(name: str) -> Any:
+    from usher2.enhance import create_enhancer
+
+    return _model("enhancer", name, lambda: create_enhancer(name))
+
+
+def _segmenter(name: str) -> Any:
+    from usher2.segment import create_segmenter
+
+    return _model("segmenter", name, lambda: create_segmenter(name))
+
+
+# ------------------------------------------------------------------------------ one chunk
+def _sha256(path: str | None) -> str:
+    return file_sha256(path) if path else ""
+
+
+def _disk(r: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _perturbed(pixels: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A geometric perturbation of (frame, mask); raises InputError when the mask vanishes."""
+    m8 = mask.astype(np.uint8)
+    if name.startswith(("erode", "dilate")):
+        r = int(name[-1])
+        op = cv2.erode if name.startswith("erode") else cv2.dilate
+        out_p, out_m = pixels, op(m8, _disk(r)) > 0
+    elif name.startswith("rotate"):
+        ys, xs = np.nonzero(mask)
+        centre = (float(xs.mean()), float(ys.mean()))
+        rot = cv2.getRotationMatrix2D(centre, float(name[len("rotate") :]), 1.0)
+        h, w = mask.shape
+        out_p = cv2.warpAffine(pixels, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out_m = cv2.warpAffine(m8, rot, (w, h), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+    elif name.startswith("shift"):
+        d = int(name[len("shift") :])
+        move = np.float32([[1, 0, d], [0, 1, d]])
+        out_p = pixels
+        out_m = cv2.warpAffine(m8, move, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+    else:  # pragma: no cover - the names are ours
+        raise ValueError(f"unknown perturbation {name!r}")
+    if not out_m.any():
+        raise InputError("mask", f"a region that survives {name}", "an empty mask afterwards")
+    return out_p.astype(np.float32, copy=False), out_m
+
+
+def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]]) -> list[Any]:
+    """Feature dicts for (pixels, mask, spacing) items; an item that fails gives its exception."""
+    rows: list[Any] = [{} for _ in items]
+    if cfg.radiomics:
+        rad = _radiomics(cfg)
+        for i, (p, m, sp) in enumerate(items):
+            try:
+                row = rad.extract(p * 255.0, m, spacing=sp)
+            except InputError as exc:
+                rows[i] = exc
+                continue
+            bad = [k for k, v in row.items() if not np.isfinite(v)]
+            if bad:  # never a silent NaN row
+                rows[i] = InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
+            else:
+                rows[i].update(row)
+    ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+    for spec in cfg.backbones:
+        deep = _deep(cfg, spec)
+        feats = deep.features([items[i][0] for i in ok], [items[i][1] for i in ok]) if ok else []
+        for j, i in enumerate(ok):
+            rows[i].update(zip(deep.columns, map(float, feats[j]), strict=True))
+    return rows
+
+
+def _prepare(cfg: ExtractConfig, case: dict[str, Any], enhancer: str | None, masks: str) -> dict[str, Any]:
+    """Read, clean, enhance and mask one case."""
+    from usher2.io.batch import read_case
+    from usher2.io.overlay import detect_overlays, inpaint_overlays
+
+    c = read_case(case, masks=True)
+    pixels = c.frame.pixels
+    if cfg.overlays == "inpaint":
+        found = detect_overlays(pixels)
+        if found.has_overlay:
+            pixels = inpaint_overlays(pixels, found.mask)
+    if enhancer:
+        pixels = np.asarray(_enhancer(enhancer)(pixels[None, None]), np.float32)[0, 0]
+    if masks == "given":
+        if c.mask is None:
+            raise InputError(
+                f"case {c.case_id}", "a mask (masks='given')", "an empty mask cell", fix="use --masks predicted"
+            )
+        mask = c.mask
+    else:
+        seg = _segmenter(cfg.segmenter).segment(pixels[None, None])[0]
+        if seg.no_lesion:
+            raise InputError(f"case {c.case_id}", "a lesion found by the segmenter", "an empty predicted mask")
+        mask = seg.mask
+    if not mask.any():
+        raise InputError(f"case {c.case_id} mask", "at least one lesion pixel", "an empty mask")
+    return {"pixels": pixels, "mask": mask, "spacing": c.frame.spacing, "has_given": c.mask is not None}
+
+
+def extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Compute one chunk: feature rows, perturbation rows and failures (picklable, for Dask).
+
+    Args:
+        cfg: The settings.
+        cases: Manifest rows (``case_id``, ``patient_id``, ``image_path``, ``mask_path``, ...).
+
+    Returns:
+        ``{"rows": [...], "perturbations": [...], "failures": [...]}``, lists of dicts.
+    """
+    with _torch_threads(1 if _on_cpu(cfg) else None):
+        return _extract_chunk(cfg, cases)
+
+
+def _on_cpu(cfg: ExtractConfig) -> bool:
+    import torch
+
+    return (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads (None: unchanged), then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    rows, prows, failures = [], [], []
+    prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for case in cases:
+        try:
+            prepared.append((case, _prepare(cfg, case, cfg.enhancer, cfg.masks)))
+        except (InputError, ValueError, OSError) as exc:
+            failures.append({"case_id": case["case_id"], "stage": "features", "error": f"{type(exc).__name__}: {exc}"})
+    feats = _features(cfg, [(p["pixels"], p["mask"], p["spacing"]) for _, p in prepared])
+    good: list[tuple[dict[str, Any], dict[str, Any], dict[str, float]]] = []
+    for (case, p), f in zip(prepared, feats, strict=True):
+        if isinstance(f, Exception):
+            failures.append({"case_id": case["case_id"], "stage": "features", "error": f"{type(f).__name__}: {f}"})
+            continue
+        ident = {
+            "case_id": case["case_id"],
+            "patient_id": case["patient_id"],
+            "label": case.get("label"),
+            "mask_source": cfg.masks,
+            "mask_area_px": int(p["mask"].sum()),
+        }
+        rows.append({**ident, **f})
+        good.append((case, p, f))
+    if cfg.perturb:
+        prows, pfail = _perturbation_rows(cfg, good)
+        failures += pfail
+    return {"rows": rows, "perturbations": prows, "failures": failures}
+
+
+def _perturbation_rows(
+    cfg: ExtractConfig, good: list[tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = [{"case_id": c["case_id"], "perturbation": "original", **f} for c, _, f in good]
+    failures: list[dict[str, Any]] = []
+    jobs: dict[str, list[tuple[str, np.ndarray, np.ndarray, Any]]] = {}
+    enh_name, enh = ("enhancer_off", None) if cfg.enhancer else ("enhancer_on", "pix2pix")
+    mask_name = "mask_given" if cfg.masks == "predicted" else "mask_predicted"
+    for case, p, _ in good:
+        cid = case["case_id"]
+        for name in GEOMETRIC_PERTURBATIONS:
+            try:
+                px, m = _perturbed(p["pixels"], p["mask"], name)
+                jobs.setdefault(name, []).append((cid, px, m, p["spacing"]))
+            except InputError as exc:
+                failures.append({"case_id": cid, "stage": f"perturbation:{name}", "error": f"InputError: {exc}"})
+        toggles = [(enh_name, enh, cfg.masks)]
+        if cfg.masks == "given" or p["has_given"]:
+            toggles.append((mask_name, cfg.enhancer, "predicted" if cfg.masks == "given" else "given"))
+        for name, enhancer, masks in toggles:
+            try:
+                q = _prepare(cfg, case, enhancer, masks)
+                jobs.setdefault(name, []).append((cid, q["pixels"], q["mask"], q["spacing"]))
+            except (InputError, ValueError, OSError) as exc:
+                failures.append(
+                    {"case_id": cid, "stage": f"perturbation:{name}", "error": f"{type(exc).__name__}: {exc}"}
+                )
+    for name, items in jobs.items():
+        feats = _features(cfg, [(px, m, sp) for _, px, m, sp in items])
+        for (cid, *_), f in zip(items, feats, strict=True):
+            if isinstance(f, Exception):
+                failures.append({"case_id": cid, "stage": f"perturbation:{name}", "error": f"{type(f).__name__}: {f}"})
+            else:
+                rows.append({"case_id": cid, "perturbation": name, **f})
+    return rows, failures
+
+
+# ------------------------------------------------------------------------------ the cohort
+def _write_parquet(path: Path, df: pd.DataFrame, metadata: dict[str, Any] | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata is not None:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"usher2": json.dumps(metadata, default=str).encode()}
+        )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A feature table and its provenance (from the Parquet metadata).
+
+    Raises:
+        InputError: Missing file, not Parquet, or no usher2 provenance in it.
+    """
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "a feature table (.parquet) from usher2 extract", "no such file")
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and OSError variants
+        raise InputError(p, "a Parquet feature table", f"an unreadable file ({type(exc).__name__}: {exc})") from exc
+    meta = (table.schema.metadata or {}).get(b"usher2")
+    if meta is None:
+        raise InputError(p, "a feature table written by usher2 extract (provenance metadata)", "none")
+    return table.to_pandas(), json.loads(meta)
+
+
+def _part_name(cases: list[dict[str, Any]]) -> str:
+    key = "\n".join(f"{c['case_id']}|{c['image_sha256']}|{c['mask_sha256']}" for c in cases)
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _write_part(folder: Path, name: str, result: dict[str, Any], cases: list[dict[str, Any]]) -> None:
+    """One finished chunk: its rows, perturbation rows and failures, then the index (written last)."""
+    if result["rows"]:
+        _write_parquet(folder / f"{name}.rows.parquet", pd.DataFrame(result["rows"]))
+    if result["perturbations"]:
+        _write_parquet(folder / f"{name}.perturb.parquet", pd.DataFrame(result["perturbations"]))
+    index = {
+        "cases": [{k: c[k] for k in ("case_id", "image_sha256", "mask_sha256")} for c in cases],
+        "failures": result["failures"],
+        "rows": bool(result["rows"]),
+        "perturbations": bool(result["perturbations"]),
+    }
+    atomic_write_text(folder / f"{name}.json", json.dumps(index))
+
+
+def _finished_parts(folder: Path) -> dict[tuple[str, str, str], tuple[str, dict[str, Any]]]:
+    """(case_id, image hash, mask hash) -> (part name, index) for every complete part."""
+    done: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+    for f in sorted(folder.glob("*.json")):
+        try:
+            index = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        failed = {x["case_id"] for x in index["failures"] if x["stage"] == "features"}
+        for c in index["cases"]:
+            if c["case_id"] not in failed:  # failed cases are tried again
+                done[(c["case_id"], c["image_sha256"], c["mask_sha256"])] = (f.stem, index)
+    return done
+
+
+def _cases(manifest: str | Path | pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
+    from usher2.io.manifest import read_manifest
+
+    if isinstance(manifest, pd.DataFrame):
+        df, digest = manifest, hashlib.sha256(pd.util.hash_pandas_object(manifest.astype(str)).values).hexdigest()
+    else:
+        df, digest = read_manifest(manifest, check_files=False), _sha256(str(manifest))
+    cases = []
+    for row in df.to_dict("records"):
+        row = {k: (None if np.ndim(v) == 0 and pd.isna(v) else v) for k, v in row.items()}
+        row["case_id"], row["patient_id"] = str(row["case_id"]), str(row.get("patient_id") or row["case_id"])
+        label = row.get("label")
+        row["label"] = None if label is None else int(label)
+        try:
+            row["image_sha256"] = _sha256(row.get("image_path"))
+        except OSError:
+            row["image_sha256"] = ""  # the chunk reports the unreadable file
+        try:
+            row["mask_sha256"] = _sha256(row.get("mask_path"))
+        except OSError:
+            row["mask_sha256"] = ""
+        cases.append(row)
+    return cases, digest
+
+
+def _provenance(cfg: ExtractConfig, cases: list[dict[str, Any]], manifest_sha: str) -> dict[str, Any]:
+    import usher2
+
+    prov: dict[str, Any] = {
+        "usher2": usher2.__version__,
+        "settings": cfg.to_dict(),
+        "settings_sha256": cfg.digest(),
+        "manifest_sha256": manifest_sha,
+        "overlay_handling": cfg.overlays,
+        "mask_source": cfg.masks,
+        "enhancer": cfg.enhancer or "none",
+        "inputs": [{k: c[k] for k in ("case_id", "image_sha256", "mask_sha256")} for c in cases],
+    }
+    if cfg.radiomics:
+        prov["radiomics"] = _radiomics(cfg).provenance()
+    prov["deep"] = [_deep(cfg, spec).provenance() for spec in cfg.backbones]
+    if cfg.masks == "predicted" or cfg.perturb:
+        seg = _segmenter(cfg.segmenter)
+        prov["segmenter"] = seg.settings()
+    return prov
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
+    if scheduler:
+        from distributed import Client
+
+        try:
+            return Client(scheduler), None  # waits dask's distributed.comm.timeouts.connect (30 s)
+        except OSError as exc:
+            raise InputError(
+                "scheduler", "a reachable Dask scheduler (tcp://HOST:PORT)", f"{scheduler!r}: {exc}"
+            ) from exc
+    if workers:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=int(workers),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=50,
+        )
+        return Client(cluster), cluster
+    return None, None
+
+
+def extract_cohort(
+    manifest: str | Path | pd.DataFrame,
+    out: str | Path,
+    config: ExtractConfig | None = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExtractResult:
+    """Extract the feature table of a cohort (see the module docstring for outputs, Dask and resume).
+
+    Args:
+        manifest: A manifest file, or a DataFrame as :func:`~usher2.io.manifest.read_manifest` returns.
+        out: The feature table to write (``.parquet``).
+        config: What to extract; None: :class:`ExtractConfig` defaults.
+        workers: Start a local Dask cluster with this many worker processes.
+        scheduler: Address of an existing Dask scheduler (wins over ``workers``).
+        progress: ``progress(cases_done, n_cases)`` after every chunk.
+        log: Receives one line per event.
+
+    Raises:
+        InputError: A bad manifest, settings or scheduler address. Bad cases do not raise.
+    """
+    cfg = config or ExtractConfig()
+    out = Path(out)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise InputError(out, "an output path ending in .parquet", repr(out.suffix or out.name))
+    say = log or (lambda _msg: None)
+    cases, manifest_sha = _cases(manifest)
+    if not cases:
+        raise InputError(str(manifest), "a manifest with at least one case", "no rows")
+    parts = out.with_name(out.stem + ".parts") / cfg.digest()[:16]
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(parts.parent / "settings.json", json.dumps(cfg.to_dict(), indent=2, default=str))
+
+    done = _finished_parts(parts)
+    pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
+    n_reused = len(cases) - len(pending)
+    if n_reused:
+        say(f"{n_reused} of {len(cases)} cases reused from {parts}")
+    chunks = [pending[i : i + cfg.chunk_size] for i in range(0, len(pending), cfg.chunk_size)]
+    n_done = n_reused
+    if progress:
+        progress(n_done, len(cases))
+
+    def finish(chunk: list[dict[str, Any]], result: dict[str, Any]) -> None:
+        nonlocal n_done
+        _write_part(parts, _part_name(chunk), result, chunk)
+        n_done += len(chunk)
+        if progress:
+            progress(n_done, len(cases))
+
+    client, cluster = _client(workers, scheduler) if chunks else (None, None)
+    try:
+        if client is None:
+            for chunk in chunks:
+                finish(chunk, extract_chunk(cfg, chunk))
+        else:
+            from distributed import as_completed
+
+            say(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+            futures = {client.submit(extract_chunk, cfg, chunk, pure=False): chunk for chunk in chunks}
+            for fut in as_completed(futures):
+                finish(futures[fut], fut.result())
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    return _assemble(cfg, cases, manifest_sha, parts, out, computed=len(pending))
+
+
+def _assemble(
+    cfg: ExtractConfig, cases: list[dict[str, Any]], manifest_sha: str, parts: Path, out: Path, computed: int
+) -> ExtractResult:
+    done = _finished_parts(parts)
+    wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
+    order = {c["case_id"]: i for i, c in enumerate(cases)}
+    by_part: dict[str, set[str]] = {}
+    for key, (name, _) in done.items():
+        if key in wanted:
+            by_part.setdefault(name, set()).add(key[0])
+    frames, pframes, failures = [], [], []
+    for name in sorted(by_part):
+        index = json.loads((parts / f"{name}.json").read_text())
+        keep = by_part[name]
+        if index["rows"]:
+            df = pd.read_parquet(parts / f"{name}.rows.parquet")
+            frames.append(df[df["case_id"].isin(keep)])
+        if index["perturbations"]:
+            df = pd.read_parquet(parts / f"{name}.perturb.parquet")
+            pframes.append(df[df["case_id"].isin(keep)])
+        failures += [f for f in index["failures"] if f["case_id"] in keep]
+    # the latest attempt of a case that failed (it is not in `done`, so read its newest part)
+    failed_now = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
+    failures += _latest_failures(parts, failed_now)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ID_COLUMNS)
+    table = table.sort_values("case_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    if all(c.get("label") is None for c in cases):
+        table = table.drop(columns=["label"])
+    fail_df = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    fail_df = fail_df.sort_values(["case_id", "stage"], key=lambda s: s.map(order) if s.name == "case_id" else s)
+    fail_df = fail_df.reset_index(drop=True)
+    prov = _provenance(cfg, cases, manifest_sha)
+    prov["n_cases"], prov["n_rows"], prov["n_failed"] = (
+        len(cases),
+        len(table),
+        int((fail_df["stage"] == "features").sum()),
+    )
+    paths = {
+        "table": out,
+        "provenance": out.with_name(out.stem + ".provenance.json"),
+        "failures": out.with_name(out.stem + ".failures.csv"),
+    }
+    _write_parquet(out, table, prov)
+    atomic_write_text(paths["provenance"], json.dumps(prov, indent=2, default=str))
+    with atomic_path(paths["failures"]) as tmp:
+        fail_df.to_csv(tmp, index=False)
+    perturbations = None
+    if cfg.perturb:
+        perturbations = pd.concat(pframes, ignore_index=True) if pframes else pd.DataFrame(columns=["case_id"])
+        perturbations = perturbations.sort_values(
+            ["case_id", "perturbation"], key=lambda s: s.map(order) if s.name == "case_id" else s, kind="stable"
+        ).reset_index(drop=True)
+        paths["perturbations"] = out.with_name(out.stem + ".perturbations.parquet")
+        _write_parquet(paths["perturbations"], perturbations, {**prov, "table": "perturbations"})
+    return ExtractResult(table, fail_df, perturbations, len(cases), computed, paths)
+
+
+def _latest_failures(parts: Path, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failure records of the newest part holding each of ``cases``."""
+    if not cases:
+        return []
+    wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
+    newest: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    for f in parts.glob("*.json"):
+        try:
+            index = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        mtime = os.path.getmtime(f)
+        for c in index["cases"]:
+            if (c["case_id"], c["image_sha256"], c["mask_sha256"]) in wanted:
+                recs = [x for x in index["failures"] if x["case_id"] == c["case_id"]]
+                if c["case_id"] not in newest or mtime >= newest[c["case_id"]][0]:
+                    newest[c["case_id"]] = (mtime, recs)
+    return [r for _, recs in newest.values() for r in recs]
