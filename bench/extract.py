@@ -111,7 +111,7 @@ def _cohort(n: int, root: Path) -> Path:
 def bench_scaling(n: int) -> None:
     from distributed import LocalCluster
 
-    cfg = ExtractConfig(chunk_size=4)
+    cfg = ExtractConfig(chunk_size=8)
     print(f"\n## 3. Scaling, {n} simulated 256x256 cases, default parameters + {DEFAULT_BACKBONE}\n")
     print("| workers | seconds | cases/s | efficiency |")
     print("|---|---|---|---|")
@@ -156,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sections", nargs="+", default=["radiomics", "deep", "scaling", "memory"])
     ap.add_argument("--backbones", nargs="+", default=[DEFAULT_BACKBONE, *STUDY_BACKBONES])
-    ap.add_argument("--scaling-cases", type=int, default=64)
+    ap.add_argument("--scaling-cases", type=int, default=128)
     ap.add_argument("--memory-cases", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()

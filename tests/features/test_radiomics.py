@@ -64,6 +64,21 @@ def test_spacing_makes_log_sigma_millimetres() -> None:
     assert half != pytest.approx(px, rel=0.05)  # sigma of 1 mm is 2 pixels at 0.5 mm: a smoother image
 
 
+def test_optional_resampling_to_isotropic_spacing() -> None:
+    img, mask = _frame()
+    base = {"imageType": {"Original": {}}, "featureClass": {"shape2D": None}, "setting": {"binWidth": 8}}
+    resampled = {**base, "setting": {"binWidth": 8, "resampledPixelSpacing": [1.0, 1.0]}}
+    spacing = (0.5, 0.5)  # mm per pixel: resampling to 1 mm keeps a quarter of the pixels
+    native = RadiomicsExtractor(base).extract(img, mask, spacing=spacing)
+    coarse = RadiomicsExtractor(resampled).extract(img, mask, spacing=spacing)
+    assert native["radiomics_original_shape2D_PixelSurface"] == pytest.approx(mask.sum() * 0.25)
+    # on the 1 mm grid (a quarter of the pixels) the area in mm^2 and the contour length are kept
+    assert coarse["radiomics_original_shape2D_PixelSurface"] == pytest.approx(mask.sum() * 0.25, rel=0.03)
+    assert coarse["radiomics_original_shape2D_MeshSurface"] == pytest.approx(
+        native["radiomics_original_shape2D_MeshSurface"], rel=0.03
+    )
+
+
 def test_force2d_on_a_frame_and_missing_bins_are_rejected(tmp_path: Path) -> None:
     img, mask = _frame()
     with pytest.raises(InputError, match="force2D: true on an image of size"):

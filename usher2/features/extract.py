@@ -35,6 +35,8 @@ cluster (its workers need usher2 installed and read access to the images). Work 
 chunks of ``chunk_size`` cases; the driver writes every finished chunk. The three give the
 same table, bit for bit: on the CPU every chunk runs its networks on one torch thread (a
 float sum's order depends on the thread count), so scale a CPU run out with ``workers``.
+Inside a Dask worker the ITK filters (LoG, resampling) also run on one thread, so that N
+workers use N cores; in-process they use every core (their results do not depend on it).
 
 **Resume.** Finished chunks are kept under ``FEATURES.parts/<settings digest>/`` (written
 atomically). A re-run with the same settings reuses every finished case whose image and mask
@@ -286,8 +288,22 @@ def extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, 
     Returns:
         ``{"rows": [...], "perturbations": [...], "failures": [...]}``, lists of dicts.
     """
+    if _in_dask_worker():  # Dask runs one chunk per worker thread: ITK filters must not fan out further
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     with _torch_threads(1 if _on_cpu(cfg) else None):
         return _extract_chunk(cfg, cases)
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def _on_cpu(cfg: ExtractConfig) -> bool:
