@@ -1,0 +1,76 @@
+"""Fusion selectors: scikit-learn's estimator checks, and each selector's own behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
+
+
+@parametrize_with_checks([UnivariateFilter(), CorrelationPruner(), LassoSelector(cv=3), ICCFilter()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _signal(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    X = pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"f{i}" for i in range(6)], index=[f"c{i}" for i in range(n)])
+    X["f0"] += 1.5 * y
+    return X, y
+
+
+def test_univariate_filter_tests_and_fdr():
+    X, y = _signal()
+    mw = UnivariateFilter(alpha=0.05).fit(X, y)
+    tt = UnivariateFilter(test="ttest", alpha=0.05).fit(X, y)
+    assert mw.get_support()[0] and tt.get_support()[0]
+    fdr = UnivariateFilter(alpha=0.05, fdr=True).fit(X, y)
+    assert (fdr.pvalues_ >= mw.pvalues_ - 1e-15).all()  # BH never lowers a p-value
+    none = UnivariateFilter(alpha=1e-30, min_features=2).fit(X, y)
+    assert none.get_support().sum() == 2 and none.get_support()[0]  # the smallest p are kept
+    with pytest.raises(ValueError, match="test must be"):
+        UnivariateFilter(test="chi2").fit(X, y)
+
+
+def test_correlation_pruner_keeps_the_more_separating_of_a_pair():
+    X, y = _signal()
+    X["copy"] = 0.5 * X["f0"] + 0.001 * np.arange(len(X))  # Spearman r ~ 1 with f0, slightly less separating
+    sel = CorrelationPruner(threshold=0.9).set_output(transform="pandas").fit(X, y)
+    kept = list(sel.transform(X).columns)
+    assert ("f0" in kept) != ("copy" in kept) and len(kept) == 6
+
+
+def test_lasso_radscore_is_the_linear_predictor():
+    X, y = _signal(200)
+    sel = LassoSelector(cv=5).fit(X, y)
+    assert sel.get_support()[0]
+    np.testing.assert_allclose(sel.radscore(X), sel.intercept_ + X.to_numpy() @ sel.coef_)
+    assert (sel.coef_[~sel.get_support()] == 0).all()
+
+
+def test_icc_filter_uses_only_the_fitted_cases():
+    rng = np.random.default_rng(1)
+    cases = [f"c{i}" for i in range(40)]
+    truth = rng.normal(size=40)
+    rows = []
+    for p in ("original", "erode1", "dilate1", "rotate+5"):
+        for i, c in enumerate(cases):
+            rows.append(
+                {"case_id": c, "perturbation": p, "stable": truth[i] + 0.05 * rng.normal(), "noisy": rng.normal()}
+            )
+    table = pd.DataFrame(rows)
+    X = pd.DataFrame({"stable": truth, "noisy": rng.normal(size=40), "age": rng.normal(size=40)}, index=cases)
+    sel = ICCFilter(table, threshold=0.9, form="ICC(2,1)").set_output(transform="pandas").fit(X.iloc[:20])
+    assert list(sel.transform(X).columns) == ["stable", "age"]  # age is not in the table: kept
+    assert sel.icc_["stable"] > 0.99 and sel.icc_["noisy"] < 0.5
+    # the ICC of the fitted half equals the ICC computed by hand from those 20 cases alone
+    from usher2.evaluate.agreement import icc
+
+    half = table[table["case_id"].isin(cases[:20])].pivot(index="case_id", columns="perturbation", values="stable")
+    assert sel.icc_["stable"] == pytest.approx(icc(half.to_numpy(), "ICC(2,1)")["icc"])
+    with pytest.raises(ValueError, match="DataFrame indexed by case_id"):
+        ICCFilter(table).fit(X.to_numpy())

@@ -1,0 +1,40 @@
+"""Stage 4: feature tables + clinical columns -> calibrated probabilities.
+
+* :mod:`usher2.fusion.selection`: ICC filter, univariate filter, Spearman pruning, LASSO (Radscore);
+* :mod:`usher2.fusion.models`: model families, the classifier zoo, early and late fusion;
+* :mod:`usher2.fusion.cv`: patient-grouped nested CV, fixed splits, the final refit.
+"""
+
+from __future__ import annotations
+
+from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
+from usher2.fusion.models import (
+    CLASSIFIERS,
+    FAMILIES,
+    LateFusionClassifier,
+    build_model,
+    clinical_selector,
+    family_columns,
+    imaging_selector,
+    make_classifier,
+)
+from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
+
+__all__ = [
+    "CLASSIFIERS",
+    "FAMILIES",
+    "CVResult",
+    "CorrelationPruner",
+    "ICCFilter",
+    "LassoSelector",
+    "LateFusionClassifier",
+    "UnivariateFilter",
+    "build_model",
+    "clinical_selector",
+    "family_columns",
+    "fit_final",
+    "imaging_selector",
+    "make_classifier",
+    "nested_cv",
+    "selected_features",
+]

@@ -1,0 +1,230 @@
+"""Patient-grouped nested cross-validation, a fixed-split option, and the final refit.
+
+**Nested CV.** The outer loop (``StratifiedGroupKFold``, patients never split) estimates; in
+each outer training part the inner loop (again patient-grouped) searches the hyperparameter
+grid by AUC, then the chosen model is calibrated (Platt ``sigmoid`` or ``isotonic``, on
+inner-fold out-of-fold scores, patient-grouped) and scores the outer test part. Every
+selection, imputation and scaling step is part of the model, so it is fitted on training rows
+only. The out-of-fold probabilities of all outer folds give the AUC with its DeLong CI.
+
+**Fixed split.** ``test_ids`` (case ids) reproduces a study's train/test protocol (e.g. 160/41):
+the model is tuned by inner CV on the training part and evaluated once on the test part.
+
+**Final model.** The same search + calibration on all training rows; that is what a bundle holds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+
+from usher2.evaluate.roc import roc_auc_ci
+from usher2.io.errors import InputError
+
+__all__ = ["CVResult", "fit_final", "nested_cv", "selected_features"]
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold predictions and their summary.
+
+    Attributes:
+        oof: ``case_id`` (index), ``patient_id``, ``fold``, ``label``, ``probability``.
+        auc: ``{"auc", "ci_low", "ci_high", "variance", "method", ...}`` of the out-of-fold scores.
+        folds: Per outer fold: AUC, best parameters, selected features, seconds.
+        seconds: Wall time of the whole loop.
+    """
+
+    oof: pd.DataFrame
+    auc: dict[str, Any]
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _check(X: pd.DataFrame, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(X, pd.DataFrame):
+        raise InputError("features", "a DataFrame indexed by case_id", type(X).__name__)
+    yy = np.asarray(y)
+    gg = np.asarray(groups if groups is not None else X.index)
+    if len(yy) != len(X) or len(gg) != len(X):
+        raise InputError("labels", f"{len(X)} labels and groups (one per row)", f"{len(yy)} and {len(gg)}")
+    if pd.isna(yy).any():
+        raise InputError("label", "0 or 1 for every case used in fitting", f"{int(pd.isna(yy).sum())} missing")
+    values = set(np.unique(yy).tolist())
+    if not values <= {0, 1} or len(values) != 2:
+        raise InputError("label", "both classes 0 and 1", f"values {sorted(values)}")
+    return yy.astype(int), gg
+
+
+def _search(model: Any, grid: dict[str, list[Any]], inner: int, seed: int) -> GridSearchCV:
+    cv = StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed)
+    return GridSearchCV(clone(model), grid, cv=cv, scoring="roc_auc", refit=False, n_jobs=1, error_score="raise")
+
+
+def _fit_one(
+    model: Any,
+    grid: dict[str, list[Any]],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    inner: int,
+    calibration: str | None,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Inner search, then the calibrated refit on all of (X, y). Returns (model, best params)."""
+    inner = int(max(2, min(inner, len(np.unique(groups[y == 1])), len(np.unique(groups[y == 0])))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # LightGBM/sklearn feature-name chatter
+        search = _search(model, grid, inner, seed).fit(X, y, groups=groups)
+        best = clone(model).set_params(**search.best_params_)
+        if calibration:
+            splits = list(StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed).split(X, y, groups))
+            fitted = CalibratedClassifierCV(best, method=calibration, cv=splits, ensemble=False).fit(X, y)
+        else:
+            fitted = best.fit(X, y)
+    return fitted, dict(search.best_params_)
+
+
+def selected_features(fitted: Any) -> list[str]:
+    """Names of the columns the classifier receives (after every selection step)."""
+    est = fitted.calibrated_classifiers_[0].estimator if isinstance(fitted, CalibratedClassifierCV) else fitted
+    if hasattr(est, "final_features_"):
+        return list(est.final_features_)
+    select = est.named_steps.get("select") if hasattr(est, "named_steps") else None
+    if select is None:
+        return []
+    return [str(c) for c in select.get_feature_names_out()]
+
+
+def _cached(model: Any, cache: str | None) -> Any:
+    """Cache the selection step of a Pipeline: it does not depend on the classifier's hyperparameters,
+    so the grid search and the calibration reuse it for the same training rows."""
+    if cache and hasattr(model, "steps") and "memory" in model.get_params():
+        import joblib
+
+        return clone(model).set_params(memory=joblib.Memory(location=cache, verbose=0))
+    return model
+
+
+def nested_cv(
+    model: Any,
+    grid: dict[str, list[Any]],
+    X: pd.DataFrame,
+    y: Any,
+    groups: Any = None,
+    *,
+    outer_folds: int = 5,
+    inner_folds: int = 3,
+    calibration: str | None = "sigmoid",
+    test_ids: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> CVResult:
+    """Out-of-fold probabilities from patient-grouped nested CV (or one fixed split).
+
+    Args:
+        model: An unfitted estimator (e.g. from :func:`~usher2.fusion.models.build_model`).
+        grid: Its hyperparameter grid.
+        X: Features, indexed by ``case_id``.
+        y: 0/1 labels.
+        groups: Patient ids (default: one patient per case).
+        outer_folds: Outer folds.
+        inner_folds: Inner folds (search and calibration).
+        calibration: ``"sigmoid"``, ``"isotonic"`` or None.
+        test_ids: Case ids of a fixed test part instead of outer folds.
+        seed: Seed of every split.
+        progress: ``progress(done, total)`` after each outer fold.
+    """
+    yy, gg = _check(X, y, groups)
+    if calibration not in (None, "sigmoid", "isotonic"):
+        raise InputError("calibration", "'sigmoid', 'isotonic' or none", repr(calibration))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="usher2-cv-") as cache:
+        model = _cached(model, cache)
+        if test_ids is not None:
+            test = X.index.isin(list(test_ids))
+            if not test.any() or test.all():
+                raise InputError("test_ids", "case ids that split the cohort into training and test", "no split")
+            if set(gg[test]) & set(gg[~test]):
+                raise InputError("test_ids", "a split by patient", "patients on both sides of the split")
+            splits = [(np.flatnonzero(~test), np.flatnonzero(test))]
+        else:
+            n_pos_groups = min(len(np.unique(gg[yy == 1])), len(np.unique(gg[yy == 0])))
+            if n_pos_groups < outer_folds:
+                raise InputError(
+                    "outer folds", f"at most {n_pos_groups} (patients in the smaller class)", str(outer_folds)
+                )
+            outer = StratifiedGroupKFold(n_splits=outer_folds, shuffle=True, random_state=seed)
+            splits = list(outer.split(X, yy, gg))
+        prob = np.full(len(X), np.nan)
+        fold_of = np.full(len(X), -1)
+        folds = []
+        for k, (tr, te) in enumerate(splits):
+            t = time.perf_counter()
+            fitted, best = _fit_one(
+                model, grid, X.iloc[tr], yy[tr], gg[tr], inner=inner_folds, calibration=calibration, seed=seed
+            )
+            prob[te] = fitted.predict_proba(X.iloc[te])[:, 1]
+            fold_of[te] = k
+            fold_auc = roc_auc_ci(yy[te], prob[te]).auc if len(np.unique(yy[te])) == 2 else float("nan")
+            folds.append(
+                {
+                    "fold": k,
+                    "n_train": len(tr),
+                    "n_test": len(te),
+                    "auc": fold_auc,
+                    "best_params": best,
+                    "selected_features": selected_features(fitted),
+                    "seconds": round(time.perf_counter() - t, 2),
+                }
+            )
+            if progress:
+                progress(k + 1, len(splits))
+        done = fold_of >= 0
+        oof = pd.DataFrame(
+            {"patient_id": gg[done], "fold": fold_of[done], "label": yy[done], "probability": prob[done]},
+            index=X.index[done],
+        )
+        oof.index.name = "case_id"
+        auc = roc_auc_ci(oof["label"], oof["probability"]).as_dict()
+        return CVResult(oof, auc, folds, round(time.perf_counter() - t0, 2))
+
+
+def fit_final(
+    model: Any,
+    grid: dict[str, list[Any]],
+    X: pd.DataFrame,
+    y: Any,
+    groups: Any = None,
+    *,
+    inner_folds: int = 3,
+    calibration: str | None = "sigmoid",
+    seed: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """The final model: inner search + calibration on all rows. Returns (fitted model, best params)."""
+    yy, gg = _check(X, y, groups)
+    with tempfile.TemporaryDirectory(prefix="usher2-fit-") as cache:
+        fitted, best = _fit_one(
+            _cached(model, cache), grid, X, yy, gg, inner=inner_folds, calibration=calibration, seed=seed
+        )
+    _drop_cache(fitted)
+    return fitted, best
+
+
+def _drop_cache(fitted: Any) -> None:
+    """Forget the (deleted) cache folder in a fitted model, so that it can be stored and used later."""
+    inner = [c.estimator for c in fitted.calibrated_classifiers_] if hasattr(fitted, "calibrated_classifiers_") else []
+    for est in [fitted, *inner]:
+        if hasattr(est, "steps") and "memory" in est.get_params():
+            est.memory = None

@@ -1,0 +1,318 @@
+"""Model families, the classifier zoo, and the selection pipelines that feed them.
+
+**Families** pick columns of a feature table by name (:func:`family_columns`):
+
+============  ==========================================================================
+``clinical``  the clinical columns given by the user
+``radiomics`` ``radiomics_*`` (and ``<sequence>_radiomics_*`` for MRI sequences)
+``deep``      ``deep_*``; ``deep:NAME`` for one backbone (``deep_NAME_*``)
+``dlr``       radiomics + deep (either may be absent, not both)
+``combined``  dlr + clinical
+============  ==========================================================================
+
+``sequences=("t2", "adc")`` restricts the imaging columns to those sequences' prefixes
+(``t2_radiomics_*``...), for per-sequence and sequence-combination models.
+
+**Pipelines.** Imaging columns go through ICC filter (when a perturbation table is given) ->
+median imputation -> z-score -> univariate filter (Mann-Whitney, p < 0.05) -> Spearman
+pruning (|r| > 0.9) -> LASSO (10-fold CV). Clinical columns go through median imputation ->
+z-score -> univariate filter (p < 0.05, as the MRI study; at least one kept). The selected
+columns of both blocks are concatenated (early fusion) and passed to the classifier.
+
+**Late fusion** (:class:`LateFusionClassifier`, ``fusion="late"``): each imaging source
+(radiomics, deep) gives its LASSO linear predictor (Radscore, Deep Score); a logistic
+regression combines these scores with the selected clinical variables, as the nomogram
+studies do. The scores the final model learns from are out-of-fold (``cv`` folds inside the
+training data), never in-sample.
+
+**Classifiers** (:data:`CLASSIFIERS`): ``lr``, ``rf``, ``xgboost``, ``lightgbm``, ``svm``,
+``mlp``, each with a small hyperparameter grid searched in the inner folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
+from usher2.io.errors import InputError
+
+__all__ = [
+    "CLASSIFIERS",
+    "FAMILIES",
+    "LateFusionClassifier",
+    "build_model",
+    "clinical_selector",
+    "family_columns",
+    "imaging_selector",
+    "make_classifier",
+]
+
+FAMILIES = ("clinical", "radiomics", "deep", "dlr", "combined")
+CLASSIFIERS = ("lr", "rf", "xgboost", "lightgbm", "svm", "mlp")
+
+
+def family_columns(
+    columns: Sequence[str],
+    family: str,
+    clinical: Sequence[str] = (),
+    sequences: Sequence[str] | None = None,
+) -> dict[str, list[str]]:
+    """The columns a family uses, by source: ``{"radiomics": [...], "deep": [...], "clinical": [...]}``.
+
+    Raises:
+        InputError: Unknown family, a clinical column missing, or a family with no columns.
+
+    Example:
+        >>> cols = ["radiomics_original_glcm_Contrast", "deep_usresnet10t_0", "deep_resnet50_0", "age"]
+        >>> family_columns(cols, "combined", clinical=["age"])["deep"]
+        ['deep_usresnet10t_0', 'deep_resnet50_0']
+        >>> family_columns(cols, "deep:resnet50")["deep"]
+        ['deep_resnet50_0']
+    """
+    name, _, backbone = family.partition(":")
+    if name not in FAMILIES:
+        raise InputError("model", f"one of {', '.join(FAMILIES)} (deep:BACKBONE for one backbone)", repr(family))
+    cols = list(columns)
+    missing = [c for c in clinical if c not in cols]
+    if missing:
+        raise InputError("clinical", "columns of the feature table or manifest", f"missing {missing}")
+
+    def imaging(kind: str) -> list[str]:
+        prefixes = [f"{kind}_"] if not sequences else [f"{s}_{kind}_" for s in sequences]
+        out = [c for c in cols if any(c.startswith(p) for p in prefixes)]
+        if kind == "deep" and backbone:
+            out = [c for c in out if c.split("deep_", 1)[1].startswith(f"{backbone}_")]
+        return out
+
+    use = {
+        "clinical": {"clinical"},
+        "radiomics": {"radiomics"},
+        "deep": {"deep"},
+        "dlr": {"radiomics", "deep"},
+        "combined": {"radiomics", "deep", "clinical"},
+    }[name]
+    out = {
+        "radiomics": imaging("radiomics") if "radiomics" in use else [],
+        "deep": imaging("deep") if "deep" in use else [],
+        "clinical": list(clinical) if "clinical" in use else [],
+    }
+    if "clinical" in use and not out["clinical"]:
+        raise InputError("model", f"clinical columns (--clinical) for the {family!r} model", "none")
+    imaging_use = sorted(use - {"clinical"})
+    if imaging_use and not any(out[k] for k in imaging_use):  # dlr/combined work with either imaging source
+        what = " or ".join(f"{k} feature columns" for k in imaging_use)
+        raise InputError("model", f"{what} for the {family!r} model", "none")
+    return out
+
+
+def make_classifier(name: str, random_state: int = 0) -> tuple[Any, dict[str, list[Any]]]:
+    """A classifier and its hyperparameter grid (keys without a Pipeline prefix)."""
+    if name == "lr":
+        return LogisticRegression(max_iter=5000), {"C": [0.1, 1.0, 10.0]}
+    if name == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        rf = RandomForestClassifier(n_estimators=300, n_jobs=1, random_state=random_state)
+        return rf, {"max_depth": [3, None], "min_samples_leaf": [1, 5]}
+    if name == "xgboost":
+        from xgboost import XGBClassifier
+
+        xgb = XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=1, random_state=random_state, verbosity=0)
+        return xgb, {"max_depth": [2, 4], "learning_rate": [0.05, 0.2]}
+    if name == "lightgbm":
+        from lightgbm import LGBMClassifier
+
+        lgbm = LGBMClassifier(n_estimators=200, n_jobs=1, random_state=random_state, verbose=-1)
+        return lgbm, {"num_leaves": [7, 15], "learning_rate": [0.05, 0.2]}
+    if name == "svm":
+        from sklearn.svm import SVC
+
+        return SVC(kernel="rbf", random_state=random_state), {"C": [0.3, 1.0, 3.0]}
+    if name == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=2000, random_state=random_state)
+        return mlp, {"alpha": [1e-3, 1e-1, 1.0]}  # weight decay: the regulariser for cohorts of a few hundred
+    raise InputError("classifier", f"one of {', '.join(CLASSIFIERS)}", repr(name))
+
+
+def imaging_selector(
+    perturbations: pd.DataFrame | None = None,
+    *,
+    icc_threshold: float = 0.9,
+    icc_form: str = "ICC(3,1)",
+    alpha: float = 0.05,
+    fdr: bool = False,
+    corr_threshold: float = 0.9,
+    lasso_cv: int = 10,
+    random_state: int = 0,
+) -> Pipeline:
+    """ICC -> impute -> z-score -> univariate -> Spearman pruning -> LASSO."""
+    return Pipeline(
+        [
+            ("icc", ICCFilter(perturbations, threshold=icc_threshold, form=icc_form)),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("univariate", UnivariateFilter(alpha=alpha, fdr=fdr, min_features=1)),
+            ("correlation", CorrelationPruner(threshold=corr_threshold)),
+            ("lasso", LassoSelector(cv=lasso_cv, random_state=random_state)),
+        ]
+    )
+
+
+def clinical_selector(alpha: float = 0.05) -> Pipeline:
+    """Impute -> z-score -> univariate p < ``alpha`` (at least one variable kept)."""
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("univariate", UnivariateFilter(alpha=alpha, min_features=1)),
+        ]
+    )
+
+
+_SOURCE_CACHE: dict[str, tuple[np.ndarray, Pipeline]] = {}
+
+
+class LateFusionClassifier(ClassifierMixin, BaseEstimator):
+    """Stacking of source scores (Radscore, Deep Score) and clinical variables in one logistic model.
+
+    Args:
+        sources: ``{name: columns}`` of the imaging sources; each gets an :func:`imaging_selector`
+            whose LASSO linear predictor is the source's score.
+        clinical: Clinical columns (selected with :func:`clinical_selector`).
+        selector_params: Keyword arguments of :func:`imaging_selector`.
+        cv: Folds for the out-of-fold scores the final model is fitted on.
+        C: Inverse penalty of the final logistic regression.
+        random_state: Seed of the folds.
+
+    Attributes:
+        source_models_: ``{name: fitted imaging pipeline}`` (refitted on all training rows).
+        clinical_model_: The fitted clinical selector, or None.
+        final_: The fitted final logistic regression; its inputs are :attr:`final_features_`.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, list[str]] | None = None,
+        clinical: list[str] | None = None,
+        selector_params: dict[str, Any] | None = None,
+        cv: int = 5,
+        C: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.sources = sources
+        self.clinical = clinical
+        self.selector_params = selector_params
+        self.cv = cv
+        self.C = C
+        self.random_state = random_state
+
+    def _scores(self, X: pd.DataFrame, fitted: bool = True) -> pd.DataFrame:
+        out = {}
+        for name, model in self.source_models_.items():
+            lasso = model.named_steps["lasso"]
+            out[f"{name}_score"] = lasso.radscore(model[:-1].transform(X[self.sources[name]]))
+        return pd.DataFrame(out, index=X.index)
+
+    def _design(self, X: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+        parts = [scores]
+        if self.clinical_model_ is not None:
+            parts.append(self.clinical_model_.transform(X[list(self.clinical or [])]))
+        return pd.concat(parts, axis=1)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> LateFusionClassifier:
+        if not isinstance(X, pd.DataFrame):
+            raise ValueError("LateFusionClassifier needs X as a DataFrame with named columns")
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        params = dict(self.selector_params or {})
+        oof = pd.DataFrame(index=X.index)
+        self.source_models_ = {}
+        for name, cols in (self.sources or {}).items():
+            oof[f"{name}_score"], self.source_models_[name] = self._source(X[cols], y, params)
+        self.clinical_model_ = None
+        if self.clinical:
+            self.clinical_model_ = clinical_selector().set_output(transform="pandas").fit(X[list(self.clinical)], y)
+        design = self._design(X, oof)
+        self.final_features_ = list(design.columns)
+        self.final_ = LogisticRegression(C=self.C, max_iter=5000).fit(design.to_numpy(), y)
+        return self
+
+    def _source(self, X: pd.DataFrame, y: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, Pipeline]:
+        """Out-of-fold scores and the refitted source model; memoised, because a grid search over the
+        final model's C refits on the same training rows again and again."""
+        import joblib
+        from sklearn.model_selection import StratifiedKFold
+
+        key = joblib.hash((X.index.tolist(), X.columns.tolist(), X.to_numpy(), y, params, self.cv, self.random_state))
+        if key in _SOURCE_CACHE:
+            return _SOURCE_CACHE[key]
+        proto = imaging_selector(**params).set_output(transform="pandas")
+        col = np.zeros(len(X))
+        for tr, te in StratifiedKFold(int(self.cv), shuffle=True, random_state=self.random_state).split(X, y):
+            m = clone(proto).fit(X.iloc[tr], y[tr])
+            col[te] = m.named_steps["lasso"].radscore(m[:-1].transform(X.iloc[te]))
+        result = (col, clone(proto).fit(X, y))
+        if len(_SOURCE_CACHE) >= 64:
+            _SOURCE_CACHE.pop(next(iter(_SOURCE_CACHE)))
+        _SOURCE_CACHE[key] = result
+        return result
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "final_")
+        return self.final_.decision_function(self._design(X, self._scores(X)).to_numpy())
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "final_")
+        return self.final_.predict_proba(self._design(X, self._scores(X)).to_numpy())
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def build_model(
+    columns: dict[str, list[str]],
+    classifier: str = "lr",
+    *,
+    fusion: str = "early",
+    perturbations: pd.DataFrame | None = None,
+    selector_params: dict[str, Any] | None = None,
+    random_state: int = 0,
+) -> tuple[Any, dict[str, list[Any]]]:
+    """An unfitted model for a family's columns (:func:`family_columns`) and its search grid.
+
+    Early fusion: a ColumnTransformer (imaging block, clinical block) and the classifier.
+    Late fusion: :class:`LateFusionClassifier` (its grid: the final model's C).
+    """
+    params = {"random_state": random_state, **(selector_params or {})}
+    imaging = columns["radiomics"] + columns["deep"]
+    if fusion == "late":
+        sources = {k: v for k, v in (("radiomics", columns["radiomics"]), ("deep", columns["deep"])) if v}
+        late = LateFusionClassifier(
+            sources, columns["clinical"] or None, {**params, "perturbations": perturbations}, random_state=random_state
+        )
+        return late, {"C": [0.1, 1.0, 10.0]}
+    if fusion != "early":
+        raise InputError("fusion", "'early' or 'late'", repr(fusion))
+    blocks = []
+    if imaging:
+        blocks.append(("imaging", imaging_selector(perturbations, **params), imaging))
+    if columns["clinical"]:
+        blocks.append(("clinical", clinical_selector(), columns["clinical"]))
+    clf, grid = make_classifier(classifier, random_state)
+    model = Pipeline(
+        [("select", ColumnTransformer(blocks, remainder="drop", verbose_feature_names_out=False)), ("classifier", clf)]
+    )
+    return model.set_output(transform="pandas"), {f"classifier__{k}": v for k, v in grid.items()}
