@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/enhance.py
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/fusion.py
 
 clean:
 	rm -rf $(VENV) usher2-demo .pytest_cache .ruff_cache

@@ -37,6 +37,7 @@ def test_exit_0_with_a_params_file_and_predicted_masks(cohort, tmp_path):
     assert result.exit_code == 0, result.output
     table, prov = read_feature_table(out)
     assert len(table) == 4 and (table["mask_source"] == "predicted").all()
+    assert table["mask_uncertainty"].between(0, 1).all()  # the segmenter's entropy, in bits
     assert not any(c.startswith("deep_") for c in table.columns)
     assert prov["radiomics"]["params"]["setting"]["binWidth"] == 16 and prov["segmenter"]["name"] == "unet"
     assert "4 of 4 cases" in result.output

@@ -480,6 +480,167 @@ def _load_params(path: Path | None) -> dict[str, Any] | None:
     return None if path is None else load_params(path)
 
 
+@app.command()
+def fit(
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="Manifest with labels (.csv/.parquet).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help="Feature table from usher2 extract; without it extraction runs first."),
+    ] = None,
+    label: Annotated[str, typer.Option("--label", help="Label column (0/1).")] = "label",
+    clinical: Annotated[
+        list[str] | None, typer.Option("--clinical", help="Clinical column, repeatable (numeric).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="clinical, radiomics, deep (deep:BACKBONE), dlr or combined.")
+    ] = "combined",
+    classifier: Annotated[
+        str, typer.Option("--classifier", help="lr, rf, xgboost, lightgbm, svm or mlp (early fusion).")
+    ] = "lr",
+    fusion: Annotated[
+        str, typer.Option("--fusion", help="early (concatenated features) or late (stacked scores).")
+    ] = "early",
+    outer_folds: Annotated[int, typer.Option("--outer-folds", min=2, help="Outer CV folds (by patient).")] = 5,
+    inner_folds: Annotated[int, typer.Option("--inner-folds", min=2, help="Inner CV folds (tuning).")] = 3,
+    calibration: Annotated[str, typer.Option("--calibration", help="sigmoid, isotonic or none.")] = "sigmoid",
+    test_ids: Annotated[
+        Path | None, typer.Option("--test-ids", help="File of case ids (one per line): a fixed test split.")
+    ] = None,
+    folds_column: Annotated[
+        str | None, typer.Option("--folds-column", help="Manifest column of predefined outer folds (e.g. fold).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every split.")] = 0,
+    perturb: Annotated[
+        bool, typer.Option("--perturb", help="When extracting: also the perturbation table (ICC filter).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
+) -> None:
+    """Nested-CV estimate and final model of one family; writes a bundle that loads without executing code.
+
+    Prints the out-of-fold AUC with its DeLong 95% CI. Exit code 2 on bad input.
+    """
+    from usher2.features.extract import ExtractConfig, extract_cohort, read_feature_table
+    from usher2.fusion.fit import fit_cohort
+    from usher2.io.hashing import file_sha256
+    from usher2.io.manifest import read_manifest
+
+    with _user_errors():
+        df = read_manifest(manifest, check_files=features is None)
+        if features is None:
+            features = out.with_name(out.name + ".features.parquet")
+            console.print(f"no --features: extracting first -> {features}")
+            with _progress("extracting") as progress:
+                result = extract_cohort(manifest, features, ExtractConfig(perturb=perturb), progress=progress)
+            if result.failed_cases:
+                console.print(f"[yellow]{len(result.failed_cases)} cases failed extraction[/] (not used)")
+        table, prov = read_feature_table(features)
+        ppath = features.with_name(features.stem + ".perturbations.parquet")
+        perturbations = pd_read(ppath) if ppath.is_file() else None
+        console.print(
+            f"ICC filter: {'perturbation table ' + str(ppath) if perturbations is not None else 'off (no table)'}"
+        )
+        ids = None
+        if test_ids is not None:
+            if not test_ids.is_file():
+                raise InputError(test_ids, "a file of case ids, one per line", "no such file")
+            ids = [s.strip() for s in test_ids.read_text(encoding="utf-8").splitlines() if s.strip()]
+        training = {
+            "features_sha256": file_sha256(features),
+            "manifest_sha256": file_sha256(manifest),
+            "inputs": prov.get("inputs", []),
+        }
+        extraction = {k: v for k, v in prov.items() if k != "inputs"}
+        with _progress(f"nested CV ({model}, {classifier})") as progress:
+            res = fit_cohort(
+                table,
+                df,
+                out,
+                label=label,
+                clinical=clinical or [],
+                family=model,
+                classifier=classifier,
+                fusion=fusion,
+                outer_folds=outer_folds,
+                inner_folds=inner_folds,
+                calibration=None if calibration == "none" else calibration,
+                seed=seed,
+                perturbations=perturbations,
+                test_ids=ids,
+                folds_column=folds_column,
+                provenance=extraction,
+                training_data=training,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    a = res.cv.auc
+    n_folds = res.cv.oof["fold"].nunique()
+    what = "fixed test split" if ids else f"{n_folds}-fold nested CV" + (f" ({folds_column})" if folds_column else "")
+    console.print(
+        f"{model} ({fusion}, {classifier}): {what} AUC {a['auc']:.3f} (95% CI {a['ci_low']:.3f}-{a['ci_high']:.3f}), "
+        f"n={res.n_used}" + (f", {res.n_unlabelled} unlabelled cases not used" if res.n_unlabelled else "")
+    )
+    console.print(f"{len(res.selected)} features in the final model; threshold {res.threshold:.3f} -> {res.bundle}")
+
+
+@app.command()
+def score(
+    input_path: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="An image or DICOM file, a directory, or a manifest.", show_default=False),
+    ],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Model bundle folder from usher2 fit.")],
+    out: Annotated[Path, typer.Option("--out", help="Scores CSV to write.")],
+    clinical: Annotated[
+        Path | None, typer.Option("--clinical", help="CSV of case_id + the bundle's clinical columns.")
+    ] = None,
+    masks: Annotated[
+        str, typer.Option("--masks", help="predicted (segmenter) or given (a manifest's mask column).")
+    ] = "predicted",
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask workers.")] = None,
+) -> None:
+    """Score frames with a bundle: enhance, segment (or given masks), extract, predict.
+
+    Writes SCORES.csv (probability, label at the bundle's threshold, flags) and SCORES.failures.csv.
+    Exit code 0: every frame scored (no lesion found is a result); 1: some frames failed; 2: bad input.
+    """
+    from usher2.fusion.score import score_inputs
+
+    with _user_errors():
+        with _progress("scoring") as progress:
+            res = score_inputs(
+                input_path, bundle, out, clinical=clinical, masks=masks, workers=workers, progress=progress
+            )
+    s = res.scores
+    scored = s["probability"].notna()
+    console.print(
+        f"{int(scored.sum())} frames scored, {int(s['no_lesion'].sum())} with no lesion found, "
+        f"{int(s['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
+    )
+    if s["clinical_missing"].any():
+        console.print(
+            f"[yellow]{int(s['clinical_missing'].sum())} frames lack clinical values the model uses[/]: imputed "
+            "with the training medians (pass --clinical CLINICAL.csv)"
+        )
+    if len(res.failures):
+        table = Table(title=f"{len(res.failures)} frames failed")
+        table.add_column("case_id")
+        table.add_column("error")
+        for rec in res.failures.head(20).itertuples():
+            table.add_row(str(rec.case_id), str(rec.error))
+        console.print(table)
+        err_console.print(f"[bold red]{len(res.failures)} frames failed[/]; see {res.paths['failures']}")
+        raise typer.Exit(code=1)
+
+
+def pd_read(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
 @train_app.command("enhancer")
 def train_enhancer(
     config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],

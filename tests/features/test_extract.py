@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from usher2.features.extract import ExtractConfig, extract_cohort, read_feature_table
+from usher2.features.extract import ID_COLUMNS, ExtractConfig, extract_cohort, read_feature_table
 from usher2.io.errors import InputError
 from usher2.io.manifest import read_manifest, write_manifest
 
@@ -83,7 +83,7 @@ def test_table_columns_provenance_and_bad_cases(cohort, tmp_path):
     feats = [c for c in res.table.columns if c.startswith(("radiomics_", "deep_"))]
     assert np.isfinite(res.table[feats].to_numpy()).all()
     assert "radiomics_original_glcm_Contrast" in feats and "deep_usresnet10t_511" in feats
-    assert list(res.table.columns[:5]) == ["case_id", "patient_id", "label", "mask_source", "mask_area_px"]
+    assert list(res.table.columns[:6]) == ID_COLUMNS and res.table["mask_uncertainty"].isna().all()  # given masks
     # defined values for the border-touching, whole-frame and constant-image cases
     row = res.table.set_index("case_id")
     assert row.loc["border", "mask_area_px"] == 40 * 50

@@ -129,3 +129,17 @@ def test_bad_inputs_are_named():
     y_bad[0] = np.nan
     with pytest.raises(InputError, match="missing"):
         nested_cv(*build_model(family_columns(X.columns, "radiomics"), "lr"), X, y_bad)
+
+
+def test_predefined_outer_folds_are_used_and_must_keep_patients_whole():
+    X, y = _cohort(n=120, p=20, signal=1.0, seed=6)
+    groups = np.repeat(np.arange(60), 2)
+    folds = (groups % 4) + 1  # four official folds, by patient
+    res = nested_cv(*build_model(family_columns(X.columns, "radiomics"), "lr"), X, y, groups, fold_ids=folds)
+    assert len(res.folds) == 4
+    for k, fold in enumerate(sorted(set(folds))):
+        assert set(res.oof.index[res.oof["fold"] == k]) == set(X.index[folds == fold])
+    bad = folds.copy()
+    bad[0] = 4 if bad[0] != 4 else 3  # patient 0's two frames now in two folds
+    with pytest.raises(InputError, match="keep each patient in one fold"):
+        nested_cv(*build_model(family_columns(X.columns, "radiomics"), "lr"), X, y, groups, fold_ids=bad)

@@ -8,7 +8,8 @@ and deep features (:mod:`usher2.features.deep`, one block per backbone) is compu
 **Outputs** (beside ``OUT = FEATURES.parquet``, named after its stem):
 
 * ``OUT``: ``case_id``, ``patient_id``, ``label`` (when the manifest has one), ``mask_source``,
-  ``mask_area_px``, then ``radiomics_*`` and ``deep_<backbone>_<i>`` columns, in manifest order.
+  ``mask_area_px``, ``mask_uncertainty`` (the segmenter's, for predicted masks; NaN for given),
+  then ``radiomics_*`` and ``deep_<backbone>_<i>`` columns, in manifest order.
   The Parquet file's metadata key ``usher2`` holds the provenance (below).
 * ``FEATURES.provenance.json``: the same provenance as a sidecar: usher2/pyradiomics/timm/torch
   versions, the radiomics parameters, each backbone's weights hash, the enhancer, segmenter,
@@ -64,12 +65,12 @@ from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
 
-__all__ = ["PERTURBATIONS", "ExtractConfig", "ExtractResult", "extract_cohort", "read_feature_table"]
+__all__ = ["ID_COLUMNS", "PERTURBATIONS", "ExtractConfig", "ExtractResult", "extract_cohort", "read_feature_table"]
 
 GEOMETRIC_PERTURBATIONS = ("erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2")
 PERTURBATIONS = ("original", *GEOMETRIC_PERTURBATIONS, "enhancer_on|enhancer_off", "mask_predicted|mask_given")
 FAILURE_COLUMNS = ["case_id", "stage", "error"]
-_ID_COLUMNS = ["case_id", "patient_id", "label", "mask_source", "mask_area_px"]
+ID_COLUMNS = ["case_id", "patient_id", "label", "mask_source", "mask_area_px", "mask_uncertainty"]
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def _prepare(cfg: ExtractConfig, case: dict[str, Any], enhancer: str | None, mas
             pixels = inpaint_overlays(pixels, found.mask)
     if enhancer:
         pixels = np.asarray(_enhancer(enhancer)(pixels[None, None]), np.float32)[0, 0]
+    uncertainty = float("nan")
     if masks == "given":
         if c.mask is None:
             raise InputError(
@@ -272,10 +274,16 @@ def _prepare(cfg: ExtractConfig, case: dict[str, Any], enhancer: str | None, mas
         seg = _segmenter(cfg.segmenter).segment(pixels[None, None])[0]
         if seg.no_lesion:
             raise InputError(f"case {c.case_id}", "a lesion found by the segmenter", "an empty predicted mask")
-        mask = seg.mask
+        mask, uncertainty = seg.mask, float(seg.uncertainty)
     if not mask.any():
         raise InputError(f"case {c.case_id} mask", "at least one lesion pixel", "an empty mask")
-    return {"pixels": pixels, "mask": mask, "spacing": c.frame.spacing, "has_given": c.mask is not None}
+    return {
+        "pixels": pixels,
+        "mask": mask,
+        "spacing": c.frame.spacing,
+        "has_given": c.mask is not None,
+        "uncertainty": uncertainty,
+    }
 
 
 def extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -347,6 +355,7 @@ def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str,
             "label": case.get("label"),
             "mask_source": cfg.masks,
             "mask_area_px": int(p["mask"].sum()),
+            "mask_uncertainty": p["uncertainty"],
         }
         rows.append({**ident, **f})
         good.append((case, p, f))
@@ -632,7 +641,7 @@ def _assemble(
     # the latest attempt of a case that failed (it is not in `done`, so read its newest part)
     failed_now = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
     failures += _latest_failures(parts, failed_now)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ID_COLUMNS)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
     table = table.sort_values("case_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     if all(c.get("label") is None for c in cases):
         table = table.drop(columns=["label"])

@@ -128,6 +128,7 @@ def nested_cv(
     inner_folds: int = 3,
     calibration: str | None = "sigmoid",
     test_ids: Sequence[str] | None = None,
+    fold_ids: Sequence[Any] | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> CVResult:
@@ -143,6 +144,8 @@ def nested_cv(
         inner_folds: Inner folds (search and calibration).
         calibration: ``"sigmoid"``, ``"isotonic"`` or None.
         test_ids: Case ids of a fixed test part instead of outer folds.
+        fold_ids: Predefined outer folds, one label per row (e.g. BUS-BRA's official partition);
+            a patient must not span two folds.
         seed: Seed of every split.
         progress: ``progress(done, total)`` after each outer fold.
     """
@@ -152,7 +155,15 @@ def nested_cv(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="usher2-cv-") as cache:
         model = _cached(model, cache)
-        if test_ids is not None:
+        if fold_ids is not None:
+            f = np.asarray(fold_ids)
+            if len(f) != len(X):
+                raise InputError("folds", f"one fold label per case ({len(X)})", f"{len(f)} labels")
+            spans = pd.Series(f).groupby(pd.Series(gg)).nunique()
+            if (spans > 1).any():
+                raise InputError("folds", "folds that keep each patient in one fold", f"{int((spans > 1).sum())} split")
+            splits = [(np.flatnonzero(f != k), np.flatnonzero(f == k)) for k in np.unique(f)]
+        elif test_ids is not None:
             test = X.index.isin(list(test_ids))
             if not test.any() or test.all():
                 raise InputError("test_ids", "case ids that split the cohort into training and test", "no split")

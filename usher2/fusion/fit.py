@@ -1,0 +1,179 @@
+"""``usher2 fit``: feature table + manifest labels/clinical columns -> nested-CV estimate + model bundle.
+
+Rows are joined on ``case_id``. Cases without a label are not used for fitting (their count is
+reported). Clinical columns must be numeric (missing values are imputed inside the folds); the
+error names a column that is not. The decision threshold stored in the bundle is Youden's on
+the out-of-fold probabilities of the training cohort (never on test data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from usher2.features.extract import ID_COLUMNS
+from usher2.fusion.bundle import save_bundle
+from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
+from usher2.fusion.models import build_model, family_columns
+from usher2.io.errors import InputError
+
+__all__ = ["FitResult", "fit_cohort", "youden_threshold"]
+
+
+@dataclass
+class FitResult:
+    """What ``fit_cohort`` produced."""
+
+    bundle: Path
+    cv: CVResult
+    threshold: float
+    n_used: int
+    n_unlabelled: int
+    selected: list[str]
+
+
+def youden_threshold(y: Any, p: Any) -> float:
+    """The probability threshold that maximises sensitivity + specificity - 1 (ties: the lowest).
+
+    Example:
+        >>> youden_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])  # 0.8 and 0.35 tie at J = 0.5
+        0.35
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(np.asarray(y), np.asarray(p))
+    j = tpr - fpr
+    best = int(np.flatnonzero(j == j.max())[-1])  # thresholds decrease: the last maximum is the lowest
+    return float(min(thr[best], 1.0))
+
+
+def _clinical(df: pd.DataFrame, clinical: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for c in clinical:
+        if c not in df.columns:
+            raise InputError("clinical", f"a column of the manifest or feature table named {c!r}", "none")
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = values.isna() & df[c].notna()
+        if bad.any():
+            examples = sorted(map(str, df.loc[bad, c].unique()))[:3]
+            raise InputError(f"clinical column {c!r}", "numbers (or empty cells)", f"values like {examples}")
+        out[c] = values.astype(float)
+    return out
+
+
+def fit_cohort(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    out: str | Path,
+    *,
+    label: str = "label",
+    clinical: Sequence[str] = (),
+    family: str = "combined",
+    classifier: str = "lr",
+    fusion: str = "early",
+    outer_folds: int = 5,
+    inner_folds: int = 3,
+    calibration: str | None = "sigmoid",
+    seed: int = 0,
+    perturbations: pd.DataFrame | None = None,
+    test_ids: Sequence[str] | None = None,
+    folds_column: str | None = None,
+    provenance: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> FitResult:
+    """Nested CV, final refit and bundle. See the module docstring for the data rules."""
+    if "case_id" not in manifest.columns or "case_id" not in features.columns:
+        raise InputError("case_id", "a case_id column in both the manifest and the feature table", "none")
+    if label not in manifest.columns:
+        raise InputError("label", f"a manifest column named {label!r}", f"columns {list(manifest.columns)[:8]}")
+    m = manifest.drop_duplicates("case_id")
+    m.index = pd.Index(m["case_id"].astype(str).tolist())
+    f = features.copy()
+    f.index = pd.Index(f["case_id"].astype(str).tolist())
+    f = f[[c for c in f.columns if c not in ID_COLUMNS]]
+    common = [c for c in f.index if c in m.index]
+    if not common:
+        raise InputError("case_id", "cases shared by the manifest and the feature table", "none in common")
+    y_all = pd.to_numeric(m.loc[common, label], errors="coerce")
+    used = [c for c in common if pd.notna(y_all[c])]
+    X = f.loc[used].copy()
+    clin = _clinical(m.loc[used], clinical)
+    for c in clin.columns:
+        X[c] = clin[c]
+    X.index.name = "case_id"
+    y = y_all[used].astype(int).to_numpy()
+    groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
+    cols = family_columns(list(X.columns), family, clinical=list(clinical))
+    model, grid = build_model(cols, classifier, fusion=fusion, perturbations=perturbations, random_state=seed)
+    kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
+    fold_ids = None
+    if folds_column is not None:
+        if folds_column not in m.columns:
+            raise InputError("folds column", f"a manifest column named {folds_column!r}", "none")
+        fold_ids = m.loc[used, folds_column].to_numpy()
+    cv = nested_cv(
+        model,
+        grid,
+        X,
+        y,
+        groups.to_numpy(),
+        outer_folds=outer_folds,
+        test_ids=test_ids,
+        fold_ids=fold_ids,
+        progress=progress,
+        **kwargs,
+    )
+    threshold = youden_threshold(cv.oof["label"], cv.oof["probability"])
+    train = X if test_ids is None else X.loc[~X.index.isin(list(test_ids))]
+    y_train = y if test_ids is None else y[~X.index.isin(list(test_ids))]
+    g_train = groups if test_ids is None else groups[~X.index.isin(list(test_ids))]
+    final, best = fit_final(model, grid, train, y_train, g_train.to_numpy(), **kwargs)
+    selected = selected_features(final)
+    columns = cols["radiomics"] + cols["deep"] + cols["clinical"]
+    import sklearn
+
+    import usher2
+
+    config = {
+        "family": family,
+        "classifier": classifier if fusion == "early" else "late-fusion logistic regression",
+        "fusion": fusion,
+        "calibration": calibration or "none",
+        "label": label,
+        "clinical": list(clinical),
+        "columns": columns,
+        "threshold": threshold,
+        "threshold_rule": "Youden on the training cohort's out-of-fold probabilities",
+        "best_params": best,
+        "selected_features": selected,
+        "validation": {
+            "outer_folds": outer_folds if test_ids is None else None,
+            "inner_folds": inner_folds,
+            "fixed_test_ids": list(test_ids) if test_ids is not None else None,
+            "folds_column": folds_column,
+            "seed": seed,
+        },
+        "n_cases": len(used),
+        "n_positive": int(y.sum()),
+        "extraction": provenance or {},
+        "training_data": training_data or {},
+        "versions": {"usher2": usher2.__version__, "scikit-learn": sklearn.__version__},
+    }
+    metrics = {
+        "auc": cv.auc,
+        "folds": cv.folds,
+        "threshold": threshold,
+        "selected_features": selected,
+        "seconds": cv.seconds,
+        "n_cases": len(used),
+        "n_unlabelled": len(common) - len(used),
+    }
+    bundle = save_bundle(out, final, config, metrics, cv.oof, overwrite=overwrite)
+    return FitResult(bundle, cv, threshold, len(used), len(common) - len(used), selected)
