@@ -81,9 +81,18 @@ def test_table_columns_provenance_and_bad_cases(cohort, tmp_path):
     expected = [c for c in manifest["case_id"] if c not in BAD]
     assert list(res.table["case_id"]) == expected
     feats = [c for c in res.table.columns if c.startswith(("radiomics_", "deep_"))]
-    assert np.isfinite(res.table[feats].to_numpy()).all()
+    regions = {r: [c for c in feats if c.startswith(f"radiomics_{r}_")] for r in ("peritumoral", "posterior")}
+    lesion = [c for c in feats if not any(c in cols for cols in regions.values())]
+    assert np.isfinite(res.table[lesion].to_numpy()).all()  # the lesion's features are never NaN
+    for r, cols in regions.items():
+        assert len(cols) == 93  # Original image, first order + texture classes
+        small = res.table[f"{r}_area_px"] < 16
+        assert res.table.loc[small, cols].isna().all().all() and np.isfinite(res.table.loc[~small, cols]).all().all()
+    # a whole-frame ROI has no ring and nothing below it
+    whole = res.table.set_index("case_id").loc["whole_frame"]
+    assert whole["peritumoral_area_px"] == 0 and whole["posterior_area_px"] == 0
     assert "radiomics_original_glcm_Contrast" in feats and "deep_usresnet10t_511" in feats
-    assert list(res.table.columns[:6]) == ID_COLUMNS and res.table["mask_uncertainty"].isna().all()  # given masks
+    assert list(res.table.columns[:8]) == ID_COLUMNS and res.table["mask_uncertainty"].isna().all()  # given masks
     # defined values for the border-touching, whole-frame and constant-image cases
     row = res.table.set_index("case_id")
     assert row.loc["border", "mask_area_px"] == 40 * 50

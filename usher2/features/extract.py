@@ -30,6 +30,16 @@ and deep features (:mod:`usher2.features.deep`, one block per backbone) is compu
   ``mask_predicted`` or ``mask_given`` (the opposite mask source, when the case has a given
   mask).
 
+**Regions.** Besides the lesion (all image types and classes of the parameters), radiomics
+are computed on two regions around it, on the Original image with every texture class and
+first order (no shape): ``peritumoral``, a ring outside the mask as wide as 20% of the lesion's
+equivalent radius (at least 3 px), where an echogenic halo shows; and ``posterior``, the
+rectangle straight below the lesion's bounding box, as tall as the lesion, outside the ring,
+where acoustic shadowing or enhancement shows. Columns are ``radiomics_<region>_original_*``;
+``peritumoral_area_px`` and ``posterior_area_px`` give the region sizes. A region smaller
+than 16 px (a lesion touching the bottom edge has no posterior region) gets NaN features,
+which the fusion core imputes inside its folds; the lesion's own features are never NaN.
+
 **Execution.** In-process by default; with ``workers=N`` a local ``dask.distributed`` cluster of
 N single-threaded worker processes; with ``scheduler="tcp://HOST:PORT"`` an existing Dask
 cluster (its workers need usher2 installed and read access to the images). Work is sent in
@@ -70,7 +80,19 @@ __all__ = ["ID_COLUMNS", "PERTURBATIONS", "ExtractConfig", "ExtractResult", "ext
 GEOMETRIC_PERTURBATIONS = ("erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2")
 PERTURBATIONS = ("original", *GEOMETRIC_PERTURBATIONS, "enhancer_on|enhancer_off", "mask_predicted|mask_given")
 FAILURE_COLUMNS = ["case_id", "stage", "error"]
-ID_COLUMNS = ["case_id", "patient_id", "label", "mask_source", "mask_area_px", "mask_uncertainty"]
+REGIONS = ("lesion", "peritumoral", "posterior")
+MIN_REGION_PX = 16
+AREA_COLUMNS = ("peritumoral_area_px", "posterior_area_px")
+ID_COLUMNS = [
+    "case_id",
+    "patient_id",
+    "label",
+    "mask_source",
+    "mask_area_px",
+    "mask_uncertainty",
+    "peritumoral_area_px",
+    "posterior_area_px",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,7 @@ class ExtractConfig:
         segmenter: Segmenter name, for predicted masks and the mask perturbation.
         overlays: ``"keep"`` or ``"inpaint"`` (detect and inpaint burned-in text and calipers first).
         perturb: Also compute the perturbation table.
+        regions: Radiomics regions: ``lesion`` (always) plus ``peritumoral`` and ``posterior``.
         chunk_size: Cases per unit of work.
         device: Torch device for the networks (None: CUDA when available).
     """
@@ -98,6 +121,7 @@ class ExtractConfig:
     segmenter: str = "unet"
     overlays: str = "keep"
     perturb: bool = False
+    regions: tuple[str, ...] = ("lesion", "peritumoral", "posterior")
     chunk_size: int = 16
     device: str | None = None
 
@@ -115,6 +139,10 @@ class ExtractConfig:
         if self.chunk_size < 1:
             raise InputError("chunk_size", "a positive number of cases", str(self.chunk_size))
         object.__setattr__(self, "backbones", tuple(str(b) for b in self.backbones))
+        object.__setattr__(self, "regions", tuple(self.regions))
+        bad = [r for r in self.regions if r not in REGIONS]
+        if bad or "lesion" not in self.regions:
+            raise InputError("regions", f"'lesion' plus any of {REGIONS[1:]}", str(list(self.regions)))
         object.__setattr__(self, "params", load_params(self.params))
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,6 +253,74 @@ def _perturbed(pixels: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndar
     return out_p.astype(np.float32, copy=False), out_m
 
 
+def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The peritumoral ring and the posterior region of a lesion mask (see the module docstring).
+
+    Example:
+        >>> m = np.zeros((100, 100), bool); m[20:40, 30:60] = True
+        >>> r = region_masks(m)
+        >>> bool(r["peritumoral"][15:20, 30:60].any()), bool(r["posterior"][:40].any()), int(r["posterior"].sum())
+        (True, False, 510)
+    """
+    m = mask.astype(bool)
+    area = int(m.sum())
+    width = max(3, round(0.2 * np.sqrt(area / np.pi)))  # 20% of the equivalent radius
+    grown = cv2.dilate(m.astype(np.uint8), _disk(width)) > 0
+    ys, xs = np.nonzero(m)
+    y1, x0, x1 = int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    height = y1 - int(ys.min())
+    posterior = np.zeros_like(m)
+    posterior[y1 : y1 + height, x0:x1] = True  # straight below the lesion, as tall as the lesion
+    return {"peritumoral": grown & ~m, "posterior": posterior & ~grown}
+
+
+def _region_extractor(cfg: ExtractConfig) -> Any:
+    from usher2.features.radiomics import RadiomicsExtractor
+
+    setting = {k: v for k, v in cfg.params["setting"].items() if k not in ("resampledPixelSpacing",)}
+    params = {
+        "imageType": {"Original": {}},
+        "featureClass": {c: None for c in ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")},
+        "setting": setting,
+    }
+    return _model("radiomics", json.dumps(params, sort_keys=True, default=str), lambda: RadiomicsExtractor(params))
+
+
+def _region_columns(cfg: ExtractConfig) -> list[str]:
+    """Column names of one region's features (from a synthetic disk; once per process)."""
+
+    def build() -> list[str]:
+        yy, xx = np.mgrid[:48, :48]
+        disk = (yy - 24) ** 2 + (xx - 24) ** 2 < 15**2
+        img = np.random.default_rng(0).random((48, 48)).astype(np.float32) * 255
+        return list(_region_extractor(cfg).extract(img, disk))
+
+    return _model("region-columns", json.dumps(cfg.params, sort_keys=True, default=str), build)
+
+
+def _region_features(cfg: ExtractConfig, pixels: np.ndarray, mask: np.ndarray, spacing: Any) -> dict[str, float]:
+    """``radiomics_<region>_original_*`` of the extra regions, plus ``<region>_area_px``; NaN features
+    for a region smaller than :data:`MIN_REGION_PX` pixels (e.g. no posterior region under a lesion
+    that touches the bottom edge) or one pyradiomics cannot measure."""
+    out: dict[str, float] = {}
+    extra = [r for r in cfg.regions if r != "lesion"]
+    if not extra:
+        return out
+    masks = region_masks(mask)
+    names = _region_columns(cfg)
+    for region in extra:
+        rm = masks[region]
+        out[f"{region}_area_px"] = int(rm.sum())
+        values = dict.fromkeys(names, float("nan"))
+        if rm.sum() >= MIN_REGION_PX:
+            try:
+                values.update(_region_extractor(cfg).extract(pixels * 255.0, rm, spacing=spacing))
+            except InputError:
+                pass
+        out.update({k.replace("radiomics_", f"radiomics_{region}_", 1): float(v) for k, v in values.items()})
+    return out
+
+
 def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]]) -> list[Any]:
     """Feature dicts for (pixels, mask, spacing) items; an item that fails gives its exception."""
     rows: list[Any] = [{} for _ in items]
@@ -241,6 +337,7 @@ def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tupl
                 rows[i] = InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
             else:
                 rows[i].update(row)
+                rows[i].update(_region_features(cfg, p, m, sp))
     ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
     for spec in cfg.backbones:
         deep = _deep(cfg, spec)
@@ -357,7 +454,9 @@ def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str,
             "mask_area_px": int(p["mask"].sum()),
             "mask_uncertainty": p["uncertainty"],
         }
-        rows.append({**ident, **f})
+        areas = {k: f[k] for k in AREA_COLUMNS if k in f}
+        f = {k: v for k, v in f.items() if k not in AREA_COLUMNS}
+        rows.append({**ident, **areas, **f})
         good.append((case, p, f))
     if cfg.perturb:
         prows, pfail = _perturbation_rows(cfg, good)
@@ -398,7 +497,9 @@ def _perturbation_rows(
             if isinstance(f, Exception):
                 failures.append({"case_id": cid, "stage": f"perturbation:{name}", "error": f"{type(f).__name__}: {f}"})
             else:
-                rows.append({"case_id": cid, "perturbation": name, **f})
+                rows.append(
+                    {"case_id": cid, "perturbation": name, **{k: v for k, v in f.items() if k not in AREA_COLUMNS}}
+                )
     return rows, failures
 
 
