@@ -163,3 +163,16 @@ def test_cuda_bf16_features_agree_with_cpu_fp32():
     b = gpu.features([f[0] for f in frames], [f[1] for f in frames])
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert b.dtype == np.float32 and (cos > 0.99).all()
+
+
+def test_a_backbone_file_from_usher2_train_backbone_keeps_its_own_input_size_and_normalisation(tmp_path):
+    import shutil
+
+    shipped = default_weights_dir() / "deep_usresnet10t.safetensors"
+    copy = tmp_path / "mine.safetensors"
+    shutil.copy(shipped, copy)
+    ex = DeepExtractor(f"mine={copy}", device="cpu")
+    ref = DeepExtractor(device="cpu")
+    assert ex.input_size == (128, 128) and ex.columns[0] == "deep_mine_0"
+    img, m = _frame()
+    np.testing.assert_array_equal(ex.features([img], [m]), ref.features([img], [m]))

@@ -77,6 +77,20 @@ class BackboneSpec:
         return self.name if self.weights is None else f"{self.name}={self.weights}"
 
 
+def _usher2_backbone_file(path: Path) -> bool:
+    """True for a safetensors file from ``usher2 train backbone`` (metadata ``arch`` and ``data_config``)."""
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not readable as safetensors: timm's loader reports it
+        return False
+    return "arch" in meta and "data_config" in meta
+
+
 def parse_backbone(spec: str | BackboneSpec) -> BackboneSpec:
     """``NAME``, ``NAME=PATH`` or ``NAME=random`` -> :class:`BackboneSpec`.
 
@@ -192,7 +206,15 @@ class DeepExtractor:
 
         name, weights = self.spec.name, self.spec.weights
         if name in SHIPPED_BACKBONES and weights is None:
-            return self._build_shipped(name)
+            from usher2.weights import default_weights_dir
+
+            return self._build_usher2(default_weights_dir() / SHIPPED_BACKBONES[name][1], name)
+        if weights not in (None, "random"):
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise InputError(path, f"a weights file for {name}", "no such file")
+            if _usher2_backbone_file(path):  # from usher2 train backbone: its own arch, input size, normalisation
+                return self._build_usher2(path, name)
         arch = SHIPPED_BACKBONES[name][0] if name in SHIPPED_BACKBONES else name
         if not timm.is_model(arch):
             raise InputError(
@@ -220,8 +242,6 @@ class DeepExtractor:
             model = timm.create_model(arch, pretrained=False, num_classes=0)
         else:
             path = Path(weights).expanduser()
-            if not path.is_file():
-                raise InputError(path, f"a weights file for {name}", "no such file")
             try:
                 model = timm.create_model(
                     arch, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}
@@ -233,18 +253,18 @@ class DeepExtractor:
             self.weights_sha256 = file_sha256(path)
         return model, timm.data.resolve_model_data_config(model)
 
-    def _build_shipped(self, name: str) -> tuple[Any, dict[str, Any]]:
+    def _build_usher2(self, path: Path, name: str) -> tuple[Any, dict[str, Any]]:
+        """A backbone file written by ``usher2 train backbone`` (timm trunk + data config in the metadata)."""
         import json
 
         import timm
 
-        from usher2.weights import default_weights_dir, load_state
+        from usher2.weights import load_state
 
-        arch, file = SHIPPED_BACKBONES[name]
-        path = default_weights_dir() / file
         state, meta = load_state(
             path, what=f"the {name} deep backbone", required=("arch", "data_config"), fix="reinstall usher2"
         )
+        arch = meta["arch"]
         model = timm.create_model(meta["arch"], pretrained=False, num_classes=0)
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head", "classifier"))}
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -264,7 +264,7 @@ def train_backbone(
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if progress:
                 progress(epoch * steps_per_epoch + s + 1, total)
         wall += time.perf_counter() - t0
