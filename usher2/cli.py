@@ -18,7 +18,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from usher2 import __version__
-from usher2.io.errors import InputError
+from usher2.io.errors import Failure, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -244,12 +244,13 @@ def _print_failures(failures: list[Any], n_inputs: int) -> None:
     console.print(table)
 
 
-def _exit_on_failures(failures: list[Any], n_inputs: int, out: Path) -> None:
+def _exit_on_failures(failures: list[Any], n_inputs: int, out: Path, *, listed_in: Path | None = None) -> None:
+    """Exit code 1 when anything failed, naming the failures file (``out/failures.csv`` unless ``listed_in``)."""
     from usher2.io.runner import FAILURES_FILE
 
     if failures:
         err_console.print(
-            f"[bold red]{len(failures)} of {n_inputs} inputs failed[/]; see {out / FAILURES_FILE}",
+            f"[bold red]{len(failures)} of {n_inputs} inputs failed[/]; see {listed_in or out / FAILURES_FILE}",
             highlight=False,
             soft_wrap=True,
         )
@@ -457,21 +458,10 @@ def extract(
     bad = result.failures[result.failures["stage"] != "features"]
     if len(bad):
         console.print(f"[yellow]{len(bad)} perturbations could not be computed[/] (listed in the failures file)")
-    failed = result.failed_cases
-    if failed:
-        table = Table(title=f"{len(failed)} cases failed")
-        table.add_column("case_id")
-        table.add_column("error")
-        rows = result.failures[result.failures["stage"] == "features"]
-        for rec in rows.head(20).itertuples():
-            table.add_row(str(rec.case_id), str(rec.error))
-        console.print(table)
-        err_console.print(
-            f"[bold red]{len(failed)} of {result.n_cases} cases failed[/]; see {result.paths['failures']}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=1)
+    rows = result.failures[result.failures["stage"] == "features"]
+    failed = [Failure(str(r.case_id), str(r.error)) for r in rows.itertuples()]
+    _print_failures(failed, result.n_cases)
+    _exit_on_failures(failed, result.n_cases, out, listed_in=result.paths["failures"])
 
 
 def _load_params(path: Path | None) -> dict[str, Any] | None:
@@ -624,15 +614,10 @@ def score(
             f"[yellow]{int(s['clinical_missing'].sum())} frames lack clinical values the model uses[/]: imputed "
             "with the training medians (pass --clinical CLINICAL.csv)"
         )
-    if len(res.failures):
-        table = Table(title=f"{len(res.failures)} frames failed")
-        table.add_column("case_id")
-        table.add_column("error")
-        for rec in res.failures.head(20).itertuples():
-            table.add_row(str(rec.case_id), str(rec.error))
-        console.print(table)
-        err_console.print(f"[bold red]{len(res.failures)} frames failed[/]; see {res.paths['failures']}")
-        raise typer.Exit(code=1)
+    failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
+    n_inputs = len(s) + len(failed)
+    _print_failures(failed, n_inputs)
+    _exit_on_failures(failed, n_inputs, out, listed_in=res.paths["failures"])
 
 
 def pd_read(path: Path) -> Any:
