@@ -40,6 +40,10 @@ def test_exit_0_with_a_params_file_and_predicted_masks(cohort, tmp_path):
     assert table["mask_uncertainty"].between(0, 1).all()  # the segmenter's entropy, in bits
     assert not any(c.startswith("deep_") for c in table.columns)
     assert prov["radiomics"]["params"]["setting"]["binWidth"] == 16 and prov["segmenter"]["name"] == "unet"
+    from usher2.io.hashing import file_sha256
+    from usher2.weights import default_weights_dir
+
+    assert prov["segmenter"]["weights_file_sha256"] == file_sha256(default_weights_dir() / "segmenter_unet.safetensors")
     assert "4 of 4 cases" in result.output
 
 

@@ -490,6 +490,10 @@ def fit(
     classifier: Annotated[
         str, typer.Option("--classifier", help="lr, rf, xgboost, lightgbm, svm or mlp (early fusion).")
     ] = "lr",
+    sequence: Annotated[
+        list[str] | None,
+        typer.Option("--sequence", help="MRI: use only <SEQUENCE>_radiomics_/_deep_ columns; repeatable."),
+    ] = None,
     fusion: Annotated[
         str, typer.Option("--fusion", help="early (concatenated features) or late (stacked scores).")
     ] = "early",
@@ -551,6 +555,7 @@ def fit(
                 label=label,
                 clinical=clinical or [],
                 family=model,
+                sequences=sequence,
                 classifier=classifier,
                 fusion=fusion,
                 outer_folds=outer_folds,

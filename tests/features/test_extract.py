@@ -144,6 +144,8 @@ def test_perturbation_long_table(cohort, tmp_path):
     res = extract_cohort(cohort / "all.csv", tmp_path / "p.parquet", cfg)
     p = res.perturbations
     assert list(p.columns[:2]) == ["case_id", "perturbation"]
+    prov = json.loads((tmp_path / "p.provenance.json").read_text())
+    assert len(prov["enhancers"]["pix2pix"]["weights_file_sha256"]) == 64  # the enhancer_on perturbation's network
     names = set(p["perturbation"])
     assert names == {
         "original", "erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2",

@@ -615,9 +615,19 @@ def _provenance(cfg: ExtractConfig, cases: list[dict[str, Any]], manifest_sha: s
         prov["radiomics"] = _radiomics(cfg).provenance()
     prov["deep"] = [_deep(cfg, spec).provenance() for spec in cfg.backbones]
     if cfg.masks == "predicted" or cfg.perturb:
-        seg = _segmenter(cfg.segmenter)
-        prov["segmenter"] = seg.settings()
+        prov["segmenter"] = _network_settings(_segmenter(cfg.segmenter))
+    for name in {cfg.enhancer, "pix2pix" if cfg.perturb and not cfg.enhancer else None} - {None}:
+        prov.setdefault("enhancers", {})[name] = _network_settings(_enhancer(name))
     return prov
+
+
+def _network_settings(model: Any) -> dict[str, Any]:
+    """A stage's settings plus the full SHA-256 of its weights file (when it has one)."""
+    out = dict(model.settings())
+    weights = getattr(model, "weights", None)
+    if weights is not None and Path(weights).is_file():
+        out["weights_file_sha256"] = file_sha256(weights)
+    return out
 
 
 def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:

@@ -74,6 +74,7 @@ def fit_cohort(
     label: str = "label",
     clinical: Sequence[str] = (),
     family: str = "combined",
+    sequences: Sequence[str] | None = None,
     classifier: str = "lr",
     fusion: str = "early",
     outer_folds: int = 5,
@@ -110,7 +111,7 @@ def fit_cohort(
     X.index.name = "case_id"
     y = y_all[used].astype(int).to_numpy()
     groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
-    cols = family_columns(list(X.columns), family, clinical=list(clinical))
+    cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
     model, grid = build_model(cols, classifier, fusion=fusion, perturbations=perturbations, random_state=seed)
     kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
     fold_ids = None
@@ -143,6 +144,7 @@ def fit_cohort(
 
     config = {
         "family": family,
+        "sequences": list(sequences or []),
         "classifier": classifier if fusion == "early" else "late-fusion logistic regression",
         "fusion": fusion,
         "calibration": calibration or "none",
