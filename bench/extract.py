@@ -109,7 +109,9 @@ def _cohort(n: int, root: Path) -> Path:
 
 
 def bench_scaling(n: int) -> None:
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
+
+    from usher2.features.extract import _cases, extract_chunk
 
     cfg = ExtractConfig(chunk_size=8)
     print(f"\n## 3. Scaling, {n} simulated 256x256 cases, default parameters + {DEFAULT_BACKBONE}\n")
@@ -118,14 +120,18 @@ def bench_scaling(n: int) -> None:
     with tempfile.TemporaryDirectory() as d:
         manifest = _cohort(n, Path(d) / "cohort")
         warm = _cohort(4, Path(d) / "warm")
+        warm_cases, _ = _cases(warm)
         rates = {}
         for workers in (1, 2):
-            with LocalCluster(
-                n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=50
-            ) as cluster:
+            with (
+                LocalCluster(
+                    n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=50
+                ) as cluster,
+                Client(cluster) as client,
+            ):
                 addr = cluster.scheduler_address
-                for i in range(workers):  # load the models in every worker first
-                    extract_cohort(warm, Path(d) / f"warm{workers}_{i}.parquet", cfg, scheduler=addr)
+                client.run(extract_chunk, cfg, warm_cases)  # load the models in every worker first
+                extract_cohort(warm, Path(d) / f"warm{workers}.parquet", cfg)  # and in this (driver) process
                 t = time.perf_counter()
                 extract_cohort(manifest, Path(d) / f"scale{workers}.parquet", cfg, scheduler=addr)
                 s = time.perf_counter() - t
