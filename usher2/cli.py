@@ -516,6 +516,8 @@ def fit(
 
     Prints the out-of-fold AUC with its DeLong 95% CI. Exit code 2 on bad input.
     """
+    import pandas as pd
+
     from usher2.features.extract import ExtractConfig, extract_cohort, read_feature_table
     from usher2.fusion.fit import fit_cohort
     from usher2.io.hashing import file_sha256
@@ -532,7 +534,7 @@ def fit(
                 console.print(f"[yellow]{len(result.failed_cases)} cases failed extraction[/] (not used)")
         table, prov = read_feature_table(features)
         ppath = features.with_name(features.stem + ".perturbations.parquet")
-        perturbations = pd_read(ppath) if ppath.is_file() else None
+        perturbations = pd.read_parquet(ppath) if ppath.is_file() else None
         console.print(
             f"ICC filter: {'perturbation table ' + str(ppath) if perturbations is not None else 'off (no table)'}"
         )
@@ -625,10 +627,9 @@ def score(
     _exit_on_failures(failed, n_inputs, out, listed_in=res.paths["failures"])
 
 
-def pd_read(path: Path) -> Any:
-    import pandas as pd
-
-    return pd.read_parquet(path)
+def _overrides(out: Path | None, export: Path | None) -> dict[str, str | None]:
+    """The --out/--export options of the train commands as config overrides (None keeps the file's)."""
+    return {"out": str(out) if out else None, "export": str(export) if export else None}
 
 
 @train_app.command("enhancer")
@@ -642,7 +643,7 @@ def train_enhancer(
     from usher2.enhance.training import train_enhancer as run
 
     with _user_errors():
-        cfg = load_train_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        cfg = load_train_config(config, **_overrides(out, export))
         with _progress(f"training {cfg.model}") as progress:
             command = f"usher2 train enhancer --config {config}"
             result = run(cfg, log=console.print, progress=progress, command=command)
@@ -663,7 +664,7 @@ def train_segmenter(
     from usher2.segment.training import train_segmenter as run
 
     with _user_errors():
-        cfg = load_segmenter_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        cfg = load_segmenter_config(config, **_overrides(out, export))
         with _progress(f"training {cfg.network.arch}/{cfg.network.encoder}") as progress:
             command = f"usher2 train segmenter --config {config}"
             result = run(cfg, log=console.print, progress=progress, command=command)
@@ -689,7 +690,7 @@ def train_backbone(
     from usher2.features.pretrain import train_backbone as run
 
     with _user_errors():
-        cfg = load_backbone_config(config, out=str(out) if out else None, export=str(export) if export else None)
+        cfg = load_backbone_config(config, **_overrides(out, export))
         with _progress(f"training {cfg.arch}") as progress:
             metrics = run(cfg, log=console.print, progress=progress, command=f"usher2 train backbone --config {config}")
     for key in ("bus_bra_pathology", "simulated_her2"):
