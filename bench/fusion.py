@@ -46,10 +46,13 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def _cohort(work: Path, name: str, n: int, seed: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _cohort(
+    work: Path, name: str, n: int, seed: int, workers: int, enhancer: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     folder = work / name
     manifest = simulate_cohort(n, seed, folder, config=SimulationConfig())
-    res = extract_cohort(folder / "manifest.csv", work / f"{name}.parquet", ExtractConfig(), workers=workers)
+    cfg = ExtractConfig(enhancer=enhancer)
+    res = extract_cohort(folder / "manifest.csv", work / f"{name}.parquet", cfg, workers=workers)
     if res.failed_cases:
         print(f"  {name}: {len(res.failed_cases)} cases failed extraction and are left out")
     table = res.table.set_index("case_id")
@@ -62,10 +65,11 @@ def bench_families(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    X_tr, m_tr = _cohort(work, "train", args.train, 7100, args.workers)
-    X_te, m_te = _cohort(work, "test", args.test, 7200, args.workers)
+    X_tr, m_tr = _cohort(work, "train", args.train, 7100, args.workers, args.enhancer)
+    X_te, m_te = _cohort(work, "test", args.test, 7200, args.workers, args.enhancer)
     n_feat, prep = X_tr.shape[1] - len(CLINICAL), time.perf_counter() - t
-    head = f"train n={len(X_tr)} seed 7100, test n={len(X_te)} seed 7200; {n_feat} imaging features"
+    head = f"train n={len(X_tr)} seed 7100, test n={len(X_te)} seed 7200; enhancer {args.enhancer or 'none'}; "
+    head += f"{n_feat} imaging features"
     print(f"\n## 1. Families ({head}; simulate + extract {prep:.0f} s)\n")
     y_tr, y_te = m_tr["label"].to_numpy(int), m_te["label"].to_numpy(int)
     oracle = oracle_aucs(m_te.reset_index())
@@ -171,12 +175,14 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=600)
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--classifier", default="lr")
+    ap.add_argument("--enhancer", default="none", help="enhancer before extraction, e.g. pix2pix (default: none)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="runs/bench-fusion")
     ap.add_argument("--sections", nargs="+", default=["families", "scale", "bus-bra"])
     ap.add_argument("--bus-bra-root", default="../shared/data/bus-bra")
     ap.add_argument("--bus-bra-backbone", default="runs/deep-ussim10t/deep_ussim10t.safetensors")
     args = ap.parse_args()
+    args.enhancer = None if args.enhancer in ("", "none") else args.enhancer
     print("# usher2 fusion bench")
     if "families" in args.sections:
         bench_families(args)

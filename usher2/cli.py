@@ -400,6 +400,9 @@ def extract(
         ),
     ] = None,
     radiomics: Annotated[bool, typer.Option("--radiomics/--no-radiomics", help="Radiomics features.")] = True,
+    lexicon: Annotated[
+        bool, typer.Option("--lexicon/--no-lexicon", help="With radiomics: the BI-RADS lexicon descriptors.")
+    ] = True,
     masks: Annotated[str, typer.Option("--masks", help="given (the manifest's) or predicted (the segmenter's).")] = (
         "given"
     ),
@@ -434,6 +437,7 @@ def extract(
         cfg = ExtractConfig(
             params=_load_params(params),
             radiomics=radiomics,
+            lexicon=lexicon,
             backbones=backbones,
             masks=masks,
             enhancer=enhancer,

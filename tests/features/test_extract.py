@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from usher2.features.extract import ID_COLUMNS, ExtractConfig, extract_cohort, read_feature_table
+from usher2.features.lexicon import LEXICON_COLUMNS
 from usher2.io.errors import InputError
 from usher2.io.manifest import read_manifest, write_manifest
 
@@ -82,8 +83,13 @@ def test_table_columns_provenance_and_bad_cases(cohort, tmp_path):
     assert list(res.table["case_id"]) == expected
     feats = [c for c in res.table.columns if c.startswith(("radiomics_", "deep_"))]
     regions = {r: [c for c in feats if c.startswith(f"radiomics_{r}_")] for r in ("peritumoral", "posterior")}
-    lesion = [c for c in feats if not any(c in cols for cols in regions.values())]
+    lexicon = [c for c in feats if c.startswith("radiomics_lexicon_")]
+    assert tuple(lexicon) == LEXICON_COLUMNS
+    lesion = [c for c in feats if not any(c in cols for cols in [*regions.values(), lexicon])]
     assert np.isfinite(res.table[lesion].to_numpy()).all()  # the lesion's features are never NaN
+    # lexicon shape and margin descriptors always exist; those of the surroundings need tissue around the lesion
+    always = [c for c in lexicon if "_orientation" in c or "_axis" in c or "_margin_" in c or "_calcification" in c]
+    assert np.isfinite(res.table[always].to_numpy()).all()
     for r, cols in regions.items():
         assert len(cols) == 93  # Original image, first order + texture classes
         small = res.table[f"{r}_area_px"] < 16
@@ -91,6 +97,7 @@ def test_table_columns_provenance_and_bad_cases(cohort, tmp_path):
     # a whole-frame ROI has no ring and nothing below it
     whole = res.table.set_index("case_id").loc["whole_frame"]
     assert whole["peritumoral_area_px"] == 0 and whole["posterior_area_px"] == 0
+    assert np.isnan(whole["radiomics_lexicon_posterior_contrast"]) and np.isnan(whole["radiomics_lexicon_halo_0"])
     assert "radiomics_original_glcm_Contrast" in feats and "deep_usresnet10t_511" in feats
     assert list(res.table.columns[:8]) == ID_COLUMNS and res.table["mask_uncertainty"].isna().all()  # given masks
     # defined values for the border-touching, whole-frame and constant-image cases

@@ -2,8 +2,9 @@
 
 For every manifest row the frame is read, optionally cleaned of burned-in overlays and
 enhanced, its lesion mask is taken from the manifest (``masks="given"``) or predicted by the
-segmenter (``masks="predicted"``), and one row of radiomics (:mod:`usher2.features.radiomics`)
-and deep features (:mod:`usher2.features.deep`, one block per backbone) is computed.
+segmenter (``masks="predicted"``), and one row of radiomics (:mod:`usher2.features.radiomics`,
+plus the BI-RADS lexicon descriptors of :mod:`usher2.features.lexicon`) and deep features
+(:mod:`usher2.features.deep`, one block per backbone) is computed.
 
 **Outputs** (beside ``OUT = FEATURES.parquet``, named after its stem):
 
@@ -71,6 +72,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from usher2.features.lexicon import lexicon_features
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
@@ -109,6 +111,9 @@ class ExtractConfig:
         overlays: ``"keep"`` or ``"inpaint"`` (detect and inpaint burned-in text and calipers first).
         perturb: Also compute the perturbation table.
         regions: Radiomics regions: ``lesion`` (always) plus ``peritumoral`` and ``posterior``.
+        lexicon: With ``radiomics``: also the BI-RADS lexicon descriptors
+            (:mod:`usher2.features.lexicon`; orientation, margin, posterior features, halo,
+            calcifications), as ``radiomics_lexicon_*`` columns.
         chunk_size: Cases per unit of work.
         device: Torch device for the networks (None: CUDA when available).
     """
@@ -122,6 +127,7 @@ class ExtractConfig:
     overlays: str = "keep"
     perturb: bool = False
     regions: tuple[str, ...] = ("lesion", "peritumoral", "posterior")
+    lexicon: bool = True
     chunk_size: int = 16
     device: str | None = None
 
@@ -153,6 +159,7 @@ class ExtractConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in ("chunk_size", "device")}
         if not self.radiomics:
             d.pop("params")
+            d.pop("lexicon")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -338,6 +345,8 @@ def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tupl
             else:
                 rows[i].update(row)
                 rows[i].update(_region_features(cfg, p, m, sp))
+                if cfg.lexicon:
+                    rows[i].update(lexicon_features(p, m, sp))
     ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
     for spec in cfg.backbones:
         deep = _deep(cfg, spec)
