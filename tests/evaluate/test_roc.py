@@ -66,6 +66,6 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="both classes"):
         roc_auc_ci([1, 1, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="shape"):
-        roc_auc_ci([0, 1, 1], [0.1, 0.2])
+        roc_auc_ci([0, 1, 1, 0], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="finite"):
-        roc_auc_ci([0, 1], [0.1, np.nan])
+        roc_auc_ci([0, 1, 0, 1], [0.1, np.nan, 0.2, 0.3])

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from usher2.evaluate._checks import check_binary
+from usher2.io.errors import InputError
+
 __all__ = ["AUCResult", "DeLongResult", "delong_test", "roc_auc_ci"]
 
 
@@ -56,20 +59,8 @@ class DeLongResult:
 
 
 def _binary(y: object, scores: list[object]) -> tuple[np.ndarray, list[np.ndarray]]:
-    yy = np.asarray(y)
-    if yy.ndim != 1:
-        raise ValueError(f"y must be 1-D, got shape {yy.shape}")
-    values = np.unique(yy)
-    if not set(values.tolist()) <= {0, 1} or len(values) != 2:
-        raise ValueError(f"y must hold both classes 0 and 1, got values {values.tolist()[:5]}")
-    out = []
-    for s in scores:
-        ss = np.asarray(s, dtype=np.float64)
-        if ss.shape != yy.shape:
-            raise ValueError(f"score has shape {ss.shape}, y has {yy.shape}")
-        if not np.isfinite(ss).all():
-            raise ValueError("scores must be finite")
-        out.append(ss)
+    names = ["score"] if len(scores) == 1 else [f"score_{c}" for c in "ab"[: len(scores)]]
+    yy, out = check_binary(y, *scores, names=names)
     return yy.astype(bool), out
 
 
@@ -116,7 +107,7 @@ def roc_auc_ci(
         half = zq * np.sqrt(var)
         return AUCResult(auc, max(0.0, auc - half), min(1.0, auc + half), var, "delong", len(pos), len(neg))
     if method != "bootstrap":
-        raise ValueError(f"method must be 'delong' or 'bootstrap', got {method!r}")
+        raise InputError("method", "'delong' or 'bootstrap'", repr(method))
     rng = np.random.default_rng(seed)
     boots = np.empty(n_boot)
     if groups is None:

@@ -109,10 +109,31 @@ def parse_backbone(spec: str | BackboneSpec) -> BackboneSpec:
     return BackboneSpec(name, weights.strip() if sep else None)
 
 
+def roi_box(mask: np.ndarray, *, margin: float = 0.1, min_margin_px: int = 4) -> tuple[int, int, int, int]:
+    """The ROI box ``(y0, y1, x0, x1)`` of a mask: its bounding box grown by ``margin`` of each side
+    (at least ``min_margin_px``). It may reach outside the frame; :func:`roi_crop` pads with black there.
+
+    Raises:
+        InputError: The mask is empty.
+
+    Example:
+        >>> m = np.zeros((40, 60), bool); m[10:20, 20:30] = True
+        >>> roi_box(m)
+        (6, 24, 16, 34)
+    """
+    if not mask.any():
+        raise InputError("mask", "a mask with at least one lesion pixel", "an empty mask")
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    my = max(min_margin_px, round(margin * (y1 - y0)))
+    mx = max(min_margin_px, round(margin * (x1 - x0)))
+    return y0 - my, y1 + my, x0 - mx, x1 + mx
+
+
 def roi_crop(
     pixels: np.ndarray, mask: np.ndarray, size: tuple[int, int], *, margin: float = 0.1, min_margin_px: int = 4
 ) -> np.ndarray:
-    """The ROI crop of a frame as float32 ``size`` = ``(H, W)``, values as in ``pixels``.
+    """The ROI crop (:func:`roi_box`) of a frame as float32 ``size`` = ``(H, W)``, values as in ``pixels``.
 
     Raises:
         InputError: Shapes differ or the mask is empty.
@@ -126,13 +147,7 @@ def roi_crop(
     """
     if pixels.shape != mask.shape:
         raise InputError("mask", f"the frame's shape {pixels.shape}", f"shape {mask.shape}")
-    if not mask.any():
-        raise InputError("mask", "a mask with at least one lesion pixel", "an empty mask")
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    my = max(min_margin_px, round(margin * (y1 - y0)))
-    mx = max(min_margin_px, round(margin * (x1 - x0)))
-    y0, y1, x0, x1 = y0 - my, y1 + my, x0 - mx, x1 + mx
+    y0, y1, x0, x1 = roi_box(mask, margin=margin, min_margin_px=min_margin_px)
     h, w = pixels.shape
     crop = pixels[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)].astype(np.float32, copy=False)
     pads = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))

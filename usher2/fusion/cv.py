@@ -188,7 +188,11 @@ def nested_cv(
             )
             prob[te] = fitted.predict_proba(X.iloc[te])[:, 1]
             fold_of[te] = k
-            fold_auc = roc_auc_ci(yy[te], prob[te]).auc if len(np.unique(yy[te])) == 2 else float("nan")
+            # A fold with one class, or one case of a class, has no AUC of its own; it still counts in the pooled one.
+            try:
+                fold_auc = roc_auc_ci(yy[te], prob[te]).auc
+            except InputError:
+                fold_auc = float("nan")
             folds.append(
                 {
                     "fold": k,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from usher2.evaluate.threshold import youden_threshold
 from usher2.features.extract import ID_COLUMNS
 from usher2.fusion.bundle import save_bundle
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
@@ -35,21 +35,6 @@ class FitResult:
     n_used: int
     n_unlabelled: int
     selected: list[str]
-
-
-def youden_threshold(y: Any, p: Any) -> float:
-    """The probability threshold that maximises sensitivity + specificity - 1 (ties: the lowest).
-
-    Example:
-        >>> youden_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])  # 0.8 and 0.35 tie at J = 0.5
-        0.35
-    """
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thr = roc_curve(np.asarray(y), np.asarray(p))
-    j = tpr - fpr
-    best = int(np.flatnonzero(j == j.max())[-1])  # thresholds decrease: the last maximum is the lowest
-    return float(min(thr[best], 1.0))
 
 
 def _clinical(df: pd.DataFrame, clinical: Sequence[str]) -> pd.DataFrame:
