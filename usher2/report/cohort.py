@@ -1,0 +1,815 @@
+"""The cohort report: one self-contained HTML file from an evaluation directory.
+
+**The evaluation directory** ``DIR`` (written by the pipeline) holds:
+
+=========================  ================================================================================
+``predictions.csv``        required: ``case_id, label, model, split, probability`` (+ ``patient_id``);
+                           ``split`` is ``train_oof`` (nested-CV out-of-fold) or ``test`` (held out)
+``summary.json``           required: a JSON object: ``title``, ``usher2``, ``created``, ``cohort``
+                           (``train``/``test``: ``n``, ``patients``, ``positives``), ``oracle_auc``
+                           (optional), ``primary_model``, ``methods`` (:data:`METHOD_FIELDS`), ``bundles``
+``thresholds.json``        ``{model: threshold}``: Youden's on the training OOF predictions
+``manifest.csv``           the test cohort: ``case_id, patient_id, image, mask, label`` (+ clinical)
+``features.parquet``       the test cohort's feature table (``case_id`` + features)
+``bundles/<model>/``       the fitted model bundles (:func:`usher2.fusion.bundle.load_bundle`)
+=========================  ================================================================================
+
+A missing or invalid ``predictions.csv`` or ``summary.json`` raises :class:`InputError`. Everything
+else degrades per section: an analysis that fails (one class in the test split, a constant
+score, an unsupported model, a missing bundle or image) shows its message in the report and the
+rest is still written.
+
+**Sections** (:data:`SECTIONS`):
+
+1. Data: title, usher2 version, date; train/test cases, patients, positives, prevalence.
+2. Methods: the TRIPOD+AI-style items of ``summary.json["methods"]`` ("not reported" when absent).
+3. Discrimination: ROC curves with DeLong 95% CIs of every model on the test split and on the
+   training OOF predictions, oracle AUCs when given; DeLong tests of every pair of models on the
+   test split (cases both models scored).
+4. Threshold metrics: accuracy, sensitivity, specificity, PPV, NPV (Wilson 95% CIs) and the
+   confusion matrix of each model on the test split at its *training* threshold
+   (``thresholds.json``; else the bundle's; else Youden's on the training OOF predictions; never
+   re-picked on test).
+5. Calibration of the primary model (plot, slope/intercept, Brier score, Hosmer-Lemeshow) and
+   decision curves of every model (thresholds 0.01-0.60) with treat-all/treat-none.
+6. Nomogram of the primary model, or of the first model that is a supported logistic model.
+7. Waterfall of the primary model's test probabilities, centred at its threshold.
+8. SHAP summary (beeswarm) of the primary model on the test features.
+9. Grad-CAM examples (the deep backbone's ROI crop, pasted into the frame): the primary model's
+   worst false positives, worst false negatives and most confident true positives at its
+   threshold, ``cam_examples`` of each; unreadable images or masks are listed.
+
+**Numbers.** Next to the figures the numbers go to ``DIR/report_tables/`` (CSV, written
+atomically): ``auc.csv``, ``delong.csv``, ``threshold_metrics.csv``, ``calibration.csv`` (per-bin
+curve), ``calibration_summary.csv``, ``net_benefit.csv``, ``nomogram.csv`` and ``errors.csv``
+(every section that failed: ``section, kind, message``; ``kind`` is ``InputError`` for expected
+failures and the exception type otherwise).
+
+The HTML has inline CSS, PNG figures as ``data:`` URIs, no JavaScript and no links to fetch.
+
+Example:
+    >>> SECTIONS[2], METHOD_FIELDS[0]
+    ('3. Discrimination', 'data')
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.errors import InputError
+
+__all__ = ["METHOD_FIELDS", "SECTIONS", "write_cohort_report"]
+
+SECTIONS = (
+    "1. Data",
+    "2. Methods",
+    "3. Discrimination",
+    "4. Threshold metrics",
+    "5. Calibration and decision curves",
+    "6. Nomogram",
+    "7. Waterfall",
+    "8. SHAP summary",
+    "9. Grad-CAM examples",
+)
+#: The items of ``summary.json["methods"]``, in report order, with their labels.
+METHOD_FIELDS = ("data", "outcome", "predictors", "missing_data", "splits", "model", "validation", "software")
+_METHOD_LABELS = {
+    "data": "Data source",
+    "outcome": "Outcome",
+    "predictors": "Predictors",
+    "missing_data": "Missing data",
+    "splits": "Data splits",
+    "model": "Model",
+    "validation": "Validation",
+    "software": "Software",
+}
+SPLITS = ("train_oof", "test")
+_PRED_COLUMNS = ("case_id", "label", "model", "split", "probability")
+_DCA_THRESHOLDS = np.round(np.arange(1, 61) / 100, 2)
+_DPI = 100
+NOT_REPORTED = "not reported"
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h3{font-size:1.05em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f2f2f2}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.meta{color:#555}
+.fail{background:#fff4e5;border-left:4px solid #e69f00;padding:.4em .8em}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figcaption{font-size:.85em;color:#444}
+img{max-width:100%;height:auto}.cams figure img{width:220px}
+"""
+
+
+# ---------------------------------------------------------------- small HTML helpers
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _f3(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+
+def _fmt_p(p: float) -> str:
+    """A p-value as printed in the report.
+
+    Example:
+        >>> _fmt_p(0.00001), _fmt_p(0.04321)
+        ('<0.001', '0.043')
+    """
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci(value: float, lo: float, hi: float) -> str:
+    """A value with its CI as printed, e.g. ``0.812 (0.640-0.917)``."""
+    return f"{_f3(value)} ({_f3(lo)}-{_f3(hi)})"
+
+
+def _table(header: list[str], rows: list[list[Any]], num: set[int] | None = None) -> str:
+    num = num or set()
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=num' if j in num else ''}>{_e(c)}</td>" for j, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fail(text: str) -> str:
+    return f'<p class="fail">{_e(text)}</p>'
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fig_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return _png_uri(buf.getvalue())
+
+
+def _figure(uri: str, caption: str) -> str:
+    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _rgb_uri(rgb: np.ndarray, max_side: int = 320) -> str:
+    """An RGB uint8 image as a PNG data URI, shrunk to at most ``max_side`` pixels (keeps the report small)."""
+    import cv2
+
+    scale = max_side / max(rgb.shape[:2])
+    if scale < 1:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError("could not encode a PNG")
+    return _png_uri(buf.tobytes())
+
+
+# ---------------------------------------------------------------- reading the directory
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(path, "summary.json of an evaluation directory (title, cohort, methods, ...)", "no such file")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, "summary.json as a JSON object", f"invalid JSON ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise InputError(path, "summary.json as a JSON object", type(summary).__name__)
+    for key in ("cohort", "methods", "oracle_auc", "bundles"):
+        if summary.get(key) is not None and not isinstance(summary[key], dict):
+            raise InputError(path, f"{key!r} as a JSON object", type(summary[key]).__name__)
+    return summary
+
+
+def _read_predictions(path: Path) -> tuple[pd.DataFrame, int]:
+    """The predictions and how many rows were dropped for a missing label or probability."""
+    what = "predictions.csv with columns case_id, patient_id, label, model, split, probability"
+    if not path.is_file():
+        raise InputError(path, what, "no such file")
+    try:
+        df = pd.read_csv(path, dtype={"case_id": str, "patient_id": str, "model": str, "split": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, what, f"an unreadable CSV ({exc})") from exc
+    missing = [c for c in _PRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(path, what, f"missing columns {missing}")
+    bad_split = sorted(set(df["split"].dropna().astype(str)) - set(SPLITS))
+    if bad_split:
+        raise InputError(path, f"split values {list(SPLITS)}", f"{bad_split[:5]}")
+    df["probability"] = pd.to_numeric(df["probability"], errors="coerce")
+    df["label"] = pd.to_numeric(df["label"], errors="coerce")
+    keep = df["probability"].notna() & df["label"].notna() & df["case_id"].notna() & df["model"].notna()
+    dropped = int((~keep).sum())
+    df = df[keep].copy()
+    if not df["label"].isin([0, 1]).all():
+        raise InputError(path, "labels 0/1", f"values like {sorted(df.loc[~df['label'].isin([0, 1]), 'label'])[:3]}")
+    p = df["probability"].to_numpy()
+    if not (np.isfinite(p) & (p >= 0) & (p <= 1)).all():
+        raise InputError(path, "probabilities in [0, 1]", "values outside it")
+    df["label"] = df["label"].astype(int)
+    dup = df.duplicated(["model", "split", "case_id"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise InputError(
+            path, "one row per model, split and case", f"duplicates (e.g. {r['model']}/{r['split']}/{r['case_id']})"
+        )
+    if not (df["split"] == "test").any():
+        raise InputError(path, "predictions with split 'test'", "none")
+    return df.reset_index(drop=True), dropped
+
+
+def _read_thresholds(path: Path) -> tuple[dict[str, float], str | None]:
+    if not path.is_file():
+        return {}, f"{path.name}: not found"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        out = {str(k): float(v) for k, v in raw.items() if v is not None and math.isfinite(float(v))}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        return {}, f"{path.name}: expected {{model: threshold}}, got {exc}"
+    return out, None
+
+
+@dataclass
+class _Ctx:
+    """Everything the sections share; loads the optional inputs lazily."""
+
+    root: Path
+    summary: dict[str, Any]
+    preds: pd.DataFrame
+    dropped: int
+    models: list[str]
+    primary: str
+    seed: int
+    errors: list[dict[str, str]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    thresholds: dict[str, tuple[float, str]] = field(default_factory=dict)
+    threshold_notes: dict[str, str] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, model: str, split: str = "test") -> pd.DataFrame:
+        d = self.preds[(self.preds["model"] == model) & (self.preds["split"] == split)]
+        return d.set_index("case_id")
+
+    def bundle(self, model: str) -> Any:
+        key = f"bundle:{model}"
+        if key not in self._cache:
+            from usher2.fusion.bundle import load_bundle
+
+            rel = (self.summary.get("bundles") or {}).get(model) or f"bundles/{model}"
+            path = Path(rel) if Path(rel).is_absolute() else self.root / rel
+            try:
+                self._cache[key] = load_bundle(path)
+            except InputError as exc:
+                self._cache[key] = exc
+        got = self._cache[key]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def features(self) -> pd.DataFrame:
+        if "features" not in self._cache:
+            path = self.root / "features.parquet"
+            if not path.is_file():
+                self._cache["features"] = InputError(path, "the test cohort's feature table", "no such file")
+            else:
+                f = pd.read_parquet(path)
+                if "case_id" not in f.columns:
+                    self._cache["features"] = InputError(path, "a case_id column", f"columns {list(f.columns)[:5]}")
+                else:
+                    f["case_id"] = f["case_id"].astype(str)
+                    self._cache["features"] = f.drop_duplicates("case_id").set_index("case_id")
+        got = self._cache["features"]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def manifest(self) -> pd.DataFrame:
+        if "manifest" not in self._cache:
+            path = self.root / "manifest.csv"
+            if not path.is_file():
+                self._cache["manifest"] = InputError(path, "the test cohort manifest", "no such file")
+            else:
+                m = pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
+                if "case_id" not in m.columns:
+                    self._cache["manifest"] = InputError(path, "a case_id column", f"columns {list(m.columns)[:5]}")
+                else:
+                    self._cache["manifest"] = m.drop_duplicates("case_id").set_index("case_id")
+        got = self._cache["manifest"]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def model_input(self, model: str) -> tuple[Any, pd.DataFrame]:
+        """The bundle and its input table for the test cases of ``model`` (clinical columns from the manifest)."""
+        b = self.bundle(model)
+        cases = self.split(model).index
+        feats = self.features()
+        have = [c for c in cases if c in feats.index]
+        if not have:
+            raise InputError(self.root / "features.parquet", f"rows for the test cases of {model!r}", "none")
+        X = feats.loc[have]
+        extra = [c for c in b.columns if c not in X.columns]
+        if extra:
+            try:
+                m = self.manifest()
+            except InputError:
+                m = pd.DataFrame(index=X.index)
+            X = X.copy()
+            for c in extra:
+                col = m[c] if c in m.columns else pd.Series(dtype=float)
+                X[c] = pd.to_numeric(col.reindex(X.index), errors="coerce")
+        return b, X[b.columns]
+
+    def threshold(self, model: str) -> float:
+        if model not in self.thresholds:
+            raise InputError(
+                "threshold", f"a training threshold for {model!r}", self.threshold_notes.get(model, "none")
+            )
+        return self.thresholds[model][0]
+
+    def guard(self, section: str, what: str, fn: Callable[[], str]) -> str:
+        """Run one analysis; its failure becomes a message in the report (and a row of errors.csv)."""
+        try:
+            return fn()
+        except InputError as exc:
+            self.errors.append({"section": section, "kind": "InputError", "message": f"{what}: {exc}"})
+            return _fail(f"{what}: {exc}")
+        except Exception as exc:  # a report must not die on one analysis; the type says it was unexpected
+            warnings.warn(f"report section {section!r} ({what}) failed: {type(exc).__name__}: {exc}", stacklevel=2)
+            self.errors.append({"section": section, "kind": type(exc).__name__, "message": f"{what}: {exc}"})
+            return _fail(f"{what} failed ({type(exc).__name__}: {exc})")
+
+
+def _resolve_thresholds(ctx: _Ctx, given: dict[str, float], note: str | None) -> None:
+    from usher2.evaluate import youden_threshold
+
+    for m in ctx.models:
+        if m in given:
+            ctx.thresholds[m] = (given[m], "thresholds.json")
+            continue
+        try:
+            ctx.thresholds[m] = (ctx.bundle(m).threshold, "bundle config")
+            continue
+        except (InputError, KeyError, TypeError, ValueError):
+            pass
+        oof = ctx.split(m, "train_oof")
+        try:
+            ctx.thresholds[m] = (youden_threshold(oof["label"], oof["probability"]), "Youden on train OOF")
+        except (InputError, ValueError) as exc:
+            ctx.threshold_notes[m] = f"not in thresholds.json ({note or 'no entry'}), no bundle, no OOF Youden ({exc})"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _section_data(ctx: _Ctx) -> str:
+    import usher2
+
+    s = ctx.summary
+    cohort = s.get("cohort") or {}
+    rows = []
+    for split, name in (("train", "train_oof"), ("test", "test")):
+        d = ctx.preds[ctx.preds["split"] == name].drop_duplicates("case_id")
+        c = cohort.get(split) or {}
+        n = c.get("n", len(d) if len(d) else None)
+        patients = c.get("patients", d["patient_id"].nunique() if "patient_id" in d.columns and len(d) else None)
+        pos = c.get("positives", int(d["label"].sum()) if len(d) else None)
+        try:
+            prev = f"{100 * float(pos) / float(n):.1f}%" if n else "n/a"
+        except (TypeError, ValueError):
+            prev = "n/a"
+        rows.append([split, *(NOT_REPORTED if v is None else v for v in (n, patients, pos)), prev])
+    created = s.get("created") or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta = (
+        f'<p class="meta">usher2 {_e(s.get("usher2", NOT_REPORTED))} (report rendered by usher2 '
+        f"{_e(usher2.__version__)}) &middot; created {_e(created)} &middot; primary model "
+        f"<b>{_e(ctx.primary)}</b> &middot; models: {_e(', '.join(ctx.models))}</p>"
+    )
+    out = meta + _table(["Cohort", "Cases", "Patients", "Positives", "Prevalence"], rows, {1, 2, 3, 4})
+    if ctx.dropped:
+        out += f"<p>{ctx.dropped} prediction rows without a label or probability were left out.</p>"
+    if s.get("primary_model") and s["primary_model"] not in ctx.models:
+        out += _fail(f"primary model {s['primary_model']!r} has no predictions; using {ctx.primary!r}")
+    return out
+
+
+def _section_methods(ctx: _Ctx) -> str:
+    methods = ctx.summary.get("methods") or {}
+    keys = list(METHOD_FIELDS) + [k for k in methods if k not in METHOD_FIELDS]
+    items = []
+    for k in keys:
+        v = methods.get(k)
+        text = NOT_REPORTED if v is None or (isinstance(v, str) and not v.strip()) else v
+        if not isinstance(text, str):
+            text = json.dumps(text, default=str)
+        items.append(f"<li><b>{_e(_METHOD_LABELS.get(k, k))}:</b> {_e(text)}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _section_roc(ctx: _Ctx) -> str:
+    from usher2.evaluate import delong_test, plot_roc, roc_auc_ci
+
+    oracle = ctx.summary.get("oracle_auc") or {}
+    rows, table, valid = [], [], {s: [] for s in SPLITS}
+    for split in SPLITS:
+        for m in ctx.models:
+            d = ctx.split(m, split)
+            if not len(d):
+                continue
+            try:
+                r = roc_auc_ci(d["label"], d["probability"])
+            except InputError as exc:
+                rows.append([m, split, len(d), int(d["label"].sum()), f"not computed: {exc}", "", ""])
+                ctx.errors.append({"section": SECTIONS[2], "kind": "InputError", "message": f"AUC {m} {split}: {exc}"})
+                continue
+            valid[split].append(m)
+            o = oracle.get(m)
+            o_txt = _f3(o) if isinstance(o, int | float) else ""
+            rows.append(
+                [m, split, len(d), int(d["label"].sum()), _f3(r.auc), f"{_f3(r.ci_low)}-{_f3(r.ci_high)}", o_txt]
+            )
+            table.append({"model": m, "split": split, "n": len(d), **r.as_dict(), "oracle_auc": o})
+    ctx.tables["auc"] = pd.DataFrame(table)
+    out = _table(["Model", "Split", "Cases", "Positives", "AUC", "95% CI (DeLong)", "Oracle AUC"], rows, {2, 3, 4})
+    figs = []
+    for split, label in (("test", "Test cohort"), ("train_oof", "Training cohort (out-of-fold)")):
+        ms = valid[split]
+        if not ms:
+            continue
+
+        def plot(ms: list[str] = ms, split: str = split, label: str = label) -> str:
+            joined = pd.concat({m: ctx.split(m, split) for m in ms}, axis=1, join="inner")
+            if joined.empty:
+                raise InputError("predictions.csv", f"cases scored by every model ({split})", "none in common")
+            y = joined[(ms[0], "label")]
+            fig = plot_roc(y, {m: joined[(m, "probability")] for m in ms}, title=f"ROC: {label}")
+            return _figure(_fig_uri(fig), f"{label}: ROC curves, AUC with DeLong 95% CI ({len(joined)} cases)")
+
+        figs.append(ctx.guard(SECTIONS[2], f"ROC plot ({label})", plot))
+    out += "".join(figs)
+    # DeLong comparisons on the test split
+    drows, dtable = [], []
+    ms = ctx.models
+    for i in range(len(ms)):
+        for j in range(i + 1, len(ms)):
+            a, b = ctx.split(ms[i]), ctx.split(ms[j])
+            common = a.index.intersection(b.index)
+            try:
+                if not len(common):
+                    raise InputError("predictions.csv", "test cases scored by both models", "none in common")
+                r = delong_test(a.loc[common, "label"], a.loc[common, "probability"], b.loc[common, "probability"])
+            except InputError as exc:
+                drows.append([ms[i], ms[j], len(common), f"not computed: {exc}", "", "", "", "", ""])
+                ctx.errors.append(
+                    {"section": SECTIONS[2], "kind": "InputError", "message": f"DeLong {ms[i]} vs {ms[j]}: {exc}"}
+                )
+                continue
+            drows.append(
+                [ms[i], ms[j], len(common), _f3(r.auc_a), _f3(r.auc_b), f"{r.difference:.3f}",
+                 f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.z:.2f}", _fmt_p(r.p)]
+            )  # fmt: skip
+            dtable.append({"model_a": ms[i], "model_b": ms[j], "n": len(common), **r.as_dict()})
+    ctx.tables["delong"] = pd.DataFrame(dtable)
+    out += "<h3>DeLong tests (test cohort, paired)</h3>"
+    if len(ms) < 2:
+        return out + "<p>Only one model: nothing to compare.</p>"
+    header = ["Model A", "Model B", "Cases", "AUC A", "AUC B", "Difference (A-B)", "95% CI", "z", "p"]
+    return out + _table(header, drows, {2, 3, 4, 5, 7, 8})
+
+
+def _section_threshold(ctx: _Ctx) -> str:
+    from usher2.evaluate import threshold_metrics
+
+    rows, table = [], []
+    names = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
+    for m in ctx.models:
+        d = ctx.split(m)
+        if m not in ctx.thresholds:
+            rows.append([m, f"no threshold: {ctx.threshold_notes.get(m, 'none')}", *[""] * 10])
+            continue
+        t, source = ctx.thresholds[m]
+        try:
+            r = threshold_metrics(d["label"], d["probability"], t)
+        except InputError as exc:
+            rows.append([m, f"{t:.3f}", source, f"not computed: {exc}", *[""] * 8])
+            ctx.errors.append({"section": SECTIONS[3], "kind": "InputError", "message": f"{m}: {exc}"})
+            continue
+        cells = [_ci(getattr(r, k).value, getattr(r, k).ci_low, getattr(r, k).ci_high) for k in names]
+        rows.append([m, f"{t:.3f}", source, r.tp, r.fp, r.fn, r.tn, *cells])
+        f = r.as_frame().assign(model=m, threshold=t, threshold_source=source, tp=r.tp, fp=r.fp, fn=r.fn, tn=r.tn)
+        table.append(f)
+    ctx.tables["threshold_metrics"] = pd.concat(table, ignore_index=True) if table else pd.DataFrame()
+    header = ["Model", "Threshold", "Threshold from", "TP", "FP", "FN", "TN",
+              "Accuracy", "Sensitivity", "Specificity", "PPV", "NPV"]  # fmt: skip
+    intro = (
+        "<p>Test cohort at each model's training threshold (Youden on the training out-of-fold "
+        "predictions); a case is called positive when its probability is at least the threshold. "
+        "Values with Wilson 95% CIs; TP/FP/FN/TN is the confusion matrix.</p>"
+    )
+    return intro + _table(header, rows, {1, 3, 4, 5, 6})
+
+
+def _section_calibration(ctx: _Ctx) -> str:
+    from usher2.evaluate import (
+        brier_score,
+        calibration_curve,
+        calibration_slope_intercept,
+        hosmer_lemeshow,
+        net_benefit,
+        plot_calibration,
+        plot_decision_curve,
+    )
+
+    sec = SECTIONS[4]
+    m = ctx.primary
+    d = ctx.split(m)
+    y, p = d["label"], d["probability"]
+    out = f"<h3>Calibration of {_e(m)} (test cohort)</h3>"
+    n_bins = int(max(3, min(10, len(d) // 10)))  # 10 bins from 100 cases on; at least 3 (Hosmer-Lemeshow's minimum)
+
+    def plot() -> str:
+        ctx.tables["calibration"] = calibration_curve(y, p, n_bins=n_bins).assign(model=m)
+        return _figure(_fig_uri(plot_calibration(y, {m: p}, n_bins=n_bins)), f"Calibration of {m} ({n_bins} bins)")
+
+    out += ctx.guard(sec, "calibration plot", plot)
+    summary: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+
+    def slope() -> str:
+        f = calibration_slope_intercept(y, p)
+        rows.append(["Calibration slope (ideal 1)", _ci(f.slope, f.slope_ci_low, f.slope_ci_high)])
+        rows.append(["Calibration intercept (ideal 0)", _ci(f.intercept, f.intercept_ci_low, f.intercept_ci_high)])
+        for stat, v, lo, hi in (
+            ("slope", f.slope, f.slope_ci_low, f.slope_ci_high),
+            ("intercept", f.intercept, f.intercept_ci_low, f.intercept_ci_high),
+        ):
+            summary.append({"model": m, "statistic": stat, "value": v, "ci_low": lo, "ci_high": hi})
+        return ""
+
+    def brier() -> str:
+        b = brier_score(y, p)
+        rows.append(["Brier score", _f3(b)])
+        summary.append({"model": m, "statistic": "brier", "value": b})
+        return ""
+
+    def hl() -> str:
+        h = hosmer_lemeshow(y, p, g=n_bins)
+        rows.append([f"Hosmer-Lemeshow (g={h.g})", f"chi2 {h.statistic:.2f}, df {h.df}, p {_fmt_p(h.p)}"])
+        summary.append({"model": m, "statistic": "hosmer_lemeshow", "value": h.statistic, "df": h.df, "p": h.p})
+        return ""
+
+    msgs = "".join(ctx.guard(sec, what, fn) for what, fn in (("slope/intercept", slope), ("Brier", brier), ("HL", hl)))
+    ctx.tables["calibration_summary"] = pd.DataFrame(summary)
+    out += (_table(["Statistic", "Value (95% CI)"], rows) if rows else "") + msgs
+    out += "<h3>Decision curves (test cohort)</h3>"
+
+    def dca() -> str:
+        ok = {}
+        for name in ctx.models:
+            s = ctx.split(name)
+            try:
+                net_benefit(s["label"], s["probability"], [0.5], names=name)
+                ok[name] = s
+            except InputError:
+                continue
+        if not ok:
+            raise InputError("predictions.csv", "at least one model with a usable test score", "none")
+        joined = pd.concat(ok, axis=1, join="inner")
+        yy = joined[(next(iter(ok)), "label")]
+        risk = {name: joined[(name, "probability")] for name in ok}
+        ctx.tables["net_benefit"] = net_benefit(yy, risk, _DCA_THRESHOLDS)
+        fig = plot_decision_curve(yy, risk, _DCA_THRESHOLDS)
+        left = [n for n in ctx.models if n not in ok]
+        note = f"<p>Left out (unusable test scores): {_e(', '.join(left))}.</p>" if left else ""
+        return _figure(_fig_uri(fig), f"Net benefit, thresholds 0.01-0.60 ({len(joined)} cases)") + note
+
+    return out + ctx.guard(sec, "decision curves", dca)
+
+
+def _section_nomogram(ctx: _Ctx) -> str:
+    from usher2.evaluate import nomogram
+
+    order = [ctx.primary, *[m for m in ctx.models if m != ctx.primary]]
+    why = []
+    for m in order:
+        try:
+            b, X = ctx.model_input(m)
+            nomo = nomogram(b.model, X=X)
+        except InputError as exc:
+            why.append(f"{m}: {exc}")
+            continue
+        ctx.tables["nomogram"] = nomo.coefficients.assign(model=m)
+        note = "" if m == ctx.primary else f"<p>The primary model is not drawn: {_e(why[0])}</p>"
+        fig = nomo.plot(title=f"Nomogram: {m}")
+        return note + _figure(_fig_uri(fig), f"Nomogram of {m} (axes span the test cohort's values)")
+    ctx.errors.append({"section": SECTIONS[5], "kind": "InputError", "message": "; ".join(why)})
+    items = "".join(f"<li>{_e(w)}</li>" for w in why)
+    return f'<p class="fail">No model could be drawn as a nomogram:</p><ul>{items}</ul>'
+
+
+def _section_waterfall(ctx: _Ctx) -> str:
+    from usher2.evaluate import plot_waterfall
+
+    m = ctx.primary
+    t = ctx.threshold(m)
+    d = ctx.split(m)
+    fig, _ = plot_waterfall(d["probability"].to_numpy(), d["label"].to_numpy(), threshold=t, score_name="Probability")
+    return _figure(_fig_uri(fig), f"{m}: test probabilities minus the training threshold {t:.3f}, sorted")
+
+
+def _section_shap(ctx: _Ctx) -> str:
+    from usher2.explain import plot_shap_summary, shap_values
+
+    m = ctx.primary
+    b, X = ctx.model_input(m)
+    exp = shap_values(b.model, X, seed=ctx.seed)
+    fig, _ = plot_shap_summary(exp, max_display=15)
+    return _figure(_fig_uri(fig), f"SHAP values of {m} on {len(X)} test cases (classifier margin; top 15 features)")
+
+
+def _path(root: Path, v: Any) -> Path | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip():
+        return None
+    p = Path(str(v))
+    return p if p.is_absolute() else root / p
+
+
+def _cam_backbone(ctx: _Ctx) -> Any:
+    from usher2.features.deep import DeepExtractor
+
+    specs: list[str] = []
+    try:
+        specs = list(ctx.bundle(ctx.primary).config.get("extraction", {}).get("settings", {}).get("backbones", []))
+    except InputError:
+        pass
+    for spec in [*specs[:1], "usresnet10t"]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return DeepExtractor(spec, device="cpu"), spec
+        except Exception:  # a stale NAME=PATH in a bundle: fall back to the shipped backbone
+            if spec == "usresnet10t":
+                raise
+    raise AssertionError("unreachable")
+
+
+def _section_cam(ctx: _Ctx, k: int) -> str:
+    from usher2.explain import explain_frame, overlay
+    from usher2.io.frames import read_frame, read_mask
+
+    if k <= 0:
+        return "<p>No Grad-CAM examples requested (cam_examples=0).</p>"
+    m = ctx.primary
+    t = ctx.threshold(m)
+    d = ctx.split(m)
+    groups = {
+        "Worst false positives (negatives with the highest probability)": d[(d["label"] == 0) & (d["probability"] >= t)]
+        .sort_values("probability", ascending=False)
+        .head(k),
+        "Worst false negatives (positives with the lowest probability)": d[(d["label"] == 1) & (d["probability"] < t)]
+        .sort_values("probability")
+        .head(k),
+        "True positives (highest probability)": d[(d["label"] == 1) & (d["probability"] >= t)]
+        .sort_values("probability", ascending=False)
+        .head(k),
+    }
+    man = ctx.manifest()
+    icol = "image" if "image" in man.columns else "image_path"
+    mcol = "mask" if "mask" in man.columns else "mask_path"
+    if icol not in man.columns or mcol not in man.columns:
+        raise InputError(ctx.root / "manifest.csv", "image and mask columns", f"columns {list(man.columns)[:8]}")
+    ex, spec = _cam_backbone(ctx)
+    out = [f"<p>Grad-CAM of the deep backbone <code>{_e(spec)}</code> on each ROI crop (pooled features), "
+           f"pasted back into the frame; {_e(m)} at threshold {t:.3f}.</p>"]  # fmt: skip
+    unreadable = []
+    for title, g in groups.items():
+        out.append(f"<h3>{_e(title)}</h3>")
+        if g.empty:
+            out.append("<p>None.</p>")
+            continue
+        figs = []
+        for case, row in g.iterrows():
+            try:
+                if case not in man.index:
+                    raise InputError(ctx.root / "manifest.csv", f"a row for case {case}", "none")
+                ipath, mpath = _path(ctx.root, man.at[case, icol]), _path(ctx.root, man.at[case, mcol])
+                if ipath is None or mpath is None:
+                    raise InputError(f"case {case}", "an image and a mask path", "an empty cell")
+                frame = read_frame(ipath).pixels
+                mask = read_mask(mpath, frame.shape, case=str(case))
+                r = explain_frame(frame, mask, backbone=ex)
+            except (InputError, OSError) as exc:
+                unreadable.append([case, str(exc)])
+                continue
+            y0, y1, x0, x1 = r.box
+            where = np.zeros(frame.shape, bool)
+            where[y0:y1, x0:x1] = True
+            cap = f"{case} | label {int(row['label'])} | p = {row['probability']:.3f}"
+            full = overlay(frame, r.frame_heat, where=where)
+            figs.append(_figure(_rgb_uri(full), f"{cap} (frame)"))
+            figs.append(_figure(_rgb_uri(overlay(r.roi, r.roi_heat)), f"{cap} (ROI)"))
+        out.append('<div class="cams">' + "".join(figs) + "</div>")
+    if unreadable:
+        out.append("<h3>Cases that could not be read</h3>" + _table(["Case", "Problem"], unreadable))
+        ctx.errors.extend(
+            {"section": SECTIONS[8], "kind": "InputError", "message": f"{c}: {msg}"} for c, msg in unreadable
+        )
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examples: int = 4, seed: int = 0) -> Path:
+    """Write the cohort report of an evaluation directory (see the module docstring) as one HTML file.
+
+    Args:
+        eval_dir: The evaluation directory ``DIR``.
+        out_html: The HTML file to write (atomically; its folder is created).
+        cam_examples: Grad-CAM examples per group (false positives, false negatives, true positives); 0: none.
+        seed: Seed of the SHAP background sample.
+
+    Returns:
+        ``out_html``. The numbers are in ``DIR/report_tables/*.csv``.
+
+    Raises:
+        InputError: ``predictions.csv`` or ``summary.json`` missing or invalid. Nothing else raises:
+            a failing analysis is reported in its section and in ``report_tables/errors.csv``.
+
+    Example:
+        >>> write_cohort_report("runs/eval", "runs/eval/report.html")  # doctest: +SKIP
+        PosixPath('runs/eval/report.html')
+        >>> import tempfile
+        >>> try:
+        ...     write_cohort_report(tempfile.mkdtemp(), "r.html")
+        ... except InputError as exc:
+        ...     "summary.json" in str(exc)
+        True
+    """
+    t0 = time.perf_counter()
+    root = Path(eval_dir)
+    out_html = Path(out_html)
+    summary = _read_summary(root / "summary.json")
+    preds, dropped = _read_predictions(root / "predictions.csv")
+    models = list(dict.fromkeys(preds["model"].astype(str)))
+    wanted = str(summary.get("primary_model") or "combined")
+    primary = wanted if wanted in models else models[0]
+    ctx = _Ctx(root, summary, preds, dropped, models, primary, int(seed))
+    given, note = _read_thresholds(root / "thresholds.json")
+    _resolve_thresholds(ctx, given, note)
+
+    bodies = [
+        ctx.guard(SECTIONS[0], "data summary", lambda: _section_data(ctx)),
+        ctx.guard(SECTIONS[1], "methods", lambda: _section_methods(ctx)),
+        ctx.guard(SECTIONS[2], "discrimination", lambda: _section_roc(ctx)),
+        ctx.guard(SECTIONS[3], "threshold metrics", lambda: _section_threshold(ctx)),
+        ctx.guard(SECTIONS[4], "calibration", lambda: _section_calibration(ctx)),
+        ctx.guard(SECTIONS[5], "nomogram", lambda: _section_nomogram(ctx)),
+        ctx.guard(SECTIONS[6], "waterfall", lambda: _section_waterfall(ctx)),
+        ctx.guard(SECTIONS[7], "SHAP summary", lambda: _section_shap(ctx)),
+        ctx.guard(SECTIONS[8], "Grad-CAM examples", lambda: _section_cam(ctx, int(cam_examples))),
+    ]
+    title = str(summary.get("title") or "usher2 cohort report")
+    sections = "".join(
+        f'<section id="s{i + 1}"><h2>{_e(name)}</h2>{body}</section>'
+        for i, (name, body) in enumerate(zip(SECTIONS, bodies, strict=True))
+    )
+    seconds = time.perf_counter() - t0
+    doc = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>{sections}"
+        f'<p class="meta">Rendered in {seconds:.1f} s. Numbers: report_tables/*.csv.</p></body></html>\n'
+    )
+    tables_dir = root / "report_tables"
+    ctx.tables["errors"] = pd.DataFrame(ctx.errors, columns=["section", "kind", "message"])
+    for name, df in ctx.tables.items():
+        with atomic_path(tables_dir / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+    atomic_write_text(out_html, doc)
+    return out_html
