@@ -253,7 +253,7 @@ class Pipeline:
                 results[model] = fit_cohort(
                     table,
                     df,
-                    out / "bundles" / model.replace(":", "-"),
+                    out / _bundle_dir(model),
                     label=cfg.label,
                     clinical=list(cfg.clinical) if model in _NEEDS_CLINICAL else [],
                     family=model,
@@ -319,29 +319,9 @@ class Pipeline:
             p = bundle.predict_proba(X)
             oof = fit.cv.oof
             preds.append(
-                pd.DataFrame(
-                    {
-                        "case_id": oof.index.astype(str),
-                        "patient_id": oof["patient_id"].astype(str).to_numpy(),
-                        "label": oof["label"].to_numpy(),
-                        "model": model,
-                        "split": "train_oof",
-                        "probability": oof["probability"].to_numpy(),
-                    }
-                )
+                _predictions(model, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
             )
-            preds.append(
-                pd.DataFrame(
-                    {
-                        "case_id": X.index,
-                        "patient_id": m["patient_id"].astype(str).to_numpy(),
-                        "label": y_test.to_numpy(),
-                        "model": model,
-                        "split": "test",
-                        "probability": p,
-                    }
-                )
-            )
+            preds.append(_predictions(model, "test", X.index, m["patient_id"], y_test, p))
             labelled = y_test.notna().to_numpy()
             r = roc_auc_ci(y_test.to_numpy()[labelled].astype(int), p[labelled])
             cv = fit.cv.auc
@@ -381,7 +361,7 @@ class Pipeline:
             "oracle_auc": {k: v for k, v in (oracle or {}).items() if k in fits},
             "primary_model": cfg.primary_model,
             "methods": self._methods(data_description, len(res.failed_cases)),
-            "bundles": {model: f"bundles/{model.replace(':', '-')}" for model in fits},
+            "bundles": {model: _bundle_dir(model) for model in fits},
             "config": cfg.to_dict(),
         }
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
@@ -454,6 +434,27 @@ class Pipeline:
                 update(1, 1)
             seconds["report"] = time.perf_counter() - t
         return RunResult(table=table, out=out, report=path, seconds=seconds)
+
+
+def _bundle_dir(model: str) -> str:
+    """Where a model's bundle goes inside a run folder (``deep:resnet50`` -> ``bundles/deep-resnet50``)."""
+    return f"bundles/{model.replace(':', '-')}"
+
+
+def _predictions(model: str, split: str, cases: Any, patients: Any, labels: Any, prob: Any) -> pd.DataFrame:
+    """Rows of ``predictions.csv`` for one model and split."""
+    import numpy as np
+
+    return pd.DataFrame(
+        {
+            "case_id": np.asarray(cases).astype(str),
+            "patient_id": np.asarray(patients).astype(str),
+            "label": np.asarray(labels),
+            "model": model,
+            "split": split,
+            "probability": np.asarray(prob, dtype=float),
+        }
+    )
 
 
 def _cohort_counts(patients: Sequence[Any], labels: Any) -> dict[str, Any]:

@@ -47,15 +47,6 @@ class QuadrantNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner, two spinning OpenMP threads are ~100x slower here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomised(net: nn.Module, seed: int) -> nn.Module:
     """Every parameter (the gate included) redrawn from N(0, 1): nothing singles out a quadrant."""
     g = torch.Generator().manual_seed(seed)

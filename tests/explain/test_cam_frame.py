@@ -12,15 +12,6 @@ from usher2.features.deep import DeepExtractor, roi_crop
 from usher2.io.errors import InputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner, two spinning OpenMP threads are far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def shipped() -> DeepExtractor:
     return DeepExtractor("usresnet10t", device="cpu")

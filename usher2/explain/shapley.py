@@ -242,6 +242,21 @@ def shap_table(explanation: Any) -> pd.DataFrame:
     )
 
 
+def _shap_figure(draw: Any, path: str | Path | None) -> Any:
+    """Run a shap plotting call (``show=False``) on a new figure in the house style; save it when asked."""
+    import matplotlib.pyplot as plt
+
+    from usher2.evaluate.figures import figure_style, save_figure
+
+    with figure_style():
+        plt.figure()
+        draw()
+        fig = plt.gcf()
+        if path is not None:
+            save_figure(fig, path)
+    return fig
+
+
 def plot_shap_summary(
     explanation: Any, path: str | Path | None = None, max_display: int = 20
 ) -> tuple[Any, pd.DataFrame]:
@@ -260,19 +275,11 @@ def plot_shap_summary(
         60
         >>> plt.close(fig)
     """
-    import matplotlib.pyplot as plt
-
     shap = _shap()
-    from usher2.evaluate.figures import figure_style, save_figure
 
     if np.ndim(explanation.values) != 2:
         raise InputError("explanation", "SHAP values of shape (cases, features)", str(np.shape(explanation.values)))
-    with figure_style():
-        plt.figure()
-        shap.plots.beeswarm(explanation, max_display=max_display, show=False)
-        fig = plt.gcf()
-        if path is not None:
-            save_figure(fig, path)
+    fig = _shap_figure(lambda: shap.plots.beeswarm(explanation, max_display=max_display, show=False), path)
     return fig, shap_table(explanation)
 
 
@@ -299,10 +306,7 @@ def plot_shap_waterfall(
         -0.3
         >>> plt.close(fig)
     """
-    import matplotlib.pyplot as plt
-
     shap = _shap()
-    from usher2.evaluate.figures import figure_style, save_figure
 
     values = np.asarray(explanation.values)
     if values.ndim != 2:
@@ -319,11 +323,6 @@ def plot_shap_waterfall(
     else:
         raise InputError("index", f"a position in [0, {n}) or a case id of the explanation", repr(index))
     one = explanation[pos]
-    with figure_style():
-        plt.figure()
-        shap.plots.waterfall(one, max_display=max_display, show=False)
-        fig = plt.gcf()
-        if path is not None:
-            save_figure(fig, path)
+    fig = _shap_figure(lambda: shap.plots.waterfall(one, max_display=max_display, show=False), path)
     p = values.shape[1]
     return fig, shap_table(explanation).iloc[pos * p : (pos + 1) * p].reset_index(drop=True)
