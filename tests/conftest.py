@@ -41,3 +41,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def scoring_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small fitted ``combined`` bundle (radiomics + shipped deep backbone + clinical, logistic
+    regression) on 40 simulated 128-px cases with predicted masks, and a held-out 12-case cohort.
+
+    Returns ``{"bundle": BUNDLE_DIR, "train": TRAIN_DIR, "test": TEST_DIR}``; each cohort folder
+    holds ``manifest.csv``, ``images/`` and ``masks/``. Built once per session (about 30 s).
+    """
+    from usher2.pipeline import Pipeline, PipelineConfig
+    from usher2.simulate import SimulationConfig, simulate_cohort
+
+    root = tmp_path_factory.mktemp("scoring")
+    sim = SimulationConfig(image_size=(128, 128))
+    simulate_cohort(40, 11, root / "train", config=sim, workers=1)
+    simulate_cohort(12, 12, root / "test", config=sim, workers=1)
+    params = {
+        "imageType": {"Original": {}},
+        "featureClass": {"shape2D": None, "firstorder": None, "glcm": None},
+        "setting": {"binWidth": 16, "label": 1},
+    }
+    cfg = PipelineConfig(
+        radiomics=params,
+        masks="predicted",
+        backbones=("usresnet10t",),
+        models=("combined",),
+        clinical=("age", "er", "grade"),
+        outer_folds=3,
+        inner_folds=2,
+        calibration=None,
+    )
+    fits = Pipeline(cfg).fit(root / "train" / "manifest.csv", root / "fit")
+    return {"bundle": Path(fits["combined"].bundle), "train": root / "train", "test": root / "test"}

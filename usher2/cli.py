@@ -590,23 +590,90 @@ def fit(
 def score(
     input_path: Annotated[
         Path,
-        typer.Argument(metavar="INPUT", help="An image or DICOM file, a directory, or a manifest.", show_default=False),
+        typer.Argument(
+            metavar="INPUT",
+            help="An image, DICOM (multi-frame too) or video file, a directory, or a manifest.",
+            show_default=False,
+        ),
     ],
     bundle: Annotated[Path, typer.Option("--bundle", help="Model bundle folder from usher2 fit.")],
-    out: Annotated[Path, typer.Option("--out", help="Scores CSV to write.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Output folder (per-frame CSV/JSON, overlays, contact sheets, report.html); a path ending in "
+            ".csv writes one scores CSV instead (cohort scale: resumable, --workers).",
+        ),
+    ],
     clinical: Annotated[
         Path | None, typer.Option("--clinical", help="CSV of case_id + the bundle's clinical columns.")
     ] = None,
     masks: Annotated[
-        str, typer.Option("--masks", help="predicted (segmenter) or given (a manifest's mask column).")
+        str, typer.Option("--masks", help="predicted (segmenter) or given (a manifest's mask column; .csv only).")
     ] = "predicted",
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask workers.")] = None,
+    cam: Annotated[
+        str, typer.Option("--cam", help="Heat-map method: gradcam, gradcam++, scorecam, eigencam, layercam or none.")
+    ] = "gradcam",
+    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Score every k-th frame of a sequence.")] = 1,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", min=1, help="At most this many frames per input.")
+    ] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html (folder output).")] = True,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask workers (.csv output).")] = None,
 ) -> None:
-    """Score frames with a bundle: enhance, segment (or given masks), extract, predict.
+    """Score frames with a bundle: enhance, segment, extract, predict, explain.
 
-    Writes SCORES.csv (probability, label at the bundle's threshold, flags) and SCORES.failures.csv.
-    Exit code 0: every frame scored (no lesion found is a result); 1: some frames failed; 2: bad input.
+    Folder output: frames.csv (one row per frame), cases.csv (one per input; for a video or multi-frame
+    DICOM the mean over confident frames), scores.json, overlays/ (mask contour + Grad-CAM), sheets/
+    (contact sheets), videos/ (annotated videos), failures.csv and report.html.
+    Exit code 0: every input scored (no lesion found is a result); 1: some failed; 2: bad input.
     """
+    if out.suffix.lower() == ".csv":
+        _score_csv(input_path, bundle, out, clinical, masks, workers)
+        return
+    from usher2.fusion.score_frames import score_to_dir
+
+    if masks != "predicted":
+        with _user_errors():
+            raise InputError("--masks", "'predicted' for folder output (use --out SCORES.csv for given masks)", masks)
+    with _user_errors():
+        with _progress("scoring inputs") as progress:
+            res = score_to_dir(
+                input_path,
+                bundle,
+                out,
+                clinical=clinical,
+                cam=None if cam == "none" else cam,
+                overlays=overlays,
+                stride=stride,
+                max_frames=max_frames,
+                report=report,
+                progress=progress,
+            )
+    f, c = res.frames, res.cases
+    console.print(
+        f"{len(c)} inputs ({int((c['kind'] == 'sequence').sum())} sequences), {len(f)} frames: "
+        f"{int(f['probability'].notna().sum())} scored, {int(f['no_lesion'].sum())} with no lesion found, "
+        f"{int(f['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
+    )
+    if len(f) and f["clinical_missing"].any():
+        console.print(
+            f"[yellow]{int(f['clinical_missing'].sum())} frames lack clinical values the model uses[/]: imputed "
+            "with the training medians (pass --clinical CLINICAL.csv)"
+        )
+    if res.report:
+        console.print(f"report: {res.report}")
+    failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
+    n_inputs = len(c) + len(failed)
+    _print_failures(failed, n_inputs)
+    _exit_on_failures(failed, n_inputs, out, listed_in=out / "failures.csv")
+
+
+def _score_csv(
+    input_path: Path, bundle: Path, out: Path, clinical: Path | None, masks: str, workers: int | None
+) -> None:
+    """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
     from usher2.fusion.score import score_inputs
 
     with _user_errors():
@@ -629,6 +696,38 @@ def score(
     n_inputs = len(s) + len(failed)
     _print_failures(failed, n_inputs)
     _exit_on_failures(failed, n_inputs, out, listed_in=res.paths["failures"])
+
+
+@app.command()
+def evaluate(
+    scores: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="SCORES...",
+            help="usher2 score outputs (a scores CSV or an output folder), one per model.",
+            show_default=False,
+        ),
+    ],
+    manifest: Annotated[Path, typer.Option("--manifest", help="Labelled manifest (case_id, patient_id, label).")],
+    out: Annotated[Path, typer.Option("--out", help="Evaluation directory to write.")],
+    label: Annotated[str, typer.Option("--label", help="Label column of the manifest.")] = "label",
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write DIR/report.html.")] = True,
+    cam_examples: Annotated[int, typer.Option("--cam-examples", min=0, help="Grad-CAM examples per group.")] = 3,
+) -> None:
+    """Evaluate saved scores against labels: AUC with DeLong CI per model, the evaluation directory, the report."""
+    from usher2.pipeline import evaluate_scores
+
+    with _user_errors():
+        table = evaluate_scores(scores, manifest, out, label=label, report=report, cam_examples=cam_examples)
+    t = Table(title=f"held-out AUC against {manifest.name}")
+    for col in ("model", "n", "not scored", "AUC (95% CI)", "nested-CV AUC"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in table.itertuples():
+        cv = "-" if r.cv_auc != r.cv_auc else f"{r.cv_auc:.3f}"
+        auc = f"{r.test_auc:.3f} ({r.test_ci_low:.3f}-{r.test_ci_high:.3f})"
+        t.add_row(r.model, str(r.n), str(r.n_unscored), auc, cv)
+    console.print(t)
+    console.print(f"-> {out}" + (f"; report: {out / 'report.html'}" if report else ""))
 
 
 def _overrides(out: Path | None, export: Path | None) -> dict[str, str | None]:
@@ -786,17 +885,64 @@ def demo(
 @app.command()
 def report(
     source: Annotated[
-        Path, typer.Argument(metavar="DIR", help="Evaluation directory (usher2 demo / Pipeline.evaluate).")
+        Path,
+        typer.Argument(
+            metavar="BUNDLE|DIR",
+            help="Evaluation directory (usher2 demo / evaluate / Pipeline.evaluate) or a model bundle folder.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     cam_examples: Annotated[int, typer.Option("--cam-examples", min=0, help="Grad-CAM examples per group.")] = 3,
 ) -> None:
-    """Write the self-contained HTML cohort report of an evaluation directory."""
+    """Write the self-contained HTML cohort report of an evaluation directory or of a bundle.
+
+    A bundle's report covers its training cohort: the nested-CV out-of-fold predictions (ROC with
+    DeLong CI, threshold metrics, calibration, DCA) and its nomogram; its evaluation directory is
+    written beside the HTML file (OUT stem + "_files").
+    """
+    from usher2.pipeline import evaluation_from_bundle
     from usher2.report import write_cohort_report
 
     with _user_errors():
+        if (source / "hashes.json").is_file():
+            source = evaluation_from_bundle(source, out.with_name(out.stem + "_files"))
         path = write_cohort_report(source, out, cam_examples=cam_examples)
     console.print(f"report: {path}")
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Model bundle folder from usher2 fit.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (default: this machine only).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Request size limit.")] = 20,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="Scoring threads.")] = 2,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; then 503.")] = 16,
+    cam: Annotated[str, typer.Option("--cam", help="Heat-map method (gradcam, ..., none).")] = "gradcam",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve a bundle over HTTP: POST /v1/score, GET /v1/model, GET /healthz, the web page at /, /docs.
+
+    Set USHER2_API_TOKEN to require "Authorization: Bearer <token>" (the web page has a token field).
+    """
+    from usher2.service import serve as run_service
+
+    with _user_errors():
+        if not (bundle / "hashes.json").is_file():
+            raise InputError(bundle, "a model bundle folder from usher2 fit", "no hashes.json")
+        console.print(f"usher2 {__version__}: serving {bundle} on http://{host}:{port}/ (Ctrl-C stops)")
+        run_service(
+            bundle,
+            host=host,
+            port=port,
+            max_upload_mb=max_upload_mb,
+            max_concurrent=max_concurrent,
+            max_queue=max_queue,
+            cam=None if cam == "none" else cam,
+            log_level=log_level,
+        )
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ service are thin shells around it.
   features, one Parquet table (resumable; see :mod:`usher2.features.extract`).
 * :meth:`Pipeline.fit` — patient-grouped nested CV and the final refit of every configured model
   family, one bundle each (:mod:`usher2.fusion`).
-* :meth:`Pipeline.score` — frames (image, DICOM, directory, manifest) through a bundle.
+* :meth:`Pipeline.score` — frames in memory, or an image, DICOM, video, directory or manifest,
+  through a bundle: per-frame probability, mask, heat map and flags.
 * :meth:`Pipeline.evaluate` — a held-out labelled cohort through the fitted bundles: the
   evaluation directory that :mod:`usher2.report` renders (``predictions.csv``,
   ``thresholds.json``, ``summary.json``, ``manifest.csv``, ``features.parquet``, ``bundles/``).
@@ -40,7 +41,7 @@ import pandas as pd
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 
-__all__ = ["FAMILY_ORACLE", "Pipeline", "PipelineConfig", "RunResult"]
+__all__ = ["FAMILY_ORACLE", "Pipeline", "PipelineConfig", "RunResult", "evaluate_scores", "evaluation_from_bundle"]
 
 # The oracle subset each family is compared with on simulated cohorts.
 FAMILY_ORACLE = {"clinical": "clinical", "radiomics": "image", "deep": "image", "dlr": "image", "combined": "all"}
@@ -272,8 +273,28 @@ class Pipeline:
             self.log(f"{model}: nested-CV AUC {auc['auc']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})")
         return results
 
-    def score(self, source: str | Path, bundle: str | Path, out: str | Path, **kwargs: Any) -> Any:
-        """Score frames with a bundle (:func:`usher2.fusion.score.score_inputs`)."""
+    def score(self, source: Any, bundle: str | Path, out: str | Path | None = None, **kwargs: Any) -> Any:
+        """Score frames with a bundle.
+
+        * ``out`` None: ``source`` is a sequence of frames (:class:`~usher2.types.Frame` or ``(H, W)``
+          arrays in [0, 1]) or one image/DICOM/video path; returns one
+          :class:`~usher2.fusion.scorer.FrameScore` per frame (probability, label, flags, mask, heat map).
+        * ``out`` a folder: per-frame CSV/JSON, overlays, sequences and the per-frame report
+          (:func:`usher2.fusion.score_frames.score_to_dir`).
+        * ``out`` a ``.csv`` file: one scores CSV through the resumable cohort extraction
+          (:func:`usher2.fusion.score.score_inputs`).
+        """
+        if out is None:
+            from usher2.fusion.scorer import FrameScorer
+            from usher2.io.frames import iter_frames
+
+            frames = list(iter_frames(source)) if isinstance(source, str | Path) else list(source)
+            return FrameScorer(bundle, **kwargs).score(frames)
+        if Path(out).suffix.lower() != ".csv":
+            from usher2.fusion.score_frames import score_to_dir
+
+            with self.progress("score") as update:
+                return score_to_dir(source, bundle, out, progress=update, **kwargs)
         from usher2.fusion.score import score_inputs
 
         with self.progress("score") as update:
@@ -434,6 +455,198 @@ class Pipeline:
                 update(1, 1)
             seconds["report"] = time.perf_counter() - t
         return RunResult(table=table, out=out, report=path, seconds=seconds)
+
+
+def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Path | None, Path | None]:
+    """(scores, model name, bundle folder or None, feature table or None) of one SCORES input.
+
+    SCORES is ``usher2 score``'s CSV (with its ``.json`` sidecar naming the bundle) or its output
+    folder (``cases.csv`` + ``scores.json``); a ``model`` column names the model, else the bundle's
+    family, else the file's stem.
+    """
+    bundle = features = None
+    name = path.stem
+    if path.is_dir():
+        meta_path, csv = path / "scores.json", path / "cases.csv"
+        doc = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        name = str(doc.get("model", {}).get("family") or path.name)
+        bundle_hint = doc.get("bundle")
+    else:
+        csv = path
+        side = path.with_suffix(".json")
+        meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+        bundle_hint = meta.get("bundle")
+        feats = path.with_name(path.stem + ".features.parquet")
+        features = feats if feats.is_file() else None
+    if not csv.is_file():
+        raise InputError(path, "a scores CSV or an usher2 score output folder (cases.csv)", "no such file")
+    df = pd.read_csv(csv, dtype={"case_id": str})
+    missing = [c for c in ("case_id", "probability") if c not in df.columns]
+    if missing:
+        raise InputError(csv, "columns case_id and probability", f"no {missing}")
+    if bundle_hint and (Path(bundle_hint) / "config.json").is_file():
+        bundle = Path(bundle_hint)
+        name = str(json.loads((bundle / "config.json").read_text(encoding="utf-8")).get("family") or name)
+    if "model" in df.columns and df["model"].nunique() == 1:
+        name = str(df["model"].iloc[0])
+    return df, name, bundle, features
+
+
+def evaluate_scores(
+    scores: Sequence[str | Path],
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    label: str = "label",
+    title: str = "usher2 evaluation",
+    report: bool = True,
+    cam_examples: int = 4,
+) -> pd.DataFrame:
+    """Evaluate saved scores against a labelled manifest: the evaluation directory and its report.
+
+    Args:
+        scores: One or more outputs of ``usher2 score`` (a scores CSV with its sidecar, or an output
+            folder); each is one model. Their bundles (named by the sidecar) add the training
+            out-of-fold predictions, the nested-CV AUC, nomogram and SHAP.
+        manifest: The labelled manifest (``case_id``, ``patient_id``, ``label``; images and masks
+            for the Grad-CAM examples).
+        out: The evaluation directory (``predictions.csv``, ``thresholds.json``, ``summary.json``,
+            ``manifest.csv``, ``auc.csv``; see :mod:`usher2.report.cohort`).
+        label: The manifest's label column.
+        title: The report's title.
+        report: Also write ``out/report.html``.
+        cam_examples: Grad-CAM examples per group in the report.
+
+    Returns:
+        The AUC table: ``model, n, n_unscored, test_auc, test_ci_low, test_ci_high, cv_auc``.
+
+    Raises:
+        InputError: Unreadable scores or manifest, no label column, or no scored labelled case.
+    """
+    import numpy as np
+
+    import usher2
+    from usher2.evaluate import roc_auc_ci
+    from usher2.io.manifest import read_manifest
+
+    out = Path(out)
+    man = read_manifest(manifest, check_files=False)
+    if label not in man.columns:
+        raise InputError(manifest, f"a label column {label!r}", f"columns {list(man.columns)[:8]}")
+    man = man.assign(case_id=man["case_id"].astype(str)).drop_duplicates("case_id").set_index("case_id")
+    y = pd.to_numeric(man[label], errors="coerce")
+    labelled = man.index[y.notna()]
+    preds, rows, thresholds, bundles, feature_files = [], [], {}, {}, []
+    for s in scores:
+        df, name, bundle, features = _read_scores(Path(s))
+        if name in thresholds:
+            name = f"{name}-{len(thresholds) + 1}"
+        df = df.drop_duplicates("case_id").set_index("case_id")
+        prob = pd.to_numeric(df["probability"], errors="coerce").reindex(labelled)
+        ok = prob.notna()
+        if not ok.any():
+            raise InputError(s, f"scores for the manifest's labelled cases ({len(labelled)})", "none match by case_id")
+        ids = labelled[ok.to_numpy()]
+        preds.append(_predictions(name, "test", ids, man.loc[ids, "patient_id"], y.loc[ids].astype(int), prob[ok]))
+        r = roc_auc_ci(y.loc[ids].astype(int).to_numpy(), prob[ok].to_numpy())
+        row = {"model": name, "n": int(ok.sum()), "n_unscored": int((~ok).sum()), "test_auc": r.auc}
+        row.update(test_ci_low=r.ci_low, test_ci_high=r.ci_high, cv_auc=np.nan)
+        if "threshold" in df.columns and df["threshold"].notna().any():
+            thresholds[name] = float(df["threshold"].dropna().iloc[0])
+        if bundle is not None:
+            bundles[name] = str(bundle.resolve())
+            oof = pd.read_csv(bundle / "oof.csv", dtype={"case_id": str})
+            preds.append(
+                _predictions(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
+            )
+            metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
+            row["cv_auc"] = metrics.get("auc", {}).get("auc", np.nan)
+        if features is not None:
+            feature_files.append(features)
+        rows.append(row)
+    predictions = pd.concat(preds, ignore_index=True)
+    with atomic_path(out / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    atomic_write_text(out / "thresholds.json", json.dumps(thresholds, indent=2))
+    base = Path(manifest).resolve().parent
+    mm = man.loc[labelled].reset_index()
+    for col in ("image", "mask"):
+        if col in mm.columns:
+            mm[col] = [str((base / v).resolve()) if isinstance(v, str) and v else v for v in mm[col]]
+    with atomic_path(out / "manifest.csv") as tmp:
+        mm.drop(columns=[c for c in ("image_path", "mask_path") if c in mm.columns]).to_csv(tmp, index=False)
+    if feature_files:
+        import shutil
+
+        with atomic_path(out / "features.parquet") as tmp:
+            shutil.copyfile(feature_files[-1], tmp)
+    auc = pd.DataFrame(rows)
+    with atomic_path(out / "auc.csv") as tmp:
+        auc.to_csv(tmp, index=False)
+    test_counts = _cohort_counts(man.loc[labelled, "patient_id"], y.loc[labelled])
+    summary = {
+        "title": title,
+        "usher2": usher2.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cohort": {"test": test_counts},
+        "primary_model": rows[-1]["model"],
+        "methods": {
+            "data": f"Scores {', '.join(str(s) for s in scores)} against the labels of {manifest}.",
+            "outcome": f"Binary label column {label!r}.",
+            "missing_data": (
+                f"{int(sum(r['n_unscored'] for r in rows))} labelled case-model pairs had no score (no lesion "
+                "found or failed) and are left out of that model's metrics."
+            ),
+            "validation": "Scores of an already fitted model on this cohort; thresholds are the bundles' own.",
+        },
+        "bundles": bundles,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    if report:
+        from usher2.report import write_cohort_report
+
+        write_cohort_report(out, out / "report.html", cam_examples=cam_examples)
+    return auc
+
+
+def evaluation_from_bundle(bundle: str | Path, out: str | Path) -> Path:
+    """An evaluation directory of a bundle's own nested-CV results, for :func:`usher2.report.write_cohort_report`.
+
+    ``predictions.csv`` holds the bundle's out-of-fold predictions (split ``train_oof``), the threshold is
+    the bundle's, and ``bundles`` points at the bundle (nomogram, SHAP need a feature table: none here).
+
+    Raises:
+        InputError: Not a bundle (see :func:`usher2.fusion.bundle.load_bundle`).
+    """
+    import usher2
+    from usher2.fusion.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    out = Path(out)
+    oof = pd.read_csv(b.path / "oof.csv", dtype={"case_id": str})
+    name = str(b.config.get("family") or b.path.name)
+    pred = _predictions(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
+    with atomic_path(out / "predictions.csv") as tmp:
+        pred.to_csv(tmp, index=False)
+    atomic_write_text(out / "thresholds.json", json.dumps({name: b.threshold}, indent=2))
+    v = b.config.get("validation", {})
+    summary = {
+        "title": f"usher2 bundle report: {b.path.name}",
+        "usher2": usher2.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cohort": {"train": _cohort_counts(oof["patient_id"], oof["label"])},
+        "primary_model": name,
+        "methods": {
+            "data": f"The training cohort of the bundle {b.path} (no held-out cohort).",
+            "model": f"{b.config.get('fusion')} fusion, classifier {b.config.get('classifier')}, calibration "
+            f"{b.config.get('calibration') or 'none'}; {len(b.config.get('selected_features', []))} selected features.",
+            "validation": f"Patient-grouped nested CV ({v.get('outer_folds')} outer, {v.get('inner_folds')} inner "
+            f"folds, seed {v.get('seed')}): out-of-fold predictions.",
+        },
+        "bundles": {name: str(b.path.resolve())},
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    return out
 
 
 def _bundle_dir(model: str) -> str:

@@ -19,10 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# No backend switch here: matplotlib picks Agg where there is no display (servers, CI) and the
+# inline backend in Jupyter, so figures still show in notebooks.
 import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
 import matplotlib.pyplot as plt
 
 from usher2.io.atomic import atomic_path

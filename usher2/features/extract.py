@@ -77,7 +77,16 @@ from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
 
-__all__ = ["ID_COLUMNS", "PERTURBATIONS", "ExtractConfig", "ExtractResult", "extract_cohort", "read_feature_table"]
+__all__ = [
+    "ID_COLUMNS",
+    "PERTURBATIONS",
+    "ExtractConfig",
+    "ExtractResult",
+    "extract_cohort",
+    "frame_features",
+    "prepare_pixels",
+    "read_feature_table",
+]
 
 GEOMETRIC_PERTURBATIONS = ("erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2")
 PERTURBATIONS = ("original", *GEOMETRIC_PERTURBATIONS, "enhancer_on|enhancer_off", "mask_predicted|mask_given")
@@ -281,7 +290,8 @@ def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
     return {"peritumoral": grown & ~m, "posterior": posterior & ~grown}
 
 
-def _region_extractor(cfg: ExtractConfig) -> Any:
+def _region_extractor(cfg: ExtractConfig, columns: tuple[str, ...] | None = None) -> Any:
+    """The regions' radiomics extractor; with ``columns`` (``radiomics_original_*`` names) only those."""
     from usher2.features.radiomics import RadiomicsExtractor
 
     setting = {k: v for k, v in cfg.params["setting"].items() if k not in ("resampledPixelSpacing",)}
@@ -290,7 +300,10 @@ def _region_extractor(cfg: ExtractConfig) -> Any:
         "featureClass": {c: None for c in ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")},
         "setting": setting,
     }
-    return _model("radiomics", json.dumps(params, sort_keys=True, default=str), lambda: RadiomicsExtractor(params))
+    key = json.dumps(params, sort_keys=True, default=str)
+    if columns is None:
+        return _model("radiomics", key, lambda: RadiomicsExtractor(params))
+    return _model("radiomics-subset", f"{key}|{columns}", lambda: RadiomicsExtractor(params, columns=columns))
 
 
 def _region_columns(cfg: ExtractConfig) -> list[str]:
@@ -305,31 +318,72 @@ def _region_columns(cfg: ExtractConfig) -> list[str]:
     return _model("region-columns", json.dumps(cfg.params, sort_keys=True, default=str), build)
 
 
-def _region_features(cfg: ExtractConfig, pixels: np.ndarray, mask: np.ndarray, spacing: Any) -> dict[str, float]:
+def _region_features(
+    cfg: ExtractConfig,
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    spacing: Any,
+    columns: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, float]:
     """``radiomics_<region>_original_*`` of the extra regions, plus ``<region>_area_px``; NaN features
     for a region smaller than :data:`MIN_REGION_PX` pixels (e.g. no posterior region under a lesion
-    that touches the bottom edge) or one pyradiomics cannot measure."""
+    that touches the bottom edge) or one pyradiomics cannot measure. With ``columns``
+    (``{region: its radiomics_original_* names}``) only those regions and features, no area."""
     out: dict[str, float] = {}
-    extra = [r for r in cfg.regions if r != "lesion"]
+    extra = [r for r in cfg.regions if r != "lesion" and (columns is None or columns.get(r))]
     if not extra:
         return out
     masks = region_masks(mask)
-    names = _region_columns(cfg)
     for region in extra:
         rm = masks[region]
-        out[f"{region}_area_px"] = int(rm.sum())
+        names = _region_columns(cfg) if columns is None else list(columns[region])
+        extractor = _region_extractor(cfg, None if columns is None else columns[region])
+        if columns is None:
+            out[f"{region}_area_px"] = int(rm.sum())
         values = dict.fromkeys(names, float("nan"))
         if rm.sum() >= MIN_REGION_PX:
             try:
-                values.update(_region_extractor(cfg).extract(pixels * 255.0, rm, spacing=spacing))
+                values.update(extractor.extract(pixels * 255.0, rm, spacing=spacing))
             except InputError:
                 pass
         out.update({k.replace("radiomics_", f"radiomics_{region}_", 1): float(v) for k, v in values.items()})
     return out
 
 
-def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]]) -> list[Any]:
-    """Feature dicts for (pixels, mask, spacing) items; an item that fails gives its exception."""
+def frame_features(
+    cfg: ExtractConfig,
+    items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]],
+    columns: Sequence[str] | None = None,
+) -> list[Any]:
+    """Feature dicts for ``(pixels, mask, spacing)`` items; an item that fails gives its exception.
+
+    Pixels are float32 in [0, 1] (radiomics see them x 255); the deep backbones run as one batch.
+
+    Args:
+        cfg: What to extract.
+        items: ``(pixels (H, W), mask (H, W) bool, spacing or None)`` per frame.
+        columns: Compute only these feature columns (e.g. the ones a model needs, from
+            :func:`~usher2.fusion.needed.needed_columns`); each row then holds exactly them, with
+            the values the full extraction gives them. Lesion radiomics compute only the listed
+            features and image types (:class:`~usher2.features.radiomics.RadiomicsExtractor`
+            with ``columns``), a region or backbone none of them uses is skipped, and so are the
+            lexicon descriptors. Only the computed lesion columns must be finite. None: every
+            column of ``cfg`` (what :func:`extract_cohort` writes).
+
+    Raises:
+        InputError: ``columns`` holds a column ``cfg`` does not produce (the message names it).
+
+    Example:
+        >>> cfg = ExtractConfig(params={"setting": {"binWidth": 8}}, backbones=(), regions=("lesion",))
+        >>> px = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+        >>> m = np.zeros((64, 64), bool); m[20:40, 16:48] = True
+        >>> want = ["radiomics_original_glcm_Contrast", "radiomics_lexicon_axis_ratio"]
+        >>> sub, full = frame_features(cfg, [(px, m, None)], want)[0], frame_features(cfg, [(px, m, None)])[0]
+        >>> list(sub) == want and all(sub[c] == full[c] for c in want)
+        True
+    """
+    if columns is not None:
+        return _subset_features(cfg, items, _wanted(cfg, columns))
     rows: list[Any] = [{} for _ in items]
     if cfg.radiomics:
         rad = _radiomics(cfg)
@@ -356,13 +410,129 @@ def _features(cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tupl
     return rows
 
 
+def _wanted(cfg: ExtractConfig, columns: Sequence[str]) -> dict[str, Any]:
+    """Sort requested columns by where they come from; raise on one ``cfg`` does not produce."""
+    from usher2.features.deep import parse_backbone
+    from usher2.features.lexicon import LEXICON_COLUMNS
+
+    cols = list(dict.fromkeys(columns))
+    extra = [r for r in cfg.regions if r != "lesion"]
+    deep_names = {parse_backbone(s).name: s for s in cfg.backbones}
+    out: dict[str, Any] = {"order": cols, "lesion": [], "regions": {}, "lexicon": [], "deep": {}}
+    other = ("radiomics_lexicon_", *(f"radiomics_{r}_" for r in REGIONS))  # not lesion radiomics
+    bad = []
+    for c in cols:
+        region = next((r for r in extra if c.startswith(f"radiomics_{r}_")), None)
+        backbone = next((n for n in deep_names if c.startswith(f"deep_{n}_")), None)
+        if not cfg.radiomics and c.startswith("radiomics_"):
+            bad.append(c)
+        elif c in LEXICON_COLUMNS:
+            (out["lexicon"] if cfg.lexicon else bad).append(c)
+        elif region is not None:
+            out["regions"].setdefault(region, []).append(c.replace(f"radiomics_{region}_", "radiomics_", 1))
+        elif backbone is not None:
+            out["deep"].setdefault(deep_names[backbone], []).append(c)
+        elif c.startswith("radiomics_") and not c.startswith(other):
+            out["lesion"].append(c)
+        else:
+            bad.append(c)
+    if bad:
+        raise InputError(
+            "feature columns", "columns these extraction settings produce", f"{len(bad)} others, e.g. {bad[:3]}"
+        )
+    for spec, names in out["deep"].items():
+        known = set(_deep(cfg, spec).columns)
+        unknown = [c for c in names if c not in known]
+        if unknown:
+            raise InputError("feature columns", f"columns of the {spec} backbone", f"unknown {unknown[:3]}")
+    out["regions"] = {r: tuple(v) for r, v in out["regions"].items()}
+    return out
+
+
+def _lesion_subset(cfg: ExtractConfig, columns: tuple[str, ...]) -> Any:
+    from usher2.features.radiomics import RadiomicsExtractor
+
+    key = f"{json.dumps(cfg.params, sort_keys=True, default=str)}|{columns}"
+    return _model("radiomics-subset", key, lambda: RadiomicsExtractor(cfg.params, columns=columns))
+
+
+def _subset_features(
+    cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]], wanted: dict[str, Any]
+) -> list[Any]:
+    """:func:`frame_features` for the columns sorted by :func:`_wanted`."""
+    rows: list[Any] = [{} for _ in items]
+    rad = _lesion_subset(cfg, tuple(wanted["lesion"])) if wanted["lesion"] else None
+    for i, (p, m, sp) in enumerate(items):
+        m = np.asarray(m)
+        if m.shape != p.shape or not m.any():
+            what = f"shape {m.shape} for a frame of {p.shape}" if m.shape != p.shape else "an empty mask"
+            rows[i] = InputError("mask", "a non-empty mask of the frame's shape", what)
+            continue
+        if rad is not None:
+            try:
+                row = rad.extract(p * 255.0, m, spacing=sp)
+            except InputError as exc:
+                rows[i] = exc
+                continue
+            bad = [k for k, v in row.items() if not np.isfinite(v)]
+            if bad:  # never a silent NaN row
+                rows[i] = InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
+                continue
+            rows[i].update(row)
+        if wanted["regions"]:
+            rows[i].update(_region_features(cfg, p, m, sp, wanted["regions"]))
+        if wanted["lexicon"]:
+            lex = lexicon_features(p, m, sp)
+            rows[i].update({c: lex[c] for c in wanted["lexicon"]})
+    ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+    for spec, names in wanted["deep"].items():
+        deep = _deep(cfg, spec)
+        pos = {c: j for j, c in enumerate(deep.columns)}
+        idx = [pos[c] for c in names]
+        feats = deep.features([items[i][0] for i in ok], [items[i][1] for i in ok]) if ok else []
+        for j, i in enumerate(ok):
+            rows[i].update(zip(names, map(float, feats[j][idx]), strict=True))
+    return [{c: r[c] for c in wanted["order"]} if isinstance(r, dict) else r for r in rows]
+
+
 def _prepare(cfg: ExtractConfig, case: dict[str, Any], enhancer: str | None, masks: str) -> dict[str, Any]:
     """Read, clean, enhance and mask one case."""
     from usher2.io.batch import read_case
-    from usher2.io.overlay import detect_overlays, inpaint_overlays
 
     c = read_case(case, masks=True)
-    pixels = c.frame.pixels
+    p = prepare_pixels(cfg, c.frame.pixels, c.mask, where=f"case {c.case_id}", enhancer=enhancer, masks=masks)
+    return {**p, "spacing": c.frame.spacing, "has_given": c.mask is not None}
+
+
+def prepare_pixels(
+    cfg: ExtractConfig,
+    pixels: np.ndarray,
+    given_mask: np.ndarray | None = None,
+    *,
+    where: str = "frame",
+    enhancer: str | bool | None = True,
+    masks: str | None = None,
+) -> dict[str, Any]:
+    """Clean, enhance and mask one in-memory frame, as :func:`extract_cohort` does for a case.
+
+    Args:
+        cfg: The settings (overlays, enhancer, segmenter, masks).
+        pixels: ``(H, W)`` float32 in [0, 1].
+        given_mask: The lesion mask, for ``masks="given"``.
+        where: How errors name the frame.
+        enhancer: An enhancer name, None for none, or True for ``cfg.enhancer``.
+        masks: ``"given"``/``"predicted"``; None: ``cfg.masks``.
+
+    Returns:
+        ``{"pixels", "mask", "uncertainty"}`` (uncertainty NaN for a given mask).
+
+    Raises:
+        InputError: No mask for ``masks="given"``, or the mask is empty (the segmenter found no lesion).
+    """
+    from usher2.io.overlay import detect_overlays, inpaint_overlays
+
+    enhancer = cfg.enhancer if enhancer is True else enhancer
+    masks = masks or cfg.masks
     if cfg.overlays == "inpaint":
         found = detect_overlays(pixels)
         if found.has_overlay:
@@ -371,25 +541,17 @@ def _prepare(cfg: ExtractConfig, case: dict[str, Any], enhancer: str | None, mas
         pixels = np.asarray(_enhancer(enhancer)(pixels[None, None]), np.float32)[0, 0]
     uncertainty = float("nan")
     if masks == "given":
-        if c.mask is None:
-            raise InputError(
-                f"case {c.case_id}", "a mask (masks='given')", "an empty mask cell", fix="use --masks predicted"
-            )
-        mask = c.mask
+        if given_mask is None:
+            raise InputError(where, "a mask (masks='given')", "an empty mask cell", fix="use --masks predicted")
+        mask = given_mask
     else:
         seg = _segmenter(cfg.segmenter).segment(pixels[None, None])[0]
         if seg.no_lesion:
-            raise InputError(f"case {c.case_id}", "a lesion found by the segmenter", "an empty predicted mask")
+            raise InputError(where, "a lesion found by the segmenter", "an empty predicted mask")
         mask, uncertainty = seg.mask, float(seg.uncertainty)
     if not mask.any():
-        raise InputError(f"case {c.case_id} mask", "at least one lesion pixel", "an empty mask")
-    return {
-        "pixels": pixels,
-        "mask": mask,
-        "spacing": c.frame.spacing,
-        "has_given": c.mask is not None,
-        "uncertainty": uncertainty,
-    }
+        raise InputError(f"{where} mask", "at least one lesion pixel", "an empty mask")
+    return {"pixels": pixels, "mask": mask, "uncertainty": uncertainty}
 
 
 def extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -449,7 +611,7 @@ def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str,
             prepared.append((case, _prepare(cfg, case, cfg.enhancer, cfg.masks)))
         except (InputError, ValueError, OSError) as exc:
             failures.append({"case_id": case["case_id"], "stage": "features", "error": f"{type(exc).__name__}: {exc}"})
-    feats = _features(cfg, [(p["pixels"], p["mask"], p["spacing"]) for _, p in prepared])
+    feats = frame_features(cfg, [(p["pixels"], p["mask"], p["spacing"]) for _, p in prepared])
     good: list[tuple[dict[str, Any], dict[str, Any], dict[str, float]]] = []
     for (case, p), f in zip(prepared, feats, strict=True):
         if isinstance(f, Exception):
@@ -501,7 +663,7 @@ def _perturbation_rows(
                     {"case_id": cid, "stage": f"perturbation:{name}", "error": f"{type(exc).__name__}: {exc}"}
                 )
     for name, items in jobs.items():
-        feats = _features(cfg, [(px, m, sp) for _, px, m, sp in items])
+        feats = frame_features(cfg, [(px, m, sp) for _, px, m, sp in items])
         for (cid, *_), f in zip(items, feats, strict=True):
             if isinstance(f, Exception):
                 failures.append({"case_id": cid, "stage": f"perturbation:{name}", "error": f"{type(f).__name__}: {f}"})

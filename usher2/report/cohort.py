@@ -54,10 +54,7 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import io
 import json
 import math
 import time
@@ -72,6 +69,7 @@ import pandas as pd
 
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
+from usher2.report._html import _CSS, _ci, _e, _f3, _fail, _fig_uri, _figure, _fmt_p, _rgb_uri, _table
 
 __all__ = ["METHOD_FIELDS", "SECTIONS", "write_cohort_report"]
 
@@ -101,94 +99,7 @@ _METHOD_LABELS = {
 SPLITS = ("train_oof", "test")
 _PRED_COLUMNS = ("case_id", "label", "model", "split", "probability")
 _DCA_THRESHOLDS = np.round(np.arange(1, 61) / 100, 2)
-_DPI = 100
 NOT_REPORTED = "not reported"
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-h3{font-size:1.05em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f2f2f2}
-td.num{text-align:right;font-variant-numeric:tabular-nums}.meta{color:#555}
-.fail{background:#fff4e5;border-left:4px solid #e69f00;padding:.4em .8em}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figcaption{font-size:.85em;color:#444}
-img{max-width:100%;height:auto}.cams figure img{width:220px}
-"""
-
-
-# ---------------------------------------------------------------- small HTML helpers
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _f3(x: float) -> str:
-    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
-
-
-def _fmt_p(p: float) -> str:
-    """A p-value as printed in the report.
-
-    Example:
-        >>> _fmt_p(0.00001), _fmt_p(0.04321)
-        ('<0.001', '0.043')
-    """
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _ci(value: float, lo: float, hi: float) -> str:
-    """A value with its CI as printed, e.g. ``0.812 (0.640-0.917)``."""
-    return f"{_f3(value)} ({_f3(lo)}-{_f3(hi)})"
-
-
-def _table(header: list[str], rows: list[list[Any]], num: set[int] | None = None) -> str:
-    num = num or set()
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if j in num else ''}>{_e(c)}</td>" for j, c in enumerate(r)) + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fail(text: str) -> str:
-    return f'<p class="fail">{_e(text)}</p>'
-
-
-def _png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _fig_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    return _png_uri(buf.getvalue())
-
-
-def _figure(uri: str, caption: str) -> str:
-    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
-
-
-def _rgb_uri(rgb: np.ndarray, max_side: int = 320) -> str:
-    """An RGB uint8 image as a PNG data URI, shrunk to at most ``max_side`` pixels (keeps the report small)."""
-    import cv2
-
-    scale = max_side / max(rgb.shape[:2])
-    if scale < 1:
-        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError("could not encode a PNG")
-    return _png_uri(buf.tobytes())
-
-
 # ---------------------------------------------------------------- reading the directory
 
 
@@ -239,8 +150,8 @@ def _read_predictions(path: Path) -> tuple[pd.DataFrame, int]:
         raise InputError(
             path, "one row per model, split and case", f"duplicates (e.g. {r['model']}/{r['split']}/{r['case_id']})"
         )
-    if not (df["split"] == "test").any():
-        raise InputError(path, "predictions with split 'test'", "none")
+    if not df["split"].isin(SPLITS).any():
+        raise InputError(path, "predictions with split 'test' (or only 'train_oof')", "neither")
     return df.reset_index(drop=True), dropped
 
 
@@ -777,6 +688,9 @@ def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examp
     out_html = Path(out_html)
     summary = _read_summary(root / "summary.json")
     preds, dropped = _read_predictions(root / "predictions.csv")
+    oof_only = not (preds["split"] == "test").any()
+    if oof_only:  # a bundle's report: its out-of-fold predictions take the evaluated cohort's place
+        preds = preds[preds["split"] == "train_oof"].assign(split="test").reset_index(drop=True)
     models = list(dict.fromkeys(preds["model"].astype(str)))
     wanted = str(summary.get("primary_model") or "combined")
     primary = wanted if wanted in models else models[0]
@@ -800,6 +714,14 @@ def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examp
         f'<section id="s{i + 1}"><h2>{_e(name)}</h2>{body}</section>'
         for i, (name, body) in enumerate(zip(SECTIONS, bodies, strict=True))
     )
+    if oof_only:
+        relabel = {"test cohort": "training cohort (out-of-fold)", "Test cohort": "Training cohort (out-of-fold)"}
+        for a, b in relabel.items():
+            sections = sections.replace(a, b)
+        sections = (
+            '<p class="fail">No held-out cohort: every analysis below uses the nested-CV out-of-fold predictions '
+            "of the training cohort.</p>" + sections
+        )
     seconds = time.perf_counter() - t0
     doc = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

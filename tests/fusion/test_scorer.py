@@ -1,0 +1,110 @@
+"""FrameScorer: only the needed columns are computed, and probabilities equal ``usher2 score`` (full features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import usher2.features.extract as extract
+from usher2.fusion.needed import needed_columns
+from usher2.fusion.score import score_inputs
+from usher2.fusion.scorer import FrameScore, FrameScorer
+from usher2.io.frames import read_frame
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: ``usher2 score`` runs its networks on one (a float sum's order depends on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scorer(scoring_bundle) -> FrameScorer:
+    return FrameScorer(scoring_bundle["bundle"], cam=None)
+
+
+@pytest.fixture(scope="module")
+def test_images(scoring_bundle) -> list[Path]:
+    man = pd.read_csv(scoring_bundle["test"] / "manifest.csv")
+    return [scoring_bundle["test"] / p for p in man["image"]]
+
+
+@pytest.fixture()
+def spy(monkeypatch):
+    """Record the ``columns`` and the rows of every :func:`frame_features` call."""
+    calls: list[tuple[list[str] | None, list]] = []
+    real = extract.frame_features
+
+    def wrapped(cfg, items, columns=None):
+        rows = real(cfg, items, columns)
+        calls.append((None if columns is None else list(columns), rows))
+        return rows
+
+    monkeypatch.setattr(extract, "frame_features", wrapped)
+    return calls
+
+
+def _same(r: FrameScore, ref: pd.Series, atol: float) -> None:
+    assert r.no_lesion == bool(ref["no_lesion"])
+    if pd.isna(ref["probability"]):
+        assert r.probability is None
+        return
+    assert r.probability == pytest.approx(float(ref["probability"]), abs=atol)
+    assert r.label == int(ref["label"]) and r.threshold == ref["threshold"]
+    assert r.low_segmentation_confidence == bool(ref["low_segmentation_confidence"])
+    assert r.mask_uncertainty == pytest.approx(float(ref["mask_uncertainty"]), abs=max(atol, 1e-9))
+    assert r.clinical_missing == bool(ref["clinical_missing"])
+
+
+def test_only_the_needed_columns_are_computed_with_the_full_values(scoring_bundle, scorer, test_images, spy, tmp_path):
+    b = scorer.bundle
+    needed = needed_columns(b.model, b.columns)
+    assert scorer.needed.columns == needed and len(needed) < len(b.columns) / 4
+    res = score_inputs(scoring_bundle["test"] / "manifest.csv", scoring_bundle["bundle"], tmp_path / "s.csv")
+    full = pd.read_parquet(res.paths["features"]).set_index("case_id")
+    ids = pd.read_csv(scoring_bundle["test"] / "manifest.csv")["case_id"].astype(str).tolist()[:6]
+    spy.clear()
+    results = scorer.score([read_frame(p) for p in test_images[:6]], heatmaps=False)
+    assert len(spy) == 2  # steps of BATCH = 4 frames: the second's networks ran while the first's features did
+    columns = spy[0][0]
+    rows = [row for cols, part in spy for row in part if cols == columns]
+    assert set(columns) == set(needed) - set(scorer.clinical)
+    assert scorer.groups["backbones"] == sorted({c.split("_")[1] for c in columns if c.startswith("deep_")})
+    scored = [(cid, r) for cid, r in zip(ids, results, strict=True) if r.probability is not None]
+    assert scored and len(rows) == len(scored)
+    for (cid, r), row in zip(scored, rows, strict=True):
+        assert list(row) == columns and set(r.seconds) >= {"enhance", "segment", "prepare", "features", "model"}
+        np.testing.assert_allclose([row[c] for c in columns], full.loc[cid, columns].to_numpy(float), atol=1e-6)
+
+
+def test_one_frame_equals_usher2_score_file(scoring_bundle, scorer, test_images, tmp_path, one_thread):
+    """``usher2 score FILE --out X.csv`` extracts every column; the scorer only the needed ones, as a batch of one."""
+    for i, path in enumerate(test_images[:5]):
+        ref = score_inputs(path, scoring_bundle["bundle"], tmp_path / f"s{i}.csv").scores.iloc[0]
+        _same(scorer.score_frame(read_frame(path), heatmaps=False), ref, atol=1e-9)
+
+
+def test_a_batch_equals_usher2_score_on_the_folder(scoring_bundle, scorer, test_images, tmp_path, one_thread):
+    """A batch runs the enhancer/segmenter/backbone on several frames at once, ``usher2 score DIR`` frame by
+    frame (and the backbone per chunk): float32 rounding in the batched convolutions, about 1e-7 here."""
+    res = score_inputs(scoring_bundle["test"] / "images", scoring_bundle["bundle"], tmp_path / "dir.csv")
+    ref = res.scores.set_index("case_id")
+    results = scorer.score([read_frame(p) for p in test_images], heatmaps=False)
+    assert len(results) == len(test_images)
+    for path, r in zip(test_images, results, strict=True):
+        _same(r, ref.loc[path.stem], atol=1e-6)
+
+
+def test_clinical_values_are_used_and_missing_ones_flagged(scoring_bundle, scorer, test_images):
+    man = pd.read_csv(scoring_bundle["test"] / "manifest.csv")
+    frame = read_frame(test_images[0])
+    given = {c: man.loc[0, c] for c in scorer.clinical}
+    full, none = scorer.score([frame, frame], [given, None], heatmaps=False)
+    assert not full.clinical_missing and (none.probability is None or none.clinical_missing)

@@ -1,0 +1,22 @@
+"""The scoring service: HTTP API and web page around :class:`~usher2.fusion.scorer.FrameScorer`.
+
+``create_app(bundle, ...)`` builds the FastAPI app (see :mod:`usher2.service.app`); ``serve(bundle,
+host, port, ...)`` runs it with uvicorn. Masks come back as PNG and as COCO run-length encoding
+(:mod:`usher2.service.rle`).
+"""
+
+from __future__ import annotations
+
+from usher2.service.app import TOKEN_ENV, ApiError, ScoreResponse, create_app, parse_clinical, serve
+from usher2.service.rle import rle_decode, rle_encode
+
+__all__ = [
+    "TOKEN_ENV",
+    "ApiError",
+    "ScoreResponse",
+    "create_app",
+    "parse_clinical",
+    "rle_decode",
+    "rle_encode",
+    "serve",
+]
