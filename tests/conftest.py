@@ -43,6 +43,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for the module: networks on one thread give the same floats as ``usher2 extract``
+    and ``usher2 score`` (a float sum's order depends on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def scoring_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small fitted ``combined`` bundle (radiomics + shipped deep backbone + clinical, logistic

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from usher2.cli import app
@@ -24,15 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent / "io"))  # tests/io is no package 
 from io_helpers import PHI, write_dicom
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: the folder path and the CSV path then give bit-identical features."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def inputs(scoring_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scored(scoring_bundle, inputs, tmp_path_factory, one_thread):
+def scored(scoring_bundle, inputs, tmp_path_factory, torch_one_thread):
     src, _ = inputs
     out = tmp_path_factory.mktemp("score_out") / "run"
     args = ["score", str(src), "--bundle", str(scoring_bundle["bundle"]), "--out", str(out)]
@@ -98,7 +88,7 @@ def test_temporal_aggregate_follows_from_the_frame_rows(scored):
         assert cases.loc[case, "label"] == int(expected >= f["threshold"].iloc[0])
 
 
-def test_frame_probability_equals_the_csv_path(scored, scoring_bundle, inputs, tmp_path, one_thread):
+def test_frame_probability_equals_the_csv_path(scored, scoring_bundle, inputs, tmp_path, torch_one_thread):
     out, _, _ = scored
     _, imgs = inputs
     csv = tmp_path / "s.csv"
@@ -145,7 +135,7 @@ def test_no_patient_identifiers_in_any_output(scored):
         assert not any(str(value) in t for t in texts), value
 
 
-def test_rerun_resumes_from_the_finished_inputs(scored, one_thread):
+def test_rerun_resumes_from_the_finished_inputs(scored, torch_one_thread):
     out, _, args = scored
     before = (out / "frames.csv").read_text()
     parts = sorted((out / ".parts").glob("*.json"))
@@ -201,7 +191,7 @@ def test_report_of_a_bundle(scoring_bundle, tmp_path):
     assert np.isclose(auc.filter(like="auc").to_numpy(float), expected, atol=1e-9).any()
 
 
-def test_pipeline_score_in_memory_matches_the_folder_output(scored, inputs, scoring_bundle, one_thread):
+def test_pipeline_score_in_memory_matches_the_folder_output(scored, inputs, scoring_bundle, torch_one_thread):
     from usher2.io.frames import read_frame
     from usher2.pipeline import Pipeline
 

@@ -7,22 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import usher2.features.extract as extract
 from usher2.fusion.needed import needed_columns
 from usher2.fusion.score import score_inputs
 from usher2.fusion.scorer import FrameScore, FrameScorer
 from usher2.io.frames import read_frame
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: ``usher2 score`` runs its networks on one (a float sum's order depends on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +74,14 @@ def test_only_the_needed_columns_are_computed_with_the_full_values(scoring_bundl
         np.testing.assert_allclose([row[c] for c in columns], full.loc[cid, columns].to_numpy(float), atol=1e-6)
 
 
-def test_one_frame_equals_usher2_score_file(scoring_bundle, scorer, test_images, tmp_path, one_thread):
+def test_one_frame_equals_usher2_score_file(scoring_bundle, scorer, test_images, tmp_path, torch_one_thread):
     """``usher2 score FILE --out X.csv`` extracts every column; the scorer only the needed ones, as a batch of one."""
     for i, path in enumerate(test_images[:5]):
         ref = score_inputs(path, scoring_bundle["bundle"], tmp_path / f"s{i}.csv").scores.iloc[0]
         _same(scorer.score_frame(read_frame(path), heatmaps=False), ref, atol=1e-9)
 
 
-def test_a_batch_equals_usher2_score_on_the_folder(scoring_bundle, scorer, test_images, tmp_path, one_thread):
+def test_a_batch_equals_usher2_score_on_the_folder(scoring_bundle, scorer, test_images, tmp_path, torch_one_thread):
     """A batch runs the enhancer/segmenter/backbone on several frames at once, ``usher2 score DIR`` frame by
     frame (and the backbone per chunk): float32 rounding in the batched convolutions, about 1e-7 here."""
     res = score_inputs(scoring_bundle["test"] / "images", scoring_bundle["bundle"], tmp_path / "dir.csv")

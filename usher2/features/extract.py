@@ -350,6 +350,18 @@ def _region_features(
     return out
 
 
+def _radiomics_row(rad: Any, pixels: np.ndarray, mask: np.ndarray, spacing: Any) -> dict[str, float] | InputError:
+    """One frame's radiomics (pixels x 255), or the error; a NaN/inf value is an error, never a silent NaN row."""
+    try:
+        row = rad.extract(pixels * 255.0, mask, spacing=spacing)
+    except InputError as exc:
+        return exc
+    bad = [k for k, v in row.items() if not np.isfinite(v)]
+    if bad:
+        return InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
+    return row
+
+
 def frame_features(
     cfg: ExtractConfig,
     items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]],
@@ -388,14 +400,9 @@ def frame_features(
     if cfg.radiomics:
         rad = _radiomics(cfg)
         for i, (p, m, sp) in enumerate(items):
-            try:
-                row = rad.extract(p * 255.0, m, spacing=sp)
-            except InputError as exc:
-                rows[i] = exc
-                continue
-            bad = [k for k, v in row.items() if not np.isfinite(v)]
-            if bad:  # never a silent NaN row
-                rows[i] = InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
+            row = _radiomics_row(rad, p, m, sp)
+            if isinstance(row, InputError):
+                rows[i] = row
             else:
                 rows[i].update(row)
                 rows[i].update(_region_features(cfg, p, m, sp))
@@ -469,14 +476,9 @@ def _subset_features(
             rows[i] = InputError("mask", "a non-empty mask of the frame's shape", what)
             continue
         if rad is not None:
-            try:
-                row = rad.extract(p * 255.0, m, spacing=sp)
-            except InputError as exc:
-                rows[i] = exc
-                continue
-            bad = [k for k, v in row.items() if not np.isfinite(v)]
-            if bad:  # never a silent NaN row
-                rows[i] = InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
+            row = _radiomics_row(rad, p, m, sp)
+            if isinstance(row, InputError):
+                rows[i] = row
                 continue
             rows[i].update(row)
         if wanted["regions"]:

@@ -41,7 +41,7 @@ import pandas as pd
 from usher2.io.atomic import atomic_path
 from usher2.io.errors import InputError
 
-__all__ = ["LOW_CONFIDENCE", "SCORE_COLUMNS", "ScoreResult", "score_inputs"]
+__all__ = ["LOW_CONFIDENCE", "SCORE_COLUMNS", "ScoreResult", "list_files", "score_inputs"]
 
 LOW_CONFIDENCE = 0.45
 SCORE_COLUMNS = [
@@ -66,6 +66,25 @@ class ScoreResult:
     paths: dict[str, Path]
 
 
+def list_files(folder: Path, suffixes: set[str], what: str) -> list[Path]:
+    """Files under ``folder`` (recursively, sorted) with one of ``suffixes`` (lower case); hidden files
+    and folders skipped.
+
+    Raises:
+        InputError: None found (the message says ``what`` was looked for).
+    """
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise InputError(folder, f"a folder with {what}", "none in it")
+    return files
+
+
 def _inputs(source: Path, masks: str) -> pd.DataFrame:
     from usher2.io.dicom import DICOM_SUFFIXES
     from usher2.io.frames import IMAGE_SUFFIXES
@@ -81,15 +100,7 @@ def _inputs(source: Path, masks: str) -> pd.DataFrame:
         files, root = [source], source.parent
     elif source.is_dir():
         root = source
-        files = sorted(
-            p
-            for p in source.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in suffixes
-            and not any(part.startswith(".") for part in p.relative_to(source).parts)
-        )
-        if not files:
-            raise InputError(source, "a folder with image or DICOM files", "none in it")
+        files = list_files(source, suffixes, "image or DICOM files")
     else:
         raise InputError(source, "an image, DICOM, directory or manifest", "no such file or directory")
     if masks == "given":

@@ -222,6 +222,7 @@ class _VideoOut:
 
 # ------------------------------------------------------------------------------ inputs
 def _inputs(source: Path) -> list[dict[str, Any]]:
+    from usher2.fusion.score import list_files
     from usher2.io.dicom import DICOM_SUFFIXES
     from usher2.io.frames import IMAGE_SUFFIXES
     from usher2.io.manifest import SUFFIXES, read_manifest
@@ -236,15 +237,7 @@ def _inputs(source: Path) -> list[dict[str, Any]]:
         return [{"case_id": source.stem, "path": source, "row": {}}]
     if not source.is_dir():
         raise InputError(source, "an image, DICOM, video, directory or manifest", "no such file or directory")
-    files = sorted(
-        p
-        for p in source.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in suffixes
-        and not any(part.startswith(".") for part in p.relative_to(source).parts)
-    )
-    if not files:
-        raise InputError(source, "a folder with image, DICOM or video files", "none in it")
+    files = list_files(source, suffixes, "image, DICOM or video files")
     return [{"case_id": p.relative_to(source).with_suffix("").as_posix(), "path": p, "row": {}} for p in files]
 
 
