@@ -657,17 +657,22 @@ def score(
         f"{int(f['probability'].notna().sum())} scored, {int(f['no_lesion'].sum())} with no lesion found, "
         f"{int(f['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
     )
-    if len(f) and f["clinical_missing"].any():
-        console.print(
-            f"[yellow]{int(f['clinical_missing'].sum())} frames lack clinical values the model uses[/]: imputed "
-            "with the training medians (pass --clinical CLINICAL.csv)"
-        )
+    _warn_clinical_missing(int(f["clinical_missing"].sum()) if len(f) else 0)
     if res.report:
         console.print(f"report: {res.report}")
     failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
     n_inputs = len(c) + len(failed)
     _print_failures(failed, n_inputs)
     _exit_on_failures(failed, n_inputs, out, listed_in=out / "failures.csv")
+
+
+def _warn_clinical_missing(n: int) -> None:
+    """Say how many frames had clinical values imputed (nothing when none)."""
+    if n:
+        console.print(
+            f"[yellow]{n} frames lack clinical values the model uses[/]: imputed with the training medians "
+            "(pass --clinical CLINICAL.csv)"
+        )
 
 
 def _score_csv(
@@ -687,11 +692,7 @@ def _score_csv(
         f"{int(scored.sum())} frames scored, {int(s['no_lesion'].sum())} with no lesion found, "
         f"{int(s['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
     )
-    if s["clinical_missing"].any():
-        console.print(
-            f"[yellow]{int(s['clinical_missing'].sum())} frames lack clinical values the model uses[/]: imputed "
-            "with the training medians (pass --clinical CLINICAL.csv)"
-        )
+    _warn_clinical_missing(int(s["clinical_missing"].sum()))
     failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
     n_inputs = len(s) + len(failed)
     _print_failures(failed, n_inputs)
