@@ -37,8 +37,10 @@ def test_every_classifier_fits_in_the_combined_pipeline(name):
 
 def test_family_columns_by_prefix_backbone_and_sequence():
     cols = ["t2_radiomics_a", "adc_radiomics_a", "t2_deep_r50_0", "radiomics_b", "deep_us_0", "deep_r50_1", "psa"]
-    assert family_columns(cols, "radiomics")["radiomics"] == ["radiomics_b"]
+    # without sequences a family takes the ultrasound columns and every MRI sequence's
+    assert family_columns(cols, "radiomics")["radiomics"] == ["t2_radiomics_a", "adc_radiomics_a", "radiomics_b"]
+    assert family_columns(cols, "deep")["deep"] == ["t2_deep_r50_0", "deep_us_0", "deep_r50_1"]
     assert family_columns(cols, "radiomics", sequences=["t2"])["radiomics"] == ["t2_radiomics_a"]
     assert family_columns(cols, "dlr", sequences=["t2", "adc"])["radiomics"] == ["t2_radiomics_a", "adc_radiomics_a"]
-    assert family_columns(cols, "deep:r50")["deep"] == ["deep_r50_1"]
+    assert family_columns(cols, "deep:r50")["deep"] == ["t2_deep_r50_0", "deep_r50_1"]
     assert family_columns(cols, "clinical", clinical=["psa"]) == {"radiomics": [], "deep": [], "clinical": ["psa"]}

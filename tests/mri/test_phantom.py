@@ -19,6 +19,7 @@ from usher2.io.errors import InputError
 from usher2.mri.phantom import (
     MRILabelModel,
     MRIPhantomConfig,
+    ProstateLabelModel,
     mri_oracle_aucs,
     mri_oracle_scores,
     simulate_mri_case,
@@ -213,3 +214,170 @@ def test_survival_follows_true_risk() -> None:
     # Survival has its own stream: turning it off leaves every other column unchanged.
     off = simulate_mri_labels(400, seed=3, config=MRIPhantomConfig(survival=False))
     pd.testing.assert_frame_equal(off, df.drop(columns=["dfs_time", "dfs_event"]))
+
+
+# --- breast outputs unchanged by the prostate variant and HER2-low ----------------------------------
+
+# Computed with the code before ``anatomy`` and ``her2_low`` existed (same SimpleITK/pandas as here).
+_BREAST_IMAGE_SHA256 = {
+    "adc/mri_000000.nii.gz": "b374121b32be78dc4e7ff39c6436218650bda515fbc8fc467465ddb696cb5861",
+    "adc/mri_000001.nii.gz": "3e1d36195c000a8f4ced3178dcc776c7cd8c72fca8008a3db3787d10a7c8d20a",
+    "dce/mri_000000.nii.gz": "694a42e44f2b94c1cd52143090e4333ccb8b1f014ec8a467e8101a90b6d7a5dc",
+    "dce/mri_000001.nii.gz": "0cd6d9a8651e36e74ab27e60bd127a02794608f5d4d369c7b6ab9f55b30d5bb2",
+    "dwi_b0/mri_000000.nii.gz": "4cd5c8494702604f76d0be956da849cfd3a697a9e5941c85edf207ae23964d2c",
+    "dwi_b0/mri_000001.nii.gz": "8ed435d11dada04bf41e869d9657e5e7fa1ce30eef4e679d357f28c75eb12f1d",
+    "dwi_b800/mri_000000.nii.gz": "abc5fccc24bd9906ce1e91eb29019135e6567969afbca2ccd4cf14707cab1b69",
+    "dwi_b800/mri_000001.nii.gz": "e0534d6ca6fbd05ca524a1f12c16de4e5253973d98b6b4463696fa894a767dff",
+    "masks/mri_000000.nii.gz": "aa8c4289d84461fa6f0e7c736d6d031b2f269e82190bedb28c127368747ad3b9",
+    "masks/mri_000001.nii.gz": "d9655b42446ba848f807c8a07d9933bd837cc259cd8d1865ce38fe36b851fb6c",
+    "t1/mri_000000.nii.gz": "22f9bdcfdadd6a452bc562aebb272ccd1a12b632a7e8f4b942a1c4a98657dfa5",
+    "t1/mri_000001.nii.gz": "9f6de154270ec7cc0bcd0fa85136d6c58441daf4db21b128409f70946cdfff8c",
+    "t2/mri_000000.nii.gz": "9103a0d6f240258a324b869743748419bd0457449dadd059f2b16d72a09846d9",
+    "t2/mri_000001.nii.gz": "db19e4d9a2f2d1edd1c6a94c02b25f9429aa52864a4564ed48d4521bcf48199e",
+}
+# simulate_mri_labels(5000, seed=2): sha256 of its pandas row hashes; then the cohort's manifest.csv.
+_BREAST_LABELS_SHA256 = "5c24725a7685c6e65dd209e4867f9b4748059b27f8d0120ccc5f0c8d0007da58"
+_BREAST_MANIFEST_SHA256 = "0ad049c1ce2a24d40182b97c600838f99849cb18158c38502953d10463024231"
+
+
+def test_breast_outputs_unchanged(tmp_path: Path) -> None:
+    man = simulate_mri_cohort(2, seed=5, out_dir=tmp_path, config=TINY)
+    got = {k: v for k, v in _hashes(tmp_path).items() if k.endswith(".nii.gz")}
+    assert got == _BREAST_IMAGE_SHA256
+    old = man.drop(columns=["her2_low", "her2_low_prob"])
+    assert hashlib.sha256(old.to_csv(index=False).encode()).hexdigest() == _BREAST_MANIFEST_SHA256
+    labels = simulate_mri_labels(5000, seed=2).drop(columns=["her2_low", "her2_low_prob"])
+    row_hashes = pd.util.hash_pandas_object(labels, index=True).to_numpy().tobytes()
+    assert hashlib.sha256(row_hashes).hexdigest() == _BREAST_LABELS_SHA256
+    assert MRIPhantomConfig().sequences == ("t1", "t2", "dce", "adc")
+    assert MRIPhantomConfig().label_model == MRILabelModel() and MRIPhantomConfig().anatomy == "breast"
+
+
+# --- HER2-low among the negatives -------------------------------------------------------------------
+
+
+def test_her2_low_only_for_negatives_and_calibrated() -> None:
+    df = simulate_mri_labels(20000, seed=0)
+    pos, neg = df[df.label == 1], df[df.label == 0]
+    assert pos["her2_low"].isna().all() and pos["her2_low_prob"].isna().all()
+    assert neg["her2_low"].isin([0.0, 1.0]).all() and neg["her2_low_prob"].between(0, 1).all()
+    p, n = neg["her2_low_prob"].mean(), len(neg)
+    assert abs(neg["her2_low"].mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
+    assert 0.55 < neg["her2_low"].mean() < 0.75
+    er = neg["er"] == 1
+    assert neg.loc[er, "her2_low"].mean() > neg.loc[~er, "her2_low"].mean() + 0.1
+    plateau = neg["trait_curve_type"] == 1
+    assert neg.loc[plateau, "her2_low"].mean() > neg.loc[~plateau, "her2_low"].mean() + 0.1
+    pd.testing.assert_frame_equal(simulate_mri_labels(100, seed=0), df.iloc[:100])
+    aucs = mri_oracle_aucs(df, task="her2_low")
+    assert aucs == mri_oracle_aucs(df, task="low")
+    assert aucs["all"] == roc_auc_score(neg["her2_low"], neg["her2_low_prob"])
+    assert 0.5 < aucs["clinical"] < aucs["all"] and 0.5 < aucs["image"] < aucs["all"]
+    assert aucs == pytest.approx({"clinical": 0.640, "image": 0.695, "all": 0.747}, abs=0.02)
+    # The subset oracle is the Bayes score among the negatives: it is calibrated there.
+    score = mri_oracle_scores(neg, "clinical", task="her2_low")
+    assert abs(score.mean() - neg["her2_low"].mean()) < 4 * math.sqrt(p * (1 - p) / n)
+    with pytest.raises(ValueError, match="task"):
+        mri_oracle_aucs(df, task="er")
+    with pytest.raises(ValueError, match="breast"):
+        mri_oracle_aucs(df, MRIPhantomConfig(anatomy="prostate"), task="her2_low")
+
+
+# --- prostate ---------------------------------------------------------------------------------------
+
+PROSTATE = MRIPhantomConfig(anatomy="prostate", shape_zyx=(20, 64, 64), spacing_zyx_mm=(3.0, 1.5, 1.5))
+PROSTATE_TINY = MRIPhantomConfig(
+    anatomy="prostate", shape_zyx=(8, 32, 32), spacing_zyx_mm=(6.0, 3.0, 3.0), sequences=("t1", "t2", "adc", "dwi")
+)
+
+
+def test_prostate_config() -> None:
+    cfg = MRIPhantomConfig(anatomy="prostate")
+    assert cfg.sequences == ("t2", "adc", "dwi") and cfg.label_model == ProstateLabelModel()
+    assert cfg.volume_keys() == ("t2", "adc", "dwi_b0", "dwi_b800") and cfg.to_dict()["anatomy"] == "prostate"
+    with pytest.raises(ValueError, match="no DCE"):
+        MRIPhantomConfig(anatomy="prostate", sequences=("t2", "dce"))
+    with pytest.raises(ValueError, match="anatomy"):
+        MRIPhantomConfig(anatomy="knee")
+    with pytest.raises(ValueError, match="ProstateLabelModel"):
+        MRIPhantomConfig(anatomy="prostate", label_model=MRILabelModel())
+    with pytest.raises(ValueError, match="MRILabelModel"):
+        MRIPhantomConfig(label_model=ProstateLabelModel())
+    with pytest.raises(ValueError, match="beta_psa"):
+        ProstateLabelModel(beta_psa=float("nan"))
+
+
+def test_prostate_cohort_files_and_columns(tmp_path: Path) -> None:
+    df = simulate_mri_cohort(3, seed=4, out_dir=tmp_path, config=PROSTATE_TINY)
+    keys = ["t1", "t2", "adc", "dwi_b0", "dwi_b800", "mask"]
+    assert list(df.columns[:8]) == ["case_id", "patient_id", *keys]
+    want = ["label", "true_prob", "age", "psa", "isup", "prostate_volume_ml", "tumour_size_mm", "trait_size_mm"]
+    assert set(want) | {"trait_lobulation", "trait_adc", "trait_t2_contrast", "dfs_time", "dfs_event"} <= set(df)
+    assert not {"er", "menopausal", "trait_curve_type", "her2_low", "dce"} & set(df)
+    assert df["isup"].between(1, 5).all() and df["isup"].dtype == np.int64
+    on_disk = pd.read_csv(tmp_path / "manifest.csv")
+    pd.testing.assert_frame_equal(on_disk, df, check_dtype=False)
+    for _, row in on_disk.iterrows():
+        for k in keys:
+            assert (tmp_path / row[k]).is_file()
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / on_disk.loc[0, "mask"])))
+    adc = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / on_disk.loc[0, "adc"])))
+    assert mask.shape == (8, 32, 32) and mask.sum() > 0 and adc.dtype == np.int16
+    before = _hashes(tmp_path)
+    again = simulate_mri_cohort(3, seed=4, out_dir=tmp_path, config=PROSTATE_TINY)
+    assert again.attrs["reused"] == 3 and _hashes(tmp_path) == before
+    with pytest.raises(InputError, match="anatomy"):
+        simulate_mri_cohort(3, seed=4, out_dir=tmp_path, config=dataclasses.replace(TINY, sequences=("t2",)))
+
+
+def test_prostate_traits_show_in_the_images() -> None:
+    rows = simulate_mri_labels(20, seed=11, config=PROSTATE)
+    voxel_mm3 = math.prod(PROSTATE.spacing_zyx_mm)
+    got: dict[str, list[float]] = {k: [] for k in ("diam", "adc", "t2", "gland")}
+    for i, row in rows.iterrows():
+        a = simulate_mri_case(np.random.default_rng(100 + i), PROSTATE, row=row.to_dict())
+        if i == 0:
+            b = simulate_mri_case(np.random.default_rng(100), PROSTATE, row=row.to_dict())
+            assert all(np.array_equal(a.volumes[k], b.volumes[k]) for k in a.volumes)
+            assert a.volumes.keys() == {"t2", "adc", "dwi_b0", "dwi_b800"} and not a.edema.any()
+        m = a.mask.astype(bool)
+        assert a.gland is not None and (m & a.gland).sum() > 0.5 * m.sum()  # the lesion sits in the gland
+        got["diam"].append(2 * (3 * m.sum() * voxel_mm3 / (4 * math.pi)) ** (1 / 3))
+        got["adc"].append(float(a.volumes["adc"][m].mean()))
+        got["t2"].append(float(np.median(a.volumes["t2"][m])))
+        got["gland"].append(float(a.gland.sum() * voxel_mm3 / 1000))
+    assert spearmanr(rows["trait_size_mm"], got["diam"])[0] > 0.8
+    assert spearmanr(rows["trait_adc"], got["adc"])[0] > 0.8
+    assert spearmanr(rows["trait_t2_contrast"], got["t2"])[0] < -0.8  # higher contrast, darker lesion
+    assert spearmanr(rows["prostate_volume_ml"], got["gland"])[0] > 0.9
+    case = simulate_mri_case(3, PROSTATE)
+    assert {"psa", "isup", "prostate_volume_ml"} <= set(case.clinical) and "trait_t2_contrast" in case.traits
+
+
+def test_prostate_labels_calibrated_and_oracle() -> None:
+    df = simulate_mri_labels(20000, seed=0, config=PROSTATE)
+    p, n = df["true_prob"].mean(), len(df)
+    assert abs(df["label"].mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
+    assert 0.3 < df["label"].mean() < 0.5
+    assert df["psa"].between(1, 100).all() and set(df["isup"]) == {1, 2, 3, 4, 5}
+    assert df.loc[df.label == 1, "trait_adc"].mean() < df.loc[df.label == 0, "trait_adc"].mean()
+    pd.testing.assert_frame_equal(simulate_mri_labels(100, seed=0, config=PROSTATE), df.iloc[:100])
+    aucs = mri_oracle_aucs(df, PROSTATE)
+    assert aucs["all"] == roc_auc_score(df["label"], df["true_prob"])
+    assert 0.5 < aucs["clinical"] < aucs["all"] and 0.5 < aucs["image"] < aucs["all"]
+    assert aucs == pytest.approx({"clinical": 0.722, "image": 0.774, "all": 0.863}, abs=0.015)
+    np.testing.assert_allclose(mri_oracle_scores(df.iloc[:50], "all", PROSTATE), df["true_prob"].iloc[:50])
+    row = {
+        "age": 73,
+        "psa": 7.0,
+        "isup": 3.68,
+        "prostate_volume_ml": 45.0,
+        "tumour_size_mm": 14.0,
+        "trait_lobulation": 0.375,
+        "trait_adc": 0.8,
+        "trait_t2_contrast": 0.45,
+    }
+    eta = -0.55 + 0.25 * 1.0 + 0.90 * 1.0 - 1.10 * (-1.0)
+    assert logit(mri_oracle_scores(pd.DataFrame([row]), "all", ProstateLabelModel())[0]) == pytest.approx(eta)
+    with pytest.raises(KeyError, match="prostate"):
+        mri_oracle_scores(df, "er", PROSTATE)

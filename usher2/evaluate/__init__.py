@@ -18,6 +18,7 @@ and ``image_quality`` hold the segmentation and enhancement metrics.
 from __future__ import annotations
 
 from usher2.evaluate.agreement import icc
+from usher2.evaluate.bootstrap import BootstrapValidation, bootstrap_validation
 from usher2.evaluate.calibration import (
     CalibrationFit,
     HosmerLemeshowResult,
@@ -44,6 +45,7 @@ from usher2.evaluate.waterfall import plot_waterfall, waterfall_table
 
 __all__ = [
     "AUCResult",
+    "BootstrapValidation",
     "CalibrationFit",
     "DeLongResult",
     "HosmerLemeshowResult",
@@ -51,6 +53,7 @@ __all__ = [
     "Nomogram",
     "Proportion",
     "ThresholdMetrics",
+    "bootstrap_validation",
     "brier_score",
     "calibration_curve",
     "calibration_slope_intercept",

@@ -166,6 +166,8 @@ class DeepExtractor:
         batch_size: Crops per forward pass.
         margin: ROI margin as a fraction of the box side (see the module docstring).
         seed: Seed for a random initialisation.
+        input_size: Square input side in pixels instead of the backbone's own (e.g. 64 for speed on
+            CPU); CNNs take it as they are, vision transformers are built with ``img_size``.
 
     Raises:
         InputError: A timm name without weights, an unknown name, a missing or unreadable file.
@@ -189,10 +191,14 @@ class DeepExtractor:
         batch_size: int = 32,
         margin: float = 0.1,
         seed: int = 0,
+        input_size: int | None = None,
     ) -> None:
         import torch
 
         self.spec = parse_backbone(backbone)
+        self._size = None if input_size is None else int(input_size)
+        if self._size is not None and self._size < 16:
+            raise InputError("input_size", "at least 16 pixels", str(input_size))
         self.batch_size = int(batch_size)
         self.margin = float(margin)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -200,6 +206,8 @@ class DeepExtractor:
         self.model, data_config = self._build(seed)
         self.model.eval().to(self.device)
         self.input_size = (int(data_config["input_size"][1]), int(data_config["input_size"][2]))
+        if self._size is not None:
+            self.input_size = (self._size, self._size)
         self.mean = np.asarray(data_config["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(data_config["std"], np.float32).reshape(1, 3, 1, 1)
         with torch.inference_mode():
@@ -254,19 +262,29 @@ class DeepExtractor:
                 stacklevel=3,
             )
             torch.manual_seed(seed)
-            model = timm.create_model(arch, pretrained=False, num_classes=0)
+            model = self._create(arch, pretrained=False)
         else:
             path = Path(weights).expanduser()
             try:
-                model = timm.create_model(
-                    arch, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}
-                )
+                model = self._create(arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
             except Exception as exc:  # timm/torch/safetensors raise many types for a bad file
                 raise InputError(
                     path, f"weights that fit timm's {arch}", f"a file timm cannot load ({type(exc).__name__}: {exc})"
                 ) from exc
             self.weights_sha256 = file_sha256(path)
         return model, timm.data.resolve_model_data_config(model)
+
+    def _create(self, arch: str, **kwargs: Any) -> Any:
+        """``timm.create_model``; a transformer gets ``img_size`` when an input size is asked for
+        (CNNs take any size as they are)."""
+        import timm
+
+        if self._size is not None:
+            try:
+                return timm.create_model(arch, num_classes=0, img_size=self._size, **kwargs)
+            except TypeError:  # a CNN's constructor has no img_size
+                pass
+        return timm.create_model(arch, num_classes=0, **kwargs)
 
     def _build_usher2(self, path: Path, name: str) -> tuple[Any, dict[str, Any]]:
         """A backbone file written by ``usher2 train backbone`` (timm trunk + data config in the metadata)."""

@@ -62,6 +62,7 @@ def fit_cohort(
     sequences: Sequence[str] | None = None,
     classifier: str = "lr",
     fusion: str = "early",
+    late_sources: str = "family",
     outer_folds: int = 5,
     inner_folds: int = 3,
     calibration: str | None = "sigmoid",
@@ -97,7 +98,9 @@ def fit_cohort(
     y = y_all[used].astype(int).to_numpy()
     groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
     cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
-    model, grid = build_model(cols, classifier, fusion=fusion, perturbations=perturbations, random_state=seed)
+    model, grid = build_model(
+        cols, classifier, fusion=fusion, perturbations=perturbations, late_sources=late_sources, random_state=seed
+    )
     kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
     fold_ids = None
     if folds_column is not None:
@@ -132,6 +135,7 @@ def fit_cohort(
         "sequences": list(sequences or []),
         "classifier": classifier if fusion == "early" else "late-fusion logistic regression",
         "fusion": fusion,
+        "late_sources": late_sources if fusion == "late" else None,
         "calibration": calibration or "none",
         "label": label,
         "clinical": list(clinical),

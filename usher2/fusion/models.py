@@ -10,8 +10,10 @@
 ``combined``  dlr + clinical
 ============  ==========================================================================
 
-``sequences=("t2", "adc")`` restricts the imaging columns to those sequences' prefixes
-(``t2_radiomics_*``...), for per-sequence and sequence-combination models.
+MRI feature tables name columns ``<sequence>_<source>_...`` (:mod:`usher2.mri.features`); a
+family takes every sequence's columns, and ``sequences=("t2", "adc")`` restricts the imaging
+columns to those sequences' prefixes (``t2_radiomics_*``...), for per-sequence and
+sequence-combination models. DCE kinetic features (``dce_kinetics_*``) count as radiomics.
 
 **Pipelines.** Imaging columns go through ICC filter (when a perturbation table is given) ->
 median imputation -> z-score -> univariate filter (Mann-Whitney, p < 0.05) -> Spearman
@@ -31,6 +33,7 @@ training data), never in-sample.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +61,8 @@ __all__ = [
     "make_classifier",
 ]
 
+#: An MRI sequence prefix of a feature column: ``t2``, ``adc``, ``dwi_b800``, ``dce_p3``...
+_SEQUENCE = r"[a-z][a-z0-9]*(?:_[bp][0-9.]+)?"
 FAMILIES = ("clinical", "radiomics", "deep", "dlr", "combined")
 CLASSIFIERS = ("lr", "rf", "xgboost", "lightgbm", "svm", "mlp")
 
@@ -89,8 +94,13 @@ def family_columns(
         raise InputError("clinical", "columns of the feature table or manifest", f"missing {missing}")
 
     def imaging(kind: str) -> list[str]:
-        prefixes = [f"{kind}_"] if not sequences else [f"{s}_{kind}_" for s in sequences]
-        out = [c for c in cols if any(c.startswith(p) for p in prefixes)]
+        kinds = (kind, "kinetics") if kind == "radiomics" else (kind,)
+        if sequences:
+            prefixes = tuple(f"{s}_{k}_" for s in sequences for k in kinds)
+            out = [c for c in cols if c.startswith(prefixes)]
+        else:  # "radiomics_..." (ultrasound) or "<sequence>_radiomics_..." / "<sequence>_kinetics_..." (MRI)
+            pattern = re.compile(rf"^(?:{_SEQUENCE}_(?:{'|'.join(kinds)})|{kind})_")
+            out = [c for c in cols if pattern.match(c)]
         if kind == "deep" and backbone:
             out = [c for c in out if c.split("deep_", 1)[1].startswith(f"{backbone}_")]
         return out
@@ -289,17 +299,27 @@ def build_model(
     fusion: str = "early",
     perturbations: pd.DataFrame | None = None,
     selector_params: dict[str, Any] | None = None,
+    late_sources: str = "family",
     random_state: int = 0,
 ) -> tuple[Any, dict[str, list[Any]]]:
     """An unfitted model for a family's columns (:func:`family_columns`) and its search grid.
 
     Early fusion: a ColumnTransformer (imaging block, clinical block) and the classifier.
-    Late fusion: :class:`LateFusionClassifier` (its grid: the final model's C).
+    Late fusion: :class:`LateFusionClassifier` (its grid: the final model's C), with one score per
+    source: ``late_sources="family"`` gives a Radscore and a Deep Score, ``"backbone"`` a Radscore
+    and one Deep Score per backbone (``deep_<backbone>_score``, as the MRI deep-learning study).
     """
     params = {"random_state": random_state, **(selector_params or {})}
     imaging = columns["radiomics"] + columns["deep"]
     if fusion == "late":
+        if late_sources not in ("family", "backbone"):
+            raise InputError("late sources", "'family' or 'backbone'", repr(late_sources))
         sources = {k: v for k, v in (("radiomics", columns["radiomics"]), ("deep", columns["deep"])) if v}
+        if late_sources == "backbone" and columns["deep"]:
+            del sources["deep"]
+            for c in columns["deep"]:
+                backbone = c.split("deep_", 1)[1].rsplit("_", 1)[0]
+                sources.setdefault(f"deep_{backbone}", []).append(c)
         late = LateFusionClassifier(
             sources, columns["clinical"] or None, {**params, "perturbations": perturbations}, random_state=random_state
         )

@@ -442,7 +442,7 @@ def register_rigid(
     shrink: Sequence[int] = (4, 2, 1),
     smoothing_mm: Sequence[float] = (2.0, 1.0, 0.0),
     sampling: float = 0.1,
-    max_samples: int | None = 20_000,
+    max_samples: int | None = 5_000,
     bins: int = 32,
     learning_rate: float = 1.0,
     min_step: float = 1e-4,

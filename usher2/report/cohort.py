@@ -59,7 +59,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -657,7 +657,14 @@ def _section_cam(ctx: _Ctx, k: int) -> str:
 # ---------------------------------------------------------------- the report
 
 
-def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examples: int = 4, seed: int = 0) -> Path:
+def write_cohort_report(
+    eval_dir: str | Path,
+    out_html: str | Path,
+    *,
+    cam_examples: int = 4,
+    seed: int = 0,
+    extra_sections: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Write the cohort report of an evaluation directory (see the module docstring) as one HTML file.
 
     Args:
@@ -665,6 +672,8 @@ def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examp
         out_html: The HTML file to write (atomically; its folder is created).
         cam_examples: Grad-CAM examples per group (false positives, false negatives, true positives); 0: none.
         seed: Seed of the SHAP background sample.
+        extra_sections: ``(heading, HTML body)`` pairs appended after the standard sections, numbered
+            on from them (a study recipe's own analyses: survival, bootstrap validation...).
 
     Returns:
         ``out_html``. The numbers are in ``DIR/report_tables/*.csv``.
@@ -710,9 +719,11 @@ def write_cohort_report(eval_dir: str | Path, out_html: str | Path, *, cam_examp
         ctx.guard(SECTIONS[8], "Grad-CAM examples", lambda: _section_cam(ctx, int(cam_examples))),
     ]
     title = str(summary.get("title") or "usher2 cohort report")
+    names = [*SECTIONS, *(f"{len(SECTIONS) + i + 1}. {h}" for i, (h, _) in enumerate(extra_sections))]
+    bodies += [body for _, body in extra_sections]
     sections = "".join(
         f'<section id="s{i + 1}"><h2>{_e(name)}</h2>{body}</section>'
-        for i, (name, body) in enumerate(zip(SECTIONS, bodies, strict=True))
+        for i, (name, body) in enumerate(zip(names, bodies, strict=True))
     )
     if oof_only:
         relabel = {"test cohort": "training cohort (out-of-fold)", "Test cohort": "Training cohort (out-of-fold)"}

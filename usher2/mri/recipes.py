@@ -1,0 +1,1055 @@
+"""The four MRI study recipes, run on the shared fusion core: ``usher2 mri reproduce STUDY``.
+
+A recipe is a YAML file (``usher2/mri/studies/<study>.yaml``, or any file of the same form) that
+says which phantoms to simulate, which features to extract, which models to fit (each one call
+of :func:`usher2.fusion.fit.fit_cohort`: nested CV, selection inside the folds, a bundle), and
+which of the study's own analyses to add to the standard cohort report.
+
+=================  ==========================================================================
+``prostate``       Huang et al.: T2WI + ADC radiomics, Mann-Whitney U + LASSO (10-fold CV),
+                   Radscore, clinical (ISUP, PSA), combined; fixed 160/41 split
+                   (``--validation nested`` for patient-grouped nested CV instead)
+``breast-mpmri``   Li et al.: a model per sequence (T2WI, DWI, DCE phase 3, phase 7), sequence
+                   combinations, clinical-imaging, combined; DeLong comparison matrix
+``breast-birads``  Chen et al.: random forest on BI-RADS descriptors, two tasks (positive vs
+                   negative; HER2-low vs zero), SHAP ranking, Kaplan-Meier + log-rank of DFS by
+                   score group
+``breast-deep``    Qiu et al.: ResNet50/VGG16/EfficientNet-B0/ViT-S 2.5D deep features on T1, T2,
+                   DCE; ICC >= 0.9; LASSO Deep Score per backbone; nomogram with clinical
+                   variables; calibration, Hosmer-Lemeshow, 1,000-resample bootstrap validation, DCA
+=================  ==========================================================================
+
+**Run.** ``reproduce(recipe, out)`` simulates a training and a held-out test cohort of phantoms
+(different seeds, so no patient is in both), extracts their feature tables
+(:func:`usher2.mri.features.extract_mri_cohort`; resumable), fits every model on the training
+cohort, scores the held-out cohort once, and writes per task an evaluation directory with the
+cohort report (``tasks/<task>/report.html``) plus the study's extra sections. With a user's own
+manifests (``train=``, ``test=``) nothing is simulated and no oracle is known.
+
+**Oracle.** Phantoms carry their true probability, so each model is compared with the oracle AUC
+of the variables it can see (``oracle: clinical | image | all``) on the same held-out cases;
+``auc.csv`` gives ``ratio = test_auc / oracle_auc`` and whether the task's final model meets
+0.95.
+
+**Missing sequences.** A sequence a model needs and the manifest lacks is an error naming it and
+the models that need it, unless the recipe declares a ``fallback`` (for instance ``dwi_b800: adc``:
+the "DWI" models use the ADC map), which is then applied and recorded in ``recipe.json``.
+
+Outputs under ``out``::
+
+    phantoms/train, phantoms/test     simulated cohorts (manifest.csv, NIfTI volumes)
+    features/train.parquet, test...    feature tables (+ provenance, failures, perturbations)
+    tasks/<task>/                      evaluation directory: predictions.csv, summary.json,
+                                       thresholds.json, bundles/<model>/, report.html, report_tables/
+    auc.csv                            every model: CV and test AUC with 95% CI, oracle AUC, ratio
+    recipe.json                        the resolved recipe, fallbacks used, timings, the verdict
+
+Example:
+    >>> r = load_recipe("prostate")
+    >>> r.study, [m.name for m in r.models]
+    ('prostate', ['radscore', 'clinical', 'combined'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.errors import InputError
+
+__all__ = [
+    "STUDIES",
+    "ModelSpec",
+    "Recipe",
+    "ReproduceResult",
+    "TaskSpec",
+    "load_recipe",
+    "reproduce",
+]
+
+STUDIES_DIR = Path(__file__).with_name("studies")
+STUDIES = ("prostate", "breast-mpmri", "breast-birads", "breast-deep")
+TARGET_RATIO = 0.95
+ORACLE_VIEWS = ("clinical", "image", "all")
+EXTRAS = ("delong_matrix", "shap_ranking", "survival", "bootstrap", "icc")
+_TOP_KEYS = {
+    "study",
+    "title",
+    "reference",
+    "phantom",
+    "n_train",
+    "n_test",
+    "validation",
+    "extract",
+    "descriptors",
+    "fallbacks",
+    "selection",
+    "outer_folds",
+    "inner_folds",
+    "calibration",
+    "tasks",
+    "models",
+    "extras",
+    "survival",
+    "bootstrap",
+    "icc_threshold",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a recipe: a :func:`~usher2.fusion.fit.fit_cohort` call.
+
+    Attributes:
+        name: Model name (its bundle is ``tasks/<task>/bundles/<name>``).
+        family: A fusion family (``clinical``, ``radiomics``, ``deep``, ``deep:NAME``, ``dlr``,
+            ``combined``) or ``descriptors`` (the BI-RADS descriptor columns, as tabular inputs).
+        sequences: Imaging sequences the model reads (empty: all).
+        clinical: Clinical columns of the manifest.
+        classifier: ``lr``, ``rf``, ``xgboost``, ``lightgbm``, ``svm`` or ``mlp`` (early fusion).
+        fusion: ``early`` or ``late`` (source scores + clinical in one logistic model).
+        late_sources: ``family`` or ``backbone`` (one Deep Score per backbone).
+        icc: Filter imaging features by ICC on the perturbation table.
+        oracle: What the model can see, for its oracle AUC: a view (``clinical``, ``image``, ``all``),
+            a list of views and phantom variables (``[image, isup, psa]``), or ``descriptors`` (the
+            BI-RADS descriptors + the model's clinical columns; see :func:`_descriptor_oracle`).
+        task: The recipe task it belongs to.
+    """
+
+    name: str
+    family: str = "radiomics"
+    sequences: tuple[str, ...] = ()
+    clinical: tuple[str, ...] = ()
+    classifier: str = "lr"
+    fusion: str = "early"
+    late_sources: str = "family"
+    icc: bool = False
+    oracle: str | tuple[str, ...] = "all"
+    task: str = "main"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A prediction task: its label column, the cases it uses and its final model."""
+
+    name: str
+    label: str = "label"
+    subset: str | None = None
+    primary: str = "combined"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A study recipe (see the module docstring and ``usher2/mri/studies/*.yaml``)."""
+
+    study: str
+    title: str
+    reference: str
+    phantom: dict[str, Any]
+    n_train: int
+    n_test: int
+    validation: str
+    extract: dict[str, Any] | None
+    descriptors: dict[str, Any] | None
+    fallbacks: dict[str, str]
+    selection: dict[str, Any]
+    outer_folds: int
+    inner_folds: int
+    calibration: str | None
+    tasks: tuple[TaskSpec, ...]
+    models: tuple[ModelSpec, ...]
+    extras: tuple[str, ...]
+    survival: dict[str, Any] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    icc_threshold: float = 0.9
+    source: str = ""
+
+    def sequences(self) -> list[str]:
+        """Every imaging sequence the recipe extracts."""
+        return list((self.extract or {}).get("sequences", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def _spec(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise InputError(where, "a mapping of settings", type(raw).__name__)
+    names = set(cls.__dataclass_fields__)
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise InputError(where, f"keys among {sorted(names)}", f"unknown keys {unknown}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InputError(where, f"the required keys of {cls.__name__}", str(exc)) from None
+
+
+def load_recipe(study: str | Path) -> Recipe:
+    """A recipe by study name (:data:`STUDIES`) or from a YAML file.
+
+    Raises:
+        InputError: Unknown study, unreadable YAML, unknown keys, models naming unknown tasks, a
+            task without its primary model, unknown extras or oracle views.
+    """
+    path = STUDIES_DIR / f"{study}.yaml" if str(study) in STUDIES else Path(study)
+    if not path.is_file():
+        raise InputError("study", f"one of {', '.join(STUDIES)} or a recipe YAML file", repr(str(study)))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(path, "a recipe in YAML", f"invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "a YAML mapping", type(raw).__name__)
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise InputError(path, f"top-level keys among {sorted(_TOP_KEYS)}", f"unknown keys {unknown}")
+    for key in ("study", "tasks", "models"):
+        if key not in raw:
+            raise InputError(path, f"a {key!r} entry", "none")
+    tasks = tuple(_spec(TaskSpec, t, f"{path}: tasks[{i}]") for i, t in enumerate(raw["tasks"]))
+    models = tuple(_spec(ModelSpec, m, f"{path}: models[{i}]") for i, m in enumerate(raw["models"]))
+    task_names = [t.name for t in tasks]
+    for m in models:
+        if m.task not in task_names:
+            raise InputError(f"{path}: model {m.name!r}", f"a task among {task_names}", repr(m.task))
+        if isinstance(m.oracle, str) and m.oracle not in (*ORACLE_VIEWS, "descriptors"):
+            raise InputError(f"{path}: model {m.name!r}", f"oracle among {ORACLE_VIEWS} or a list", repr(m.oracle))
+    for t in tasks:
+        if t.primary not in [m.name for m in models if m.task == t.name]:
+            raise InputError(f"{path}: task {t.name!r}", "a primary model among its models", repr(t.primary))
+    extras = tuple(raw.get("extras") or ())
+    bad = [e for e in extras if e not in EXTRAS]
+    if bad:
+        raise InputError(f"{path}: extras", f"names among {EXTRAS}", repr(bad))
+    validation = str(raw.get("validation", "split"))
+    if validation not in ("split", "nested"):
+        raise InputError(f"{path}: validation", "'split' or 'nested'", repr(validation))
+    calibration = raw.get("calibration", "sigmoid")
+    return Recipe(
+        study=str(raw["study"]),
+        title=str(raw.get("title", raw["study"])),
+        reference=str(raw.get("reference", "")),
+        phantom=dict(raw.get("phantom") or {}),
+        n_train=int(raw.get("n_train", 300)),
+        n_test=int(raw.get("n_test", 300)),
+        validation=validation,
+        extract=dict(raw["extract"]) if raw.get("extract") else None,
+        descriptors=dict(raw["descriptors"]) if raw.get("descriptors") is not None else None,
+        fallbacks={str(k): str(v) for k, v in (raw.get("fallbacks") or {}).items()},
+        selection=dict(raw.get("selection") or {}),
+        outer_folds=int(raw.get("outer_folds", 5)),
+        inner_folds=int(raw.get("inner_folds", 3)),
+        calibration=None if calibration in (None, "none") else str(calibration),
+        tasks=tasks,
+        models=models,
+        extras=extras,
+        survival=dict(raw.get("survival") or {}),
+        bootstrap=dict(raw.get("bootstrap") or {}),
+        icc_threshold=float(raw.get("icc_threshold", 0.9)),
+        source=str(path),
+    )
+
+
+@dataclass
+class ReproduceResult:
+    """What :func:`reproduce` produced."""
+
+    out: Path
+    table: pd.DataFrame
+    reports: dict[str, Path]
+    seconds: dict[str, float]
+    fallbacks: dict[str, str]
+
+    def final(self) -> pd.DataFrame:
+        """The rows of every task's final (primary) model."""
+        return self.table[self.table["final"]]
+
+
+# ----------------------------------------------------------------------------------- sequences
+
+
+def _available(manifest: pd.DataFrame, seq: str) -> bool:
+    def has(col: str) -> bool:
+        return col in manifest.columns and manifest[col].notna().any()
+
+    if has(seq):
+        return True
+    if seq == "adc":
+        return sum(bool(re.fullmatch(r"dwi_b[0-9.]+", c)) and has(c) for c in manifest.columns) >= 2
+    m = re.fullmatch(r"dce_p(\d+)", seq)
+    return bool(m) and has("dce")
+
+
+def _resolve_sequences(recipe: Recipe, manifests: Sequence[pd.DataFrame]) -> tuple[Recipe, dict[str, str]]:
+    """Apply the recipe's fallbacks for sequences the manifests lack; error when none applies."""
+    used: dict[str, str] = {}
+    missing: list[str] = []
+    for seq in recipe.sequences():
+        if all(_available(m, seq) for m in manifests):
+            continue
+        alt = recipe.fallbacks.get(seq)
+        if alt and alt in _known_sequences() and all(_available(m, alt) for m in manifests):
+            used[seq] = alt
+        else:
+            missing.append(seq)
+    if missing:
+        needs = {s: [m.name for m in recipe.models if not m.sequences or s in m.sequences] for s in missing}
+        fix = "; ".join(f"{s}: fallback {recipe.fallbacks[s]!r}" for s in missing if s in recipe.fallbacks)
+        raise InputError(
+            "manifest",
+            f"the sequences the {recipe.study} recipe needs ({', '.join(recipe.sequences())})",
+            "missing " + ", ".join(f"{s} (models {needs[s]})" for s in missing),
+            fix=(f"the recipe's fallbacks do not apply ({fix})" if fix else "add the sequence's column"),
+        )
+    if not used:
+        return recipe, used
+    swap = lambda seqs: tuple(dict.fromkeys(used.get(s, s) for s in seqs))  # noqa: E731
+    extract = dict(recipe.extract or {})
+    extract["sequences"] = list(swap(extract.get("sequences", [])))
+    models = tuple(replace(m, sequences=swap(m.sequences)) for m in recipe.models)
+    return replace(recipe, extract=extract, models=models), used
+
+
+def _known_sequences() -> set[str]:
+    return {"t1", "t2", "adc", "dce", "dwi_b800", "dwi_b1000", "dce_p3", "dce_p7"} | {f"dce_p{k}" for k in range(1, 16)}
+
+
+# ----------------------------------------------------------------------------------- cohorts
+
+
+def _phantom_config(recipe: Recipe, overrides: Mapping[str, Any] | None) -> Any:
+    from usher2.mri.phantom import MRIPhantomConfig
+
+    kwargs = {**recipe.phantom, **dict(overrides or {})}
+    for k in ("shape_zyx", "spacing_zyx_mm", "sequences", "dce_times_s", "b_values"):
+        if k in kwargs:
+            kwargs[k] = tuple(kwargs[k])
+    try:
+        return MRIPhantomConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{recipe.source}: phantom", "MRIPhantomConfig settings", str(exc)) from None
+
+
+def _prefixed(man: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    man = man.copy()
+    man["case_id"] = prefix + man["case_id"].astype(str)
+    man["patient_id"] = prefix + man["patient_id"].astype(str)
+    return man
+
+
+def _read(manifest: str | Path | pd.DataFrame, sequences: Sequence[str]) -> pd.DataFrame:
+    from usher2.mri.manifest import read_mri_manifest
+
+    return read_mri_manifest(manifest, sequences=list(sequences) or None)
+
+
+def _features(
+    recipe: Recipe,
+    manifest: pd.DataFrame,
+    out: Path,
+    *,
+    workers: int,
+    seed: int,
+    reader_seed: int,
+    progress: Callable[[str, int, int], None] | None,
+    name: str,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """The feature table, the perturbation table (or None) and the failures of one cohort."""
+    if recipe.descriptors is not None:
+        from usher2.mri.birads import BIRADS_COLUMN_ALIASES, BIRADS_DESCRIPTORS, encode_birads, phantom_descriptors
+
+        names = set(BIRADS_DESCRIPTORS) | {a for v in BIRADS_COLUMN_ALIASES.values() for a in v}
+        given = [c for c in manifest.columns if c in names]
+        if given:  # a radiologist's reading in the manifest
+            table = manifest[["case_id", *given]]
+        elif "trait_curve_type" in manifest.columns:  # a phantom: a simulated reader
+            table = phantom_descriptors(manifest, seed=reader_seed, **recipe.descriptors)
+        else:
+            raise InputError(
+                "manifest",
+                f"BI-RADS descriptor columns ({', '.join(BIRADS_DESCRIPTORS)})",
+                f"none among {list(manifest.columns)[:10]}",
+            )
+        enc = encode_birads(table)
+        return enc, None, pd.DataFrame(columns=["case_id", "stage", "error"])
+    from usher2.mri.features import MRIExtractConfig, extract_mri_cohort
+
+    settings = dict(recipe.extract or {})
+    for k, v in list(settings.items()):
+        if isinstance(v, list):
+            settings[k] = tuple(v)
+    settings.setdefault("seed", seed)
+    try:
+        cfg = MRIExtractConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{recipe.source}: extract", "MRIExtractConfig settings", str(exc)) from None
+    update = (lambda d, n: progress(f"extract {name}", d, n)) if progress else None
+    res = extract_mri_cohort(manifest, out / "features" / f"{name}.parquet", cfg, workers=workers, progress=update)
+    return res.table, res.perturbations, res.failures
+
+
+# ----------------------------------------------------------------------------------- oracle
+
+
+def _oracle(
+    task: TaskSpec, manifest: pd.DataFrame, config: Any, models: Sequence[ModelSpec], recipe: Recipe, seed: int
+) -> dict[str, float]:
+    """Each model's oracle AUC on these cases: the Bayes score of the variables it can see; NaN
+    where the truth is unknown (a user's data)."""
+    if config is None or task.label not in manifest.columns:
+        return {m.name: float("nan") for m in models}
+    from sklearn.metrics import roc_auc_score
+
+    from usher2.mri import phantom
+
+    rows = manifest[pd.to_numeric(manifest[task.label], errors="coerce").notna()]
+    y = rows[task.label].astype(int).to_numpy()
+    views = phantom._SPECS[config.anatomy].subsets
+    out = {}
+    for m in models:
+        if m.oracle == "descriptors":
+            out[m.name] = _descriptor_oracle(task, m, rows, y, config, recipe, seed)
+            continue
+        names = [m.oracle] if isinstance(m.oracle, str) else list(m.oracle)
+        variables = list(dict.fromkeys(v for n in names for v in (views[n] if n in views else (n,))))
+        try:
+            score = phantom.mri_oracle_scores(rows, variables, config, task=task.label)
+            out[m.name] = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
+        except (InputError, KeyError, ValueError) as exc:
+            raise InputError(f"model {m.name!r}", "oracle variables of the phantom", f"{names} ({exc})") from None
+    return out
+
+
+#: Labels-only phantoms behind the descriptor oracle.
+DESCRIPTOR_ORACLE_N = 200_000
+
+
+def _descriptor_oracle(
+    task: TaskSpec, model: ModelSpec, rows: pd.DataFrame, y: np.ndarray, config: Any, recipe: Recipe, seed: int
+) -> float:
+    """The oracle AUC of a model that sees BI-RADS descriptors (+ clinical columns).
+
+    A descriptor is a coarse, noisy reading of the traits, so the Bayes score given the descriptors
+    has no closed form. It is approximated by a large-sample model: gradient boosting fitted on
+    :data:`DESCRIPTOR_ORACLE_N` labels-only phantoms read by the same simulated reader (its own seed),
+    then applied to the descriptors these cases' models saw. With 200,000 patients for a dozen discrete columns
+    and a few clinical ones it is within sampling noise of E[label | what the model sees].
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if not 0 < y.sum() < len(y):
+        return float("nan")
+    key = (task.label, task.subset, tuple(model.clinical), seed, DESCRIPTOR_ORACLE_N, json.dumps(config.to_dict()))
+    if key not in _ORACLE_MODELS:
+        _ORACLE_MODELS[key] = _descriptor_oracle_model(task, model, config, recipe, seed)
+    gbm, columns = _ORACLE_MODELS[key]
+    X = rows[columns].apply(pd.to_numeric, errors="coerce")  # the reading the models saw
+    return float(roc_auc_score(y, gbm.predict_proba(X)[:, 1]))
+
+
+_ORACLE_MODELS: dict[tuple, tuple[Any, list[str]]] = {}
+
+
+def _descriptor_oracle_model(
+    task: TaskSpec, model: ModelSpec, config: Any, recipe: Recipe, seed: int
+) -> tuple[Any, list[str]]:
+    from lightgbm import LGBMClassifier
+
+    from usher2.mri.birads import encode_birads, phantom_descriptors
+    from usher2.mri.phantom import simulate_mri_labels
+
+    pool = simulate_mri_labels(DESCRIPTOR_ORACLE_N, 900_000 + seed, config)
+    pool.insert(0, "case_id", [f"pool-{i}" for i in range(len(pool))])
+    if task.subset:
+        pool = pool.query(task.subset)
+    pool = pool[pd.to_numeric(pool[task.label], errors="coerce").notna()]
+    settings = dict(recipe.descriptors or {})
+
+    def design(df: pd.DataFrame, reader_seed: int) -> pd.DataFrame:
+        enc = encode_birads(phantom_descriptors(df, seed=reader_seed, **settings)).set_index("case_id")
+        for c in model.clinical:
+            enc[c] = pd.to_numeric(df.set_index("case_id")[c], errors="coerce")
+        return enc
+
+    X_pool = design(pool, 800_000 + seed)
+    gbm = LGBMClassifier(
+        n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=200, n_jobs=1, random_state=0, verbose=-1
+    ).fit(X_pool, pool[task.label].astype(int).to_numpy())
+    return gbm, list(X_pool.columns)
+
+
+# ----------------------------------------------------------------------------------- fitting
+
+
+def _fit_args(recipe: Recipe, model: ModelSpec, descriptor_cols: list[str]) -> dict[str, Any]:
+    family = model.family
+    clinical = list(model.clinical)
+    if family == "descriptors":
+        family, clinical = "clinical", descriptor_cols + clinical
+    return {
+        "family": family,
+        "clinical": clinical,
+        "sequences": list(model.sequences) or None,
+        "classifier": model.classifier,
+        "fusion": model.fusion,
+        "late_sources": model.late_sources,
+    }
+
+
+def _model_dir(name: str) -> str:
+    return "bundles/" + re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+
+
+def reproduce(
+    recipe: Recipe | str | Path,
+    out: str | Path,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    validation: str | None = None,
+    workers: int = 1,
+    phantom: Mapping[str, Any] | None = None,
+    outer_folds: int | None = None,
+    train: str | Path | pd.DataFrame | None = None,
+    test: str | Path | pd.DataFrame | None = None,
+    report: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ReproduceResult:
+    """Run a study recipe end to end (see the module docstring).
+
+    Args:
+        recipe: A :class:`Recipe`, a study name or a recipe file.
+        out: Output folder (resumable: phantoms and features are reused).
+        n_train: Training phantoms (default: the recipe's).
+        n_test: Held-out phantoms (default: the recipe's).
+        seed: Seed of the phantoms (test cohort: ``seed + 1``), descriptors and every split.
+        validation: ``split`` (fit on train, score test) or ``nested`` (pool both cohorts; nested CV).
+        workers: Processes for simulation and extraction.
+        phantom: Overrides of the recipe's phantom settings (e.g. a smaller ``shape_zyx``).
+        outer_folds: Overrides the recipe's outer folds.
+        train: A user's training manifest instead of phantoms (with ``test``).
+        test: A user's held-out manifest.
+        report: Write each task's HTML report.
+        progress: ``progress(stage, done, total)``.
+        log: Receives one line per event.
+
+    Returns:
+        The :class:`ReproduceResult`; ``auc.csv`` and ``recipe.json`` in ``out``.
+
+    Raises:
+        InputError: A bad recipe or manifest, missing sequences without a fallback.
+    """
+    from usher2.fusion.bundle import load_bundle
+    from usher2.fusion.fit import fit_cohort
+
+    say = log or (lambda _m: None)
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if validation is not None:
+        if validation not in ("split", "nested"):
+            raise InputError("validation", "'split' or 'nested'", repr(validation))
+        rec = replace(rec, validation=validation)
+    if outer_folds is not None:
+        rec = replace(rec, outer_folds=int(outer_folds))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # 1. cohorts
+    config = None
+    if (train is None) != (test is None):
+        raise InputError("manifests", "both a training and a test manifest (or neither: phantoms)", "only one")
+    if train is None:
+        from usher2.mri.phantom import simulate_mri_cohort
+
+        config = _phantom_config(rec, phantom)
+        sizes = {"train": n_train or rec.n_train, "test": n_test or rec.n_test}
+        raw = {}
+        for i, (name, n) in enumerate(sizes.items()):
+            say(f"simulating {n} {name} phantoms")
+            update = (lambda d, k, name=name: progress(f"simulate {name}", d, k)) if progress else None
+            simulate_mri_cohort(n, seed + i, out / "phantoms" / name, config, workers=workers, progress=update)
+            raw[name] = _prefixed(_read(out / "phantoms" / name / "manifest.csv", []), f"{name}-")
+    else:
+        raw = {"train": _read(train, []), "test": _read(test, [])}
+    seconds["simulate"] = time.perf_counter() - t0
+    rec, fallbacks = _resolve_sequences(rec, list(raw.values()))
+    for s, alt in fallbacks.items():
+        say(f"fallback: {alt} in place of the missing {s}")
+    mans = {k: _read(v, rec.sequences()) if rec.extract else v for k, v in raw.items()}
+
+    # 2. features
+    t = time.perf_counter()
+    feats, perts, failures = {}, {}, []
+    for i, (name, man) in enumerate(mans.items()):
+        # the same extraction settings (random backbones' weights included) for both cohorts; the
+        # simulated readers of the two cohorts are independent (seed + i)
+        feats[name], perts[name], fail = _features(
+            rec, man, out, workers=workers, seed=seed, reader_seed=seed + i, progress=progress, name=name
+        )
+        failures.append(fail.assign(cohort=name))
+    seconds["features"] = time.perf_counter() - t
+    descriptor_cols = [c for c in feats["train"].columns if c.startswith("birads_")]
+    if descriptor_cols:  # descriptors are tabular inputs: they travel with the manifest
+        for name in mans:
+            mans[name] = mans[name].merge(feats[name], on="case_id", how="left")
+    if rec.validation == "nested":
+        mans = {"all": pd.concat(list(mans.values()), ignore_index=True)}
+        feats = {"all": pd.concat(list(feats.values()), ignore_index=True)}
+        pert_list = [p for p in perts.values() if p is not None]
+        perts = {"all": pd.concat(pert_list, ignore_index=True) if pert_list else None}
+    fit_on = "all" if rec.validation == "nested" else "train"
+
+    # 3. models, per task
+    rows, reports = [], {}
+    t = time.perf_counter()
+    for task in rec.tasks:
+        tdir = out / "tasks" / task.name
+        tdir.mkdir(parents=True, exist_ok=True)
+        sub = {k: (m.query(task.subset) if task.subset else m) for k, m in mans.items()}
+        models = [m for m in rec.models if m.task == task.name]
+        oracle = _oracle(task, sub.get("test", sub.get("all")), config, models, rec, seed)
+        preds, thresholds, bundles, fits = [], {}, {}, {}
+        for k, spec in enumerate(models):
+            say(f"[{task.name}] fitting {spec.name} ({k + 1}/{len(models)})")
+            if progress:
+                progress(f"fit {task.name}", k, len(models))
+            bdir = tdir / _model_dir(spec.name)
+            perturbations = perts.get(fit_on) if spec.icc else None
+            fit = fit_cohort(
+                feats[fit_on],
+                sub[fit_on],
+                bdir,
+                label=task.label,
+                outer_folds=rec.outer_folds,
+                inner_folds=rec.inner_folds,
+                calibration=rec.calibration,
+                seed=seed,
+                perturbations=perturbations,
+                overwrite=True,
+                training_data={"recipe": rec.study, "cohort": fit_on, "task": task.name},
+                **_fit_args(rec, spec, descriptor_cols),
+            )
+            fits[spec.name] = fit
+            bundles[spec.name] = _model_dir(spec.name)
+            thresholds[spec.name] = fit.threshold
+            oof = fit.cv.oof
+            preds.append(
+                _pred_rows(spec.name, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
+            )
+            row = _auc_row(rec, task, spec, fit, oracle)
+            if "test" in sub:
+                X, y, ids, pids = _test_inputs(feats["test"], sub["test"], task.label, load_bundle(bdir))
+                p = load_bundle(bdir).predict_proba(X)
+                preds.append(_pred_rows(spec.name, "test", ids, pids, y, p))
+                row.update(_test_auc(y, p, row["oracle_auc"]))
+            rows.append(row)
+        if progress:
+            progress(f"fit {task.name}", len(models), len(models))
+        _write_eval_dir(rec, task, tdir, preds, thresholds, bundles, sub, feats, oracle, models, fit_on)
+        if report:
+            from usher2.report import write_cohort_report
+
+            extra = _extras(rec, task, tdir, sub, feats, perts, fits, fit_on, say)
+            reports[task.name] = write_cohort_report(tdir, tdir / "report.html", cam_examples=0, extra_sections=extra)
+    seconds["models"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+
+    table = pd.DataFrame(rows)
+    with atomic_path(out / "auc.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    fail = pd.concat(failures, ignore_index=True)
+    with atomic_path(out / "failures.csv") as tmp:
+        fail.to_csv(tmp, index=False)
+    verdict = {
+        r["task"]: {
+            "final_model": r["model"],
+            "auc": r.get("test_auc", r["cv_auc"]),
+            "oracle_auc": r["oracle_auc"],
+            "ratio": r.get("ratio"),
+            "meets_target": r.get("meets_target"),
+        }
+        for r in rows
+        if r["final"]
+    }
+    summary = {
+        "recipe": rec.to_dict(),
+        "seed": seed,
+        "n": {k: len(v) for k, v in mans.items()},
+        "fallbacks": fallbacks,
+        "n_failed_cases": int(fail["case_id"].nunique()) if len(fail) else 0,
+        "target_ratio": TARGET_RATIO,
+        "verdict": verdict,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "phantom": config.to_dict() if config is not None else None,
+    }
+    atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2, default=_json_default))
+    return ReproduceResult(out, table, reports, seconds, fallbacks)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _pred_rows(model: str, split: str, cases: Any, patients: Any, labels: Any, prob: Any) -> pd.DataFrame:
+    from usher2.pipeline import _predictions
+
+    return _predictions(model, split, cases, patients, labels, prob)
+
+
+def _auc_row(rec: Recipe, task: TaskSpec, spec: ModelSpec, fit: Any, oracle: dict[str, float]) -> dict[str, Any]:
+    cv = fit.cv.auc
+    row: dict[str, Any] = {
+        "study": rec.study,
+        "task": task.name,
+        "model": spec.name,
+        "final": spec.name == task.primary,
+        "n_train": fit.n_used,
+        "n_features": len(fit.selected),
+        "cv_auc": cv["auc"],
+        "cv_ci_low": cv["ci_low"],
+        "cv_ci_high": cv["ci_high"],
+        "oracle_view": spec.oracle if isinstance(spec.oracle, str) else "+".join(spec.oracle),
+        "oracle_auc": oracle[spec.name],
+    }
+    if rec.validation == "nested":
+        row.update(_ratio(cv["auc"], row["oracle_auc"]))
+    return row
+
+
+def _ratio(auc: float, oracle: float) -> dict[str, Any]:
+    if not math.isfinite(oracle):
+        return {"ratio": float("nan"), "meets_target": None}
+    ratio = auc / oracle
+    return {"ratio": ratio, "meets_target": bool(ratio >= TARGET_RATIO)}
+
+
+def _test_auc(y: np.ndarray, p: np.ndarray, oracle: float) -> dict[str, Any]:
+    from usher2.evaluate import roc_auc_ci
+
+    r = roc_auc_ci(y, p)
+    return {
+        "n_test": len(y),
+        "test_auc": r.auc,
+        "test_ci_low": r.ci_low,
+        "test_ci_high": r.ci_high,
+        **_ratio(r.auc, oracle),
+    }
+
+
+def _test_inputs(
+    features: pd.DataFrame, manifest: pd.DataFrame, label: str, bundle: Any
+) -> tuple[pd.DataFrame, np.ndarray, list[str], list[str]]:
+    """The held-out cases with a label and a feature row, as the bundle reads them."""
+    f = features.drop_duplicates("case_id")
+    f.index = pd.Index(f["case_id"].astype(str))
+    m = manifest.drop_duplicates("case_id")
+    m.index = pd.Index(m["case_id"].astype(str))
+    y = pd.to_numeric(m[label], errors="coerce")
+    ids = [c for c in m.index if c in f.index and pd.notna(y[c])]
+    X = f.loc[ids].copy()
+    for c in bundle.columns:
+        if c not in X.columns and c in m.columns:
+            X[c] = pd.to_numeric(m.loc[ids, c], errors="coerce")
+    return X, y[ids].astype(int).to_numpy(), ids, m.loc[ids, "patient_id"].astype(str).tolist()
+
+
+def _write_eval_dir(
+    rec: Recipe,
+    task: TaskSpec,
+    tdir: Path,
+    preds: list[pd.DataFrame],
+    thresholds: dict[str, float],
+    bundles: dict[str, str],
+    sub: dict[str, pd.DataFrame],
+    feats: dict[str, pd.DataFrame],
+    oracle: dict[str, float],
+    models: list[ModelSpec],
+    fit_on: str,
+) -> None:
+    import usher2
+    from usher2.pipeline import _cohort_counts
+
+    predictions = pd.concat(preds, ignore_index=True)
+    with atomic_path(tdir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    atomic_write_text(tdir / "thresholds.json", json.dumps(thresholds, indent=2))
+    cohort = {}
+    for name, man in sub.items():
+        y = pd.to_numeric(man[task.label], errors="coerce")
+        cohort["train" if name in ("train", "all") else "test"] = _cohort_counts(man["patient_id"], y)
+    # the cases the report analyses: the held-out cohort, or (nested) the pooled one's out-of-fold
+    evaluated = "test" if "test" in sub else fit_on
+    held, f = sub[evaluated], feats[evaluated]
+    with atomic_path(tdir / "manifest.csv") as tmp:
+        held.to_csv(tmp, index=False)
+    with atomic_path(tdir / "features.parquet") as tmp:
+        f[f["case_id"].isin(held["case_id"])].to_parquet(tmp, index=False)
+    seqs = ", ".join(rec.sequences()) or "BI-RADS descriptors"
+    summary = {
+        "title": f"{rec.title} [{task.name}]",
+        "usher2": usher2.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cohort": cohort,
+        "oracle_auc": {m.name: oracle[m.name] for m in models if math.isfinite(oracle[m.name])},
+        "primary_model": task.primary,
+        "bundles": bundles,
+        "methods": {
+            "data": (
+                f"Recipe {rec.study} ({rec.reference}); synthetic MRI phantoms with known truth (usher2.mri.phantom)"
+                if rec.phantom
+                else f"Recipe {rec.study} ({rec.reference}) on the user's manifests"
+            ),
+            "outcome": f"Binary label column {task.label!r}"
+            + (f" among cases with {task.subset}" if task.subset else ""),
+            "predictors": f"Sequences: {seqs}; features as in the recipe ({rec.source}).",
+            "missing_data": "Missing feature and clinical values are imputed with the training-fold median.",
+            "splits": (
+                "Patient-grouped nested CV on the pooled cohort"
+                if fit_on == "all"
+                else "A separate held-out test cohort; patient-grouped nested CV within the training cohort"
+            )
+            + f" ({rec.outer_folds} outer, {rec.inner_folds} inner folds).",
+            "model": "Per model: "
+            + "; ".join(f"{m.name}: {m.family}, {m.fusion} fusion, {m.classifier}" for m in models),
+            "validation": "Nested-CV out-of-fold AUC; final models refitted on the training cohort, applied once to "
+            "the test cohort; thresholds (Youden) from training out-of-fold predictions.",
+            "software": "usher2 (SimpleITK, pyradiomics, timm, scikit-learn, statsmodels, lifelines, shap).",
+        },
+    }
+    atomic_write_text(tdir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+
+
+# ----------------------------------------------------------------------------------- extras
+
+
+def _extras(
+    rec: Recipe,
+    task: TaskSpec,
+    tdir: Path,
+    sub: dict[str, pd.DataFrame],
+    feats: dict[str, pd.DataFrame],
+    perts: dict[str, pd.DataFrame | None],
+    fits: dict[str, Any],
+    fit_on: str,
+    say: Callable[[str], None],
+) -> list[tuple[str, str]]:
+    """The study's own sections; a failing analysis shows its message instead."""
+    from usher2.report._html import _e
+
+    split = "test" if "test" in sub else "train_oof"
+    preds = pd.read_csv(tdir / "predictions.csv", dtype={"case_id": str})
+    preds = preds[preds["split"] == split]
+    todo: list[tuple[str, Callable[[], str]]] = []
+    if "delong_matrix" in rec.extras:
+        todo.append(("DeLong comparison matrix", lambda: _delong_matrix(preds, tdir)))
+    if "shap_ranking" in rec.extras:
+        todo.append(("SHAP ranking", lambda: _shap_ranking(tdir, task)))
+    if "survival" in rec.extras and rec.survival.get("task", task.name) == task.name:
+        man = sub.get("test", sub.get(fit_on))
+        todo.append(("Disease-free survival by score group", lambda: _survival(rec, task, tdir, preds, man)))
+    if "bootstrap" in rec.extras:
+        todo.append(
+            ("Bootstrap validation", lambda: _bootstrap(rec, task, tdir, fits[task.primary], feats, sub, fit_on))
+        )
+    if "icc" in rec.extras:
+        todo.append(("Feature reproducibility (ICC)", lambda: _icc(rec, tdir, perts.get(fit_on))))
+    out = []
+    for heading, fn in todo:
+        try:
+            out.append((heading, fn()))
+        except Exception as exc:  # one failing analysis must not lose the rest of the report
+            say(f"[{task.name}] {heading} failed: {type(exc).__name__}: {exc}")
+            out.append((heading, f'<p class="fail">{_e(type(exc).__name__)}: {_e(str(exc))}</p>'))
+    return out
+
+
+def _save_table(tdir: Path, name: str, df: pd.DataFrame) -> None:
+    with atomic_path(tdir / "report_tables" / f"{name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _delong_matrix(preds: pd.DataFrame, tdir: Path) -> str:
+    from usher2.evaluate import delong_test, roc_auc_ci
+    from usher2.report._html import _table
+
+    wide = preds.pivot_table(index="case_id", columns="model", values="probability")
+    labels = preds.drop_duplicates("case_id").set_index("case_id")["label"]
+    models = list(dict.fromkeys(preds["model"]))
+    auc = {m: roc_auc_ci(labels[wide[m].dropna().index], wide[m].dropna()).auc for m in models}
+    rows = []
+    for a in models:
+        row = {"model": a, "AUC": f"{auc[a]:.3f}"}
+        for b in models:
+            if a == b:
+                row[b] = "—"
+                continue
+            both = wide[[a, b]].dropna()
+            r = delong_test(labels[both.index].to_numpy(), both[a].to_numpy(), both[b].to_numpy())
+            row[b] = f"{r.p:.3g}" if r.p >= 0.001 else "<0.001"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    _save_table(tdir, "delong_matrix", df)
+    return "<p>DeLong p-values for every pair of models (row vs column) on the cases both scored.</p>" + _table(
+        df.columns.tolist(), df.to_numpy().tolist()
+    )
+
+
+def _shap_ranking(tdir: Path, task: TaskSpec) -> str:
+    from usher2.explain import shap_values
+    from usher2.fusion.bundle import load_bundle
+    from usher2.report._html import _table
+
+    b = load_bundle(tdir / _model_dir(task.primary))
+    f = pd.read_parquet(tdir / "features.parquet")
+    m = pd.read_csv(tdir / "manifest.csv", dtype={"case_id": str})
+    X, *_ = _test_inputs(f, m, task.label, b)
+    exp = shap_values(b.model, X[b.columns], seed=0)
+    vals = np.abs(np.asarray(exp.values))
+    names = list(getattr(exp, "feature_names", None) or b.columns)
+    rank = pd.DataFrame({"feature": names, "mean_abs_shap": vals.mean(axis=0)})
+    rank = rank.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
+    _save_table(tdir, "shap_ranking", rank)
+    top = rank.head(15)
+    return f"<p>Mean |SHAP| of {task.primary} over {len(X)} test cases (top 15).</p>" + _table(
+        ["feature", "mean |SHAP|"], [[r.feature, f"{r.mean_abs_shap:.4f}"] for r in top.itertuples()]
+    )
+
+
+def _survival(rec: Recipe, task: TaskSpec, tdir: Path, preds: pd.DataFrame, man: pd.DataFrame) -> str:
+    from usher2.evaluate import logrank_test, plot_kaplan_meier, score_groups
+    from usher2.report._html import _fig_uri, _figure, _table
+
+    time_col, event_col = rec.survival.get("time", "dfs_time"), rec.survival.get("event", "dfs_event")
+    missing = [c for c in (time_col, event_col) if c not in man.columns]
+    if missing:
+        raise InputError("manifest", f"survival columns {time_col!r}, {event_col!r}", f"missing {missing}")
+    p = preds[preds["model"] == task.primary].set_index("case_id")["probability"]
+    m = man.set_index(man["case_id"].astype(str))
+    ids = [c for c in p.index if c in m.index and pd.notna(m.loc[c, time_col])]
+    t, e, s = m.loc[ids, time_col].astype(float), m.loc[ids, event_col].astype(int), p[ids].to_numpy()
+    thr = json.loads((tdir / "thresholds.json").read_text())[task.primary]
+    html, rows = "", []
+    for kind, groups in (("threshold", score_groups(s, threshold=thr)), ("tertiles", score_groups(s, quantiles=3))):
+        lr = logrank_test(t.to_numpy(), groups, e.to_numpy())
+        rows.append({"grouping": kind, "groups": lr.n_groups, "chi2": lr.statistic, "df": lr.df, "p": lr.p})
+        fig = plot_kaplan_meier(t.to_numpy(), e.to_numpy(), groups, time_label="Months", title=f"DFS by {kind}")
+        html += _figure(_fig_uri(fig), f"Kaplan-Meier of disease-free survival by {task.primary} score ({kind})")
+    df = pd.DataFrame(rows)
+    _save_table(tdir, "logrank", df)
+    note = (
+        f"<p>Score groups of {task.primary} on {len(ids)} cases: at its training threshold {thr:.3f}, and tertiles.</p>"
+    )
+    table = _table(
+        ["grouping", "groups", "χ²", "df", "p"],
+        [[r["grouping"], r["groups"], f"{r['chi2']:.2f}", r["df"], f"{r['p']:.3g}"] for r in rows],
+    )
+    return note + table + html
+
+
+def _bootstrap(
+    rec: Recipe,
+    task: TaskSpec,
+    tdir: Path,
+    fit: Any,
+    feats: dict[str, pd.DataFrame],
+    sub: dict[str, pd.DataFrame],
+    fit_on: str,
+) -> str:
+    """Bootstrap validation of the nomogram stage: the final logistic model on its inputs."""
+    from sklearn.base import clone
+
+    from usher2.evaluate.bootstrap import bootstrap_validation
+    from usher2.fusion.bundle import load_bundle
+    from usher2.fusion.models import LateFusionClassifier
+    from usher2.report._html import _table
+
+    b = load_bundle(tdir / _model_dir(task.primary))
+    model = b.model
+    if not isinstance(model, LateFusionClassifier):
+        raise InputError(
+            task.primary, "a late-fusion (nomogram) model for the bootstrap validation", type(model).__name__
+        )
+    X, y, *_ = _test_inputs(feats[fit_on], sub[fit_on], task.label, b)
+    oof = pd.DataFrame(index=X.index)
+    params = dict(model.selector_params or {})
+    for name, cols in (model.sources or {}).items():
+        oof[f"{name}_score"], _ = model._source(X[cols], y, params)
+    design = model._design(X, oof)
+    n_boot = int(rec.bootstrap.get("n_boot", 1000))
+    res = bootstrap_validation(clone(model.final_), design, y, n_boot=n_boot, seed=0)
+    df = res.as_frame()
+    _save_table(tdir, "bootstrap_validation", df)
+    cells = [[r.metric, f"{r.apparent:.3f}", f"{r.optimism:.3f}", f"{r.corrected:.3f}"] for r in df.itertuples()]
+    return (
+        f"<p>Harrell's optimism-corrected bootstrap validation ({res.n_boot} resamples) of the {task.primary} "
+        f"logistic model on its inputs ({', '.join(design.columns)}); the source scores are out-of-fold, so the "
+        "feature selection that made them is validated by the nested CV, not here.</p>"
+        + _table(["metric", "apparent", "optimism", "corrected"], cells)
+    )
+
+
+def _icc(rec: Recipe, tdir: Path, perts: pd.DataFrame | None) -> str:
+    from usher2.evaluate.agreement import icc_columns
+    from usher2.report._html import _table
+
+    if perts is None or perts.empty:
+        raise InputError("perturbations", "a perturbation table (extract.perturbations in the recipe)", "none")
+    cols = [c for c in perts.columns if c not in ("case_id", "perturbation", "patient_id", "label")]
+    cols = [c for c in cols if pd.api.types.is_numeric_dtype(perts[c])]
+    names = sorted(perts["perturbation"].unique())
+    by_name = {
+        n: perts[perts["perturbation"] == n].drop_duplicates("case_id").set_index("case_id")[cols] for n in names
+    }
+    cases = sorted(set.intersection(*(set(d.index) for d in by_name.values())))
+    cube = np.stack([by_name[n].loc[cases].to_numpy(float) for n in names], axis=1)  # (cases, raters, features)
+    complete = np.isfinite(cube).all(axis=(1, 2))
+    values, _ = icc_columns(cube[complete])
+    rows = []
+    for group in sorted({_source_of(c) for c in cols}):
+        v = values[[i for i, c in enumerate(cols) if _source_of(c) == group]]
+        rows.append(
+            {
+                "source": group,
+                "features": len(v),
+                "kept": int(np.sum(v >= rec.icc_threshold)),
+                "median_icc": float(np.nanmedian(v)),
+            }
+        )
+    df = pd.DataFrame(rows)
+    _save_table(tdir, "icc", df)
+    cells = [[r["source"], r["features"], r["kept"], f"{r['median_icc']:.3f}"] for r in rows]
+    return (
+        f"<p>ICC(3,1) of every feature over {int(complete.sum())} cases across the original and "
+        f"{len(names) - 1} perturbed extractions ({', '.join(n for n in names if n != 'original')}); features "
+        f"with ICC ≥ {rec.icc_threshold} are kept (inside the folds, by each model's ICC filter).</p>"
+        + _table(["source", "features", f"ICC ≥ {rec.icc_threshold}", "median ICC"], cells)
+    )
+
+
+def _source_of(column: str) -> str:
+    """``t2_deep_resnet50_12`` -> ``t2 deep resnet50``; ``t2_radiomics_...`` -> ``t2 radiomics``."""
+    m = re.match(r"^(.*?)_deep_(.+)_\d+$", column)
+    if m:
+        return f"{m.group(1)} deep {m.group(2)}"
+    m = re.match(r"^(.*?)_(radiomics|kinetics)_", column)
+    return f"{m.group(1)} {m.group(2)}" if m else column.split("_", 1)[0]
