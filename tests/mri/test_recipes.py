@@ -64,7 +64,7 @@ def test_the_declared_fallback_replaces_the_sequence_in_every_model() -> None:
     assert used == {"dwi_b800": "adc"}
     assert "adc" in new.sequences() and "dwi_b800" not in new.sequences()
     assert next(m for m in new.models if m.name == "dwi").sequences == ("adc",)
-    assert next(m for m in new.models if m.name == "mpmri").sequences == ("t2", "adc", "dce_p3", "dce_p7")
+    assert next(m for m in new.models if m.name == "mpmri").sequences == ("t2", "adc", "dce_p3", "dce_p7", "dce")
 
 
 def test_adc_counts_as_available_from_two_dwi_b_values() -> None:

@@ -904,6 +904,20 @@ def extract_cohort(
 def _assemble(
     cfg: ExtractConfig, cases: list[dict[str, Any]], manifest_sha: str, parts: Path, out: Path, computed: int
 ) -> ExtractResult:
+    frames, pframes, failures, order = collect_parts(parts, cases)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
+    table = table.sort_values("case_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    if all(c.get("label") is None for c in cases):
+        table = table.drop(columns=["label"])
+    prov = _provenance(cfg, cases, manifest_sha)
+    return write_extraction(out, table, failures, pframes if cfg.perturb else None, prov, order, computed)
+
+
+def collect_parts(
+    parts: Path, cases: Sequence[dict[str, Any]]
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[dict[str, Any]], dict[str, int]]:
+    """The finished parts of a resumable extraction: feature frames, perturbation frames, failures
+    (the latest attempt of a case still failing included) and each case's manifest position."""
     done = _finished_parts(parts)
     wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
     order = {c["case_id"]: i for i, c in enumerate(cases)}
@@ -925,16 +939,25 @@ def _assemble(
     # the latest attempt of a case that failed (it is not in `done`, so read its newest part)
     failed_now = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
     failures += _latest_failures(parts, failed_now)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
-    table = table.sort_values("case_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-    if all(c.get("label") is None for c in cases):
-        table = table.drop(columns=["label"])
+    return frames, pframes, failures, order
+
+
+def write_extraction(
+    out: Path,
+    table: pd.DataFrame,
+    failures: list[dict[str, Any]],
+    pframes: list[pd.DataFrame] | None,
+    prov: dict[str, Any],
+    order: dict[str, int],
+    computed: int,
+) -> ExtractResult:
+    """Write a cohort extraction atomically: the table, its provenance, failures and (unless
+    ``pframes`` is None) the perturbation table, all beside ``out``."""
     fail_df = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     fail_df = fail_df.sort_values(["case_id", "stage"], key=lambda s: s.map(order) if s.name == "case_id" else s)
     fail_df = fail_df.reset_index(drop=True)
-    prov = _provenance(cfg, cases, manifest_sha)
     prov["n_cases"], prov["n_rows"], prov["n_failed"] = (
-        len(cases),
+        len(order),
         len(table),
         int((fail_df["stage"] == "features").sum()),
     )
@@ -948,14 +971,16 @@ def _assemble(
     with atomic_path(paths["failures"]) as tmp:
         fail_df.to_csv(tmp, index=False)
     perturbations = None
-    if cfg.perturb:
-        perturbations = pd.concat(pframes, ignore_index=True) if pframes else pd.DataFrame(columns=["case_id"])
+    if pframes is not None:
+        perturbations = (
+            pd.concat(pframes, ignore_index=True) if pframes else pd.DataFrame(columns=["case_id", "perturbation"])
+        )
         perturbations = perturbations.sort_values(
             ["case_id", "perturbation"], key=lambda s: s.map(order) if s.name == "case_id" else s, kind="stable"
         ).reset_index(drop=True)
         paths["perturbations"] = out.with_name(out.stem + ".perturbations.parquet")
         _write_parquet(paths["perturbations"], perturbations, {**prov, "table": "perturbations"})
-    return ExtractResult(table, fail_df, perturbations, len(cases), computed, paths)
+    return ExtractResult(table, fail_df, perturbations, len(order), computed, paths)
 
 
 def _latest_failures(parts: Path, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -64,16 +64,15 @@ import pandas as pd
 import SimpleITK as sitk
 
 from usher2.features.extract import (
-    FAILURE_COLUMNS,
     ExtractResult,
     _finished_parts,
-    _latest_failures,
     _model,
     _part_name,
-    _write_parquet,
     _write_part,
+    collect_parts,
+    write_extraction,
 )
-from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
 from usher2.mri.adc import adc_map
@@ -709,54 +708,11 @@ def extract_mri_cohort(
 def _assemble(
     cfg: MRIExtractConfig, cases: list[dict[str, Any]], manifest_sha: str, parts: Path, out: Path, computed: int
 ) -> ExtractResult:
-    done = _finished_parts(parts)
-    wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
-    order = {c["case_id"]: i for i, c in enumerate(cases)}
-    by_part: dict[str, set[str]] = {}
-    for key, (name, _) in done.items():
-        if key in wanted:
-            by_part.setdefault(name, set()).add(key[0])
-    frames, pframes, failures = [], [], []
-    for name in sorted(by_part):
-        index = json.loads((parts / f"{name}.json").read_text())
-        keep = by_part[name]
-        if index["rows"]:
-            df = pd.read_parquet(parts / f"{name}.rows.parquet")
-            frames.append(df[df["case_id"].isin(keep)])
-        if index["perturbations"]:
-            df = pd.read_parquet(parts / f"{name}.perturb.parquet")
-            pframes.append(df[df["case_id"].isin(keep)])
-        failures += [f for f in index["failures"] if f["case_id"] in keep]
-    failures += _latest_failures(
-        parts, [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
-    )
+    frames, pframes, failures, order = collect_parts(parts, cases)
     has_label = any("label" in c for c in cases)
     ids = [c for c in ID_COLUMNS if c != "label" or has_label]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ids)
     table = table.sort_values("case_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     table = table[ids + [c for c in table.columns if c not in ids]]
-    fail_df = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
-    fail_df = fail_df.sort_values(["case_id", "stage"], key=lambda s: s.map(order) if s.name == "case_id" else s)
-    fail_df = fail_df.reset_index(drop=True)
     prov = _provenance(cfg, cases, manifest_sha)
-    prov.update(n_cases=len(cases), n_rows=len(table), n_failed=int((fail_df["stage"] == "features").sum()))
-    paths = {
-        "table": out,
-        "provenance": out.with_name(out.stem + ".provenance.json"),
-        "failures": out.with_name(out.stem + ".failures.csv"),
-    }
-    _write_parquet(out, table, prov)
-    atomic_write_text(paths["provenance"], json.dumps(prov, indent=2, default=str))
-    with atomic_path(paths["failures"]) as tmp:
-        fail_df.to_csv(tmp, index=False)
-    perturbations = None
-    if cfg.perturbations:
-        perturbations = (
-            pd.concat(pframes, ignore_index=True) if pframes else pd.DataFrame(columns=["case_id", "perturbation"])
-        )
-        perturbations = perturbations.sort_values(
-            ["case_id", "perturbation"], key=lambda s: s.map(order) if s.name == "case_id" else s, kind="stable"
-        ).reset_index(drop=True)
-        paths["perturbations"] = out.with_name(out.stem + ".perturbations.parquet")
-        _write_parquet(paths["perturbations"], perturbations, {**prov, "table": "perturbations"})
-    return ExtractResult(table, fail_df, perturbations, len(cases), computed, paths)
+    return write_extraction(out, table, failures, pframes if cfg.perturbations else None, prov, order, computed)
