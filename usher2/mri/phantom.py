@@ -1007,18 +1007,34 @@ def _render(row: Mapping[str, float], rng: np.random.Generator, config: MRIPhant
     if "adc" in want or "dwi" in want:
         s0 = tissue(0.15, 0.60, 0.70, 0.90) * bias
         adc = tissue(0.8, 1.7, float(row["trait_adc"]), 2.2)
-        bvals = np.asarray(config.b_values)
-        dwi = [_rician(rng, s0 * np.exp(-np.float32(b * 1e-3) * adc), noise) for b in bvals]
-        if "dwi" in want:
-            for b, vol in zip(bvals, dwi, strict=True):
-                out[f"dwi_b{b:g}"] = vol
-        if "adc" in want:
-            logs = np.log(np.maximum(np.stack(dwi), np.float32(1e-3)))
-            bc = (bvals - bvals.mean()) * 1e-3
-            slope = np.tensordot(bc.astype(np.float32), logs, axes=1) / np.float32((bc**2).sum())
-            out["adc"] = np.clip(-slope, 0.0, 4.0).astype(np.float32) * breast
+        out.update(_diffusion(rng, s0, adc, breast, want, config, noise))
     volumes = {k: out[k] for k in config.volume_keys()}
     return volumes, mask, edema
+
+
+def _diffusion(
+    rng: np.random.Generator,
+    s0: np.ndarray,
+    adc: np.ndarray,
+    inside: np.ndarray,
+    want: Any,
+    config: MRIPhantomConfig,
+    noise: float,
+) -> dict[str, np.ndarray]:
+    """DWI ``S_b = S_0 e^{-b ADC}`` with Rician noise for every b-value, and (when asked) the ADC map
+    as the log-linear least-squares fit over the noisy DWI, clipped to [0, 4], zero outside ``inside``."""
+    out: dict[str, np.ndarray] = {}
+    bvals = np.asarray(config.b_values)
+    dwi = [_rician(rng, s0 * np.exp(-np.float32(b * 1e-3) * adc), noise) for b in bvals]
+    if "dwi" in want:
+        for b, vol in zip(bvals, dwi, strict=True):
+            out[f"dwi_b{b:g}"] = vol
+    if "adc" in want:
+        logs = np.log(np.maximum(np.stack(dwi), np.float32(1e-3)))
+        bc = (bvals - bvals.mean()) * 1e-3
+        slope = np.tensordot(bc.astype(np.float32), logs, axes=1) / np.float32((bc**2).sum())
+        out["adc"] = np.clip(-slope, 0.0, 4.0).astype(np.float32) * inside
+    return out
 
 
 def _render_prostate(row: Mapping[str, float], rng: np.random.Generator, config: MRIPhantomConfig):
@@ -1082,16 +1098,7 @@ def _render_prostate(row: Mapping[str, float], rng: np.random.Generator, config:
     if "adc" in want or "dwi" in want:
         s0 = tissue(0.15, 0.40, 0.70, 0.60, 0.75) * bias
         adc = tissue(0.8, 1.4, 1.8, 1.3, float(row["trait_adc"]), tex=False)
-        bvals = np.asarray(config.b_values)
-        dwi = [_rician(rng, s0 * np.exp(-np.float32(b * 1e-3) * adc), noise) for b in bvals]
-        if "dwi" in want:
-            for b, vol in zip(bvals, dwi, strict=True):
-                out[f"dwi_b{b:g}"] = vol
-        if "adc" in want:
-            logs = np.log(np.maximum(np.stack(dwi), np.float32(1e-3)))
-            bc = (bvals - bvals.mean()) * 1e-3
-            slope = np.tensordot(bc.astype(np.float32), logs, axes=1) / np.float32((bc**2).sum())
-            out["adc"] = np.clip(-slope, 0.0, 4.0).astype(np.float32) * body
+        out.update(_diffusion(rng, s0, adc, body, want, config, noise))
     volumes = {k: out[k] for k in config.volume_keys()}
     return volumes, mask, gland
 
