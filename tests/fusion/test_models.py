@@ -44,3 +44,34 @@ def test_family_columns_by_prefix_backbone_and_sequence():
     assert family_columns(cols, "dlr", sequences=["t2", "adc"])["radiomics"] == ["t2_radiomics_a", "adc_radiomics_a"]
     assert family_columns(cols, "deep:r50")["deep"] == ["t2_deep_r50_0", "deep_r50_1"]
     assert family_columns(cols, "clinical", clinical=["psa"]) == {"radiomics": [], "deep": [], "clinical": ["psa"]}
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_selection_settings_reach_both_blocks(fusion):
+    from usher2.io.errors import InputError
+
+    X, y = _data()
+    X["noise"] = np.random.default_rng(1).normal(size=len(X))  # a clinical column unrelated to y
+    cols = family_columns(X.columns, "combined", clinical=["age", "noise"])
+
+    def clinical_kept(selection):
+        model, _ = build_model(cols, fusion=fusion, selector_params=selection)
+        model.fit(X, y)
+        select = None if fusion == "late" else model.named_steps["select"]
+        block = model.clinical_model_ if fusion == "late" else select.named_transformers_["clinical"]
+        return list(np.asarray(["age", "noise"])[block.named_steps["univariate"].support_])
+
+    assert clinical_kept(None) == ["age"]  # the default p < 0.05 drops the noise column
+    assert clinical_kept({"clinical_alpha": 1.0}) == ["age", "noise"]  # 1 keeps every clinical column
+    n_imaging = 12 if fusion == "late" else 13  # late: the Radscore's source; early: radiomics + deep
+    for alpha, expected in ((1.0, n_imaging), (1e-300, 1)):  # p < 1: all; none that small: its one best column
+        model, _ = build_model(cols, fusion=fusion, selector_params={"alpha": alpha})
+        model.fit(X, y)
+        block = (
+            model.source_models_["radiomics"]
+            if fusion == "late"
+            else model.named_steps["select"].named_transformers_["imaging"]
+        )
+        assert block.named_steps["univariate"].support_.sum() == expected
+    with pytest.raises(InputError, match="unknown keys \\['lassocv'\\]"):
+        build_model(cols, fusion=fusion, selector_params={"lassocv": 3})

@@ -136,3 +136,19 @@ def test_perturbation_table(cohort: Path, tmp_path: Path) -> None:
     orig = p[p["perturbation"] == "original"].set_index("case_id")[feats]
     pd.testing.assert_frame_equal(orig, res.table.set_index("case_id")[feats], check_names=False)
     assert Path(res.paths["perturbations"]).is_file()
+
+
+def test_perturbations_of_a_share_of_the_cases(cohort: Path, tmp_path: Path) -> None:
+    from usher2.mri.features import perturbed
+
+    df = read_mri_manifest(cohort)
+    cfg = MRIExtractConfig(sequences=("t2",), perturbations=("noise",), perturb_fraction=0.5, radiomics=None, **FAST)
+    chosen = [c for c in df["case_id"] if perturbed(cfg, c)]
+    assert 0 < len(chosen) < len(df)  # seed 0 picks some of the five phantoms, not all
+    res = extract_mri_cohort(df, tmp_path / "f.parquet", cfg)
+    assert len(res.table) == len(df)
+    assert sorted(res.perturbations["case_id"].unique()) == sorted(chosen)
+    assert len(res.perturbations) == 2 * len(chosen)
+    assert MRIExtractConfig(perturbations=("noise",)).digest() != cfg.digest()
+    with pytest.raises(Exception, match="perturb_fraction"):
+        MRIExtractConfig(perturbations=("noise",), perturb_fraction=0)

@@ -46,6 +46,12 @@ def test_recipe_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("study: x\ntasks: [{name: main, primary: a}]\nmodels: [{name: a}]\nextras: [tea]\n")
     with pytest.raises(InputError, match="tea"):
         load_recipe(bad)
+    bad.write_text("study: x\ntasks: [{name: main, primary: a}]\nmodels: [{name: a}]\nselection: {alfa: 0.1}\n")
+    with pytest.raises(InputError, match=r"selection.*unknown keys \['alfa'\]"):
+        load_recipe(bad)
+    bad.write_text("study: x\ntasks: [{name: main, primary: a}]\nmodels: [{name: a, selection: {lasso: 3}}]\n")
+    with pytest.raises(InputError, match=r"model 'a': selection.*'lasso'"):
+        load_recipe(bad)
 
 
 def test_a_missing_sequence_names_it_and_the_models_that_need_it() -> None:
@@ -132,14 +138,16 @@ def test_prostate_recipe_end_to_end_on_small_phantoms(tmp_path: Path, torch_one_
     )
     assert result.exit_code == 0, result.output
     table = _check_outputs(out, "prostate")
-    assert list(table["model"]) == ["radscore", "clinical", "combined"]
+    assert list(table["model"]) == ["radscore", "clinical", "combined", "nomogram"]
     html = (out / "tasks" / "main" / "report.html").read_text()
     assert "DeLong comparison matrix" in html and "7. Waterfall" in html
     matrix = pd.read_csv(out / "tasks" / "main" / "report_tables" / "delong_matrix.csv")
-    assert list(matrix["model"]) == ["radscore", "clinical", "combined"]
-    # the combined model is a Radscore + ISUP + PSA logistic model: its bundle reads those columns
-    cfg = json.loads((out / "tasks" / "main" / "bundles" / "combined" / "config.json").read_text())
-    assert {"isup", "psa"} <= set(cfg["columns"]) and any(c.startswith("adc_radiomics_") for c in cfg["columns"])
+    assert list(matrix["model"]) == ["radscore", "clinical", "combined", "nomogram"]
+    # the combined model (early fusion) and the nomogram (Radscore + ISUP + PSA) read the same columns
+    for name, fusion in (("combined", "early"), ("nomogram", "late")):
+        cfg = json.loads((out / "tasks" / "main" / "bundles" / name / "config.json").read_text())
+        assert cfg["fusion"] == fusion and cfg["selection"] == {"icc_threshold": 0.9, "alpha": 0.05, "lasso_cv": 10}
+        assert {"isup", "psa"} <= set(cfg["columns"]) and any(c.startswith("adc_radiomics_") for c in cfg["columns"])
 
 
 def test_birads_recipe_two_tasks_shap_and_survival(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +166,12 @@ def test_birads_recipe_two_tasks_shap_and_survival(tmp_path: Path, monkeypatch: 
     shap = pd.read_csv(out / "tasks" / "her2" / "report_tables" / "shap_ranking.csv")
     assert (
         shap["mean_abs_shap"].is_monotonic_decreasing
-        and shap["feature"].str.startswith(("birads_", "age", "er", "pr", "grade", "ki67")).all()
+        and shap["feature"].str.startswith(("birads_", "age", "er", "pr", "grade", "ki67", "tumour_size_mm")).all()
+    )
+    # the recipe's clinical_alpha: 1 keeps every descriptor and clinical column (the forest weighs them)
+    assert (
+        len(shap)
+        == len([c for c in pd.read_csv(out / "tasks" / "her2" / "manifest.csv").columns if c.startswith("birads_")]) + 6
     )
     assert "SHAP ranking" in res.reports["her2"].read_text()
 
@@ -188,6 +201,7 @@ def test_deep_recipe_icc_and_bootstrap_sections(tmp_path: Path, torch_one_thread
         {"name": "deep:resnet18", "family": "deep:resnet18", "fusion": "late", "icc": True, "oracle": "image"}
     ]
     raw["bootstrap"] = {"n_boot": 200}
+    raw["extract"]["perturb_fraction"] = 0.5  # the ICC of half the cases (the recipe's fifth is ~12 of 60 here)
     path = tmp_path / "deep.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "deep"
@@ -199,3 +213,5 @@ def test_deep_recipe_icc_and_bootstrap_sections(tmp_path: Path, torch_one_thread
     icc = pd.read_csv(tables / "icc.csv")
     assert set(icc["source"]) == {"t1 deep resnet18", "t2 deep resnet18", "dce_p3 deep resnet18"}
     assert (icc["features"] == 512).all() and (icc["kept"] <= icc["features"]).all()
+    perturbed = pd.read_parquet(out / "features" / "train.perturbations.parquet")["case_id"].nunique()
+    assert 15 <= perturbed <= 45  # half of the 60 training cases, by a seeded hash (binomial sd ~ 4)

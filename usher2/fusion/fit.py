@@ -19,7 +19,7 @@ from usher2.evaluate.threshold import youden_threshold
 from usher2.features.extract import ID_COLUMNS
 from usher2.fusion.bundle import save_bundle
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
-from usher2.fusion.models import build_model, family_columns
+from usher2.fusion.models import build_model, check_selection, family_columns
 from usher2.io.errors import InputError
 
 __all__ = ["FitResult", "fit_cohort", "youden_threshold"]
@@ -74,8 +74,15 @@ def fit_cohort(
     training_data: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Nested CV, final refit and bundle. See the module docstring for the data rules."""
+    """Nested CV, final refit and bundle. See the module docstring for the data rules.
+
+    ``selection`` sets the selection pipelines (keys of :data:`usher2.fusion.models.SELECTION_KEYS`:
+    the univariate, correlation, ICC and LASSO settings, and ``clinical_alpha``); it is recorded in
+    the bundle.
+    """
+    selection = check_selection(selection)
     if "case_id" not in manifest.columns or "case_id" not in features.columns:
         raise InputError("case_id", "a case_id column in both the manifest and the feature table", "none")
     if label not in manifest.columns:
@@ -99,7 +106,13 @@ def fit_cohort(
     groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
     cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
     model, grid = build_model(
-        cols, classifier, fusion=fusion, perturbations=perturbations, late_sources=late_sources, random_state=seed
+        cols,
+        classifier,
+        fusion=fusion,
+        perturbations=perturbations,
+        late_sources=late_sources,
+        selector_params=selection,
+        random_state=seed,
     )
     kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
     fold_ids = None
@@ -137,6 +150,7 @@ def fit_cohort(
         "fusion": fusion,
         "late_sources": late_sources if fusion == "late" else None,
         "calibration": calibration or "none",
+        "selection": selection,
         "label": label,
         "clinical": list(clinical),
         "columns": columns,

@@ -53,8 +53,10 @@ from usher2.io.errors import InputError
 __all__ = [
     "CLASSIFIERS",
     "FAMILIES",
+    "SELECTION_KEYS",
     "LateFusionClassifier",
     "build_model",
+    "check_selection",
     "clinical_selector",
     "family_columns",
     "imaging_selector",
@@ -192,6 +194,36 @@ def clinical_selector(alpha: float = 0.05) -> Pipeline:
     )
 
 
+#: Settings of the selection pipelines: :func:`imaging_selector`'s keyword arguments and
+#: ``clinical_alpha`` (the clinical block's univariate p threshold; 1 keeps every clinical column).
+SELECTION_KEYS: tuple[str, ...] = (
+    "icc_threshold",
+    "icc_form",
+    "alpha",
+    "fdr",
+    "corr_threshold",
+    "lasso_cv",
+    "clinical_alpha",
+)
+
+
+def check_selection(selection: dict[str, Any] | None, where: str = "selection") -> dict[str, Any]:
+    """``selection`` as a dict, or an :class:`InputError` naming unknown keys.
+
+    Example:
+        >>> check_selection({"alpha": 0.1, "clinical_alpha": 1.0})
+        {'alpha': 0.1, 'clinical_alpha': 1.0}
+        >>> check_selection({"lasso": 3})
+        Traceback (most recent call last):
+        usher2.io.errors.InputError: selection: expected keys among icc_threshold, ..., got unknown keys ['lasso']
+    """
+    selection = dict(selection or {})
+    unknown = sorted(set(selection) - set(SELECTION_KEYS))
+    if unknown:
+        raise InputError(where, f"keys among {', '.join(SELECTION_KEYS)}", f"unknown keys {unknown}")
+    return selection
+
+
 _SOURCE_CACHE: dict[str, tuple[np.ndarray, Pipeline]] = {}
 
 
@@ -206,6 +238,7 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         cv: Folds for the out-of-fold scores the final model is fitted on.
         C: Inverse penalty of the final logistic regression.
         random_state: Seed of the folds.
+        clinical_alpha: Univariate p threshold of the clinical block (1 keeps every column).
 
     Attributes:
         source_models_: ``{name: fitted imaging pipeline}`` (refitted on all training rows).
@@ -221,6 +254,7 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         cv: int = 5,
         C: float = 1.0,
         random_state: int = 0,
+        clinical_alpha: float = 0.05,
     ) -> None:
         self.sources = sources
         self.clinical = clinical
@@ -228,6 +262,7 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.C = C
         self.random_state = random_state
+        self.clinical_alpha = clinical_alpha
 
     def _scores(self, X: pd.DataFrame, fitted: bool = True) -> pd.DataFrame:
         out = {}
@@ -254,7 +289,8 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
             oof[f"{name}_score"], self.source_models_[name] = self._source(X[cols], y, params)
         self.clinical_model_ = None
         if self.clinical:
-            self.clinical_model_ = clinical_selector().set_output(transform="pandas").fit(X[list(self.clinical)], y)
+            selector = clinical_selector(getattr(self, "clinical_alpha", 0.05))  # bundles saved before it existed
+            self.clinical_model_ = selector.set_output(transform="pandas").fit(X[list(self.clinical)], y)
         design = self._design(X, oof)
         self.final_features_ = list(design.columns)
         self.final_ = LogisticRegression(C=self.C, max_iter=5000).fit(design.to_numpy(), y)
@@ -308,8 +344,10 @@ def build_model(
     Late fusion: :class:`LateFusionClassifier` (its grid: the final model's C), with one score per
     source: ``late_sources="family"`` gives a Radscore and a Deep Score, ``"backbone"`` a Radscore
     and one Deep Score per backbone (``deep_<backbone>_score``, as the MRI deep-learning study).
+    ``selector_params`` takes the keys of :data:`SELECTION_KEYS`.
     """
-    params = {"random_state": random_state, **(selector_params or {})}
+    params = {"random_state": random_state, **check_selection(selector_params, "selector_params")}
+    clinical_alpha = float(params.pop("clinical_alpha", 0.05))
     imaging = columns["radiomics"] + columns["deep"]
     if fusion == "late":
         if late_sources not in ("family", "backbone"):
@@ -321,7 +359,11 @@ def build_model(
                 backbone = c.split("deep_", 1)[1].rsplit("_", 1)[0]
                 sources.setdefault(f"deep_{backbone}", []).append(c)
         late = LateFusionClassifier(
-            sources, columns["clinical"] or None, {**params, "perturbations": perturbations}, random_state=random_state
+            sources,
+            columns["clinical"] or None,
+            {**params, "perturbations": perturbations},
+            random_state=random_state,
+            clinical_alpha=clinical_alpha,
         )
         return late, {"C": [0.1, 1.0, 10.0]}
     if fusion != "early":
@@ -330,7 +372,7 @@ def build_model(
     if imaging:
         blocks.append(("imaging", imaging_selector(perturbations, **params), imaging))
     if columns["clinical"]:
-        blocks.append(("clinical", clinical_selector(), columns["clinical"]))
+        blocks.append(("clinical", clinical_selector(clinical_alpha), columns["clinical"]))
     clf, grid = make_classifier(classifier, random_state)
     model = Pipeline(
         [("select", ColumnTransformer(blocks, remainder="drop", verbose_feature_names_out=False)), ("classifier", clf)]

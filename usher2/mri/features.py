@@ -36,7 +36,8 @@ resampling, rigid registration, z-score normalisation) and turned into one featu
 **Perturbations** (for the ICC filter of :mod:`usher2.fusion.selection`), applied to the
 prepared case: ``erode``/``dilate`` (the mask by one voxel in-plane), ``shift`` (the mask moved
 one voxel along x and y), ``noise`` (Gaussian noise of 5% of each volume's standard deviation
-inside the lesion, seeded). Every feature column is recomputed; the long table has
+inside the lesion, seeded), of every case or of a ``perturb_fraction`` share of them
+(:func:`perturbed`). Every feature column is recomputed; the long table has
 ``case_id``, ``perturbation`` (``original`` and the names) and the feature columns.
 
 **Outputs, resume, failures** as in :func:`usher2.features.extract.extract_cohort`: the table
@@ -87,6 +88,7 @@ __all__ = [
     "MRIExtractConfig",
     "extract_mri_cohort",
     "mri_case_features",
+    "perturbed",
 ]
 
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("params") / "mri3d.yaml"
@@ -120,6 +122,10 @@ class MRIExtractConfig:
         deep_input_size: Backbone input side in pixels (e.g. 64 for CPU speed; a vision transformer
             is built for it); None: the backbone's own.
         perturbations: Perturbations (of :data:`MRI_PERTURBATIONS`) for the ICC table.
+        perturb_fraction: Share of the cases that are also extracted under the perturbations, chosen
+            by a seeded hash of the case id (so the same cases whatever the chunking or order). The
+            ICC is a property of the features, and a subset estimates it as the MRI studies do
+            (ICC on a random sample of patients) at a fraction of the cost; 1 = every case.
         seed: Seed of the random backbones and the noise perturbation.
         chunk_size: Cases per unit of work.
         device: Torch device of the backbones (None: CUDA when available).
@@ -145,6 +151,7 @@ class MRIExtractConfig:
     neighbours: int = 1
     deep_input_size: int | None = None
     perturbations: tuple[str, ...] = ()
+    perturb_fraction: float = 1.0
     seed: int = 0
     chunk_size: int = 4
     device: str | None = None
@@ -185,6 +192,10 @@ class MRIExtractConfig:
         if bad or len(set(perts)) != len(perts):
             raise InputError("perturbations", f"distinct names among {list(MRI_PERTURBATIONS)}", str(list(perts)))
         object.__setattr__(self, "perturbations", perts)
+        frac = float(self.perturb_fraction)
+        if not (0 < frac <= 1):
+            raise InputError("perturb_fraction", "a share of the cases in (0, 1]", str(self.perturb_fraction))
+        object.__setattr__(self, "perturb_fraction", frac)
         if int(self.chunk_size) < 1:
             raise InputError("chunk_size", "a positive number of cases", str(self.chunk_size))
         if self.radiomics is True:
@@ -199,6 +210,8 @@ class MRIExtractConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["perturb_fraction"] == 1.0:  # the default keeps the digests (and resumable parts) of older runs
+            del d["perturb_fraction"]
         d["radiomics"] = str(self.radiomics) if isinstance(self.radiomics, str | Path) else self.radiomics
         return d
 
@@ -484,6 +497,22 @@ def _rng(cfg: MRIExtractConfig, case_id: str) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, key])
 
 
+def perturbed(cfg: MRIExtractConfig, case_id: str) -> bool:
+    """Whether ``case_id`` is among the cases extracted under the perturbations.
+
+    Example:
+        >>> cfg = MRIExtractConfig(perturbations=("noise",), perturb_fraction=0.25)
+        >>> abs(sum(perturbed(cfg, f"c{i}") for i in range(4000)) / 4000 - 0.25) < 3 * (0.25 * 0.75 / 4000) ** 0.5
+        True
+        >>> perturbed(MRIExtractConfig(), "c0")
+        False
+    """
+    if not cfg.perturbations:
+        return False
+    key = hashlib.sha256(f"{cfg.seed}:{case_id}".encode()).digest()[:8]
+    return int.from_bytes(key, "little") / 2.0**64 < cfg.perturb_fraction
+
+
 def _perturb(
     name: str, volumes: Mapping[str, sitk.Image], mask: np.ndarray, rng: np.random.Generator
 ) -> tuple[dict[str, sitk.Image], np.ndarray]:
@@ -513,7 +542,7 @@ def _case_rows(case: Mapping[str, Any], cfg: MRIExtractConfig) -> tuple[dict[str
     prows: list[dict[str, Any]] = []
     fails: list[dict[str, Any]] = []
     cid = str(case.get("case_id"))
-    if cfg.perturbations:
+    if perturbed(cfg, cid):
         prows.append({"case_id": cid, "perturbation": "original", **feats})
         rng = _rng(cfg, cid)
         for name in cfg.perturbations:

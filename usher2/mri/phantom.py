@@ -211,6 +211,7 @@ __all__ = [
     "ProstateLabelModel",
     "mri_oracle_aucs",
     "mri_oracle_scores",
+    "mri_truth_design",
     "simulate_mri_case",
     "simulate_mri_cohort",
     "simulate_mri_labels",
@@ -750,6 +751,39 @@ def mri_oracle_scores(
     grid = np.linspace(float(eta_s.min()) - 1e-9, float(eta_s.max()) + 1e-9, 1024)
     g = np.concatenate([expit(grid[i : i + 64, None] + u[None, :]).mean(axis=1) for i in range(0, grid.size, 64)])
     return np.interp(eta_s, grid, g)
+
+
+def mri_truth_design(
+    df: pd.DataFrame, subset: str | Iterable[str] = "all", config: object | None = None, task: str = "label"
+) -> pd.DataFrame:
+    """The label model's terms :math:`z_j = f_j(x_j)` of a subset's variables, one column each.
+
+    A logistic regression on these columns is the correctly specified model of what the subset
+    shows: fitted on ``n`` phantoms, its held-out AUC is the best a model of ``n`` training cases
+    can expect from those variables (the finite-sample ceiling below the oracle). For
+    ``task="her2_low"`` the HER2-low model's terms that differ are added (``<name>_low``: the
+    plateau indicator of the curve type).
+
+    Example:
+        >>> df = simulate_mri_labels(4, seed=0)
+        >>> d = mri_truth_design(df, ["tumour_size_mm", "trait_curve_type"], task="her2_low")
+        >>> list(d.columns)
+        ['tumour_size_mm', 'trait_curve_type', 'trait_curve_type_low']
+        >>> bool(np.allclose(d["tumour_size_mm"], np.log(df["tumour_size_mm"] / 20) / 0.35))
+        True
+    """
+    model = _model_of(config)
+    task = _task(task, model)
+    variables = _SPECS[model.anatomy].variables
+    out = {}
+    for name in _resolve_subset(subset, model.anatomy):
+        x = _column(df, name)
+        out[name] = variables[name].transform(x)
+        if task == "her2_low" and name in _HER2_LOW_TERMS:
+            low = _HER2_LOW_TERMS[name][1](x)
+            if not np.allclose(low, out[name]):
+                out[f"{name}_low"] = low
+    return pd.DataFrame(out, index=df.index)
 
 
 def _her2_low_scores(

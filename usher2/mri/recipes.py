@@ -7,7 +7,8 @@ which of the study's own analyses to add to the standard cohort report.
 
 =================  ==========================================================================
 ``prostate``       Huang et al.: T2WI + ADC radiomics, Mann-Whitney U + LASSO (10-fold CV),
-                   Radscore, clinical (ISUP, PSA), combined; fixed 160/41 split
+                   Radscore, clinical (ISUP, PSA), combined (joint fit) and nomogram (Radscore
+                   + ISUP + PSA); fixed 160/41 split
                    (``--validation nested`` for patient-grouped nested CV instead)
 ``breast-mpmri``   Li et al.: a model per sequence (T2WI, DWI, DCE phase 3, phase 7), sequence
                    combinations, clinical-imaging, combined; DeLong comparison matrix
@@ -47,7 +48,7 @@ Outputs under ``out``::
 Example:
     >>> r = load_recipe("prostate")
     >>> r.study, [m.name for m in r.models]
-    ('prostate', ['radscore', 'clinical', 'combined'])
+    ('prostate', ['radscore', 'clinical', 'combined', 'nomogram'])
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from usher2.fusion.models import check_selection
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 
@@ -125,6 +127,8 @@ class ModelSpec:
             a list of views and phantom variables (``[image, isup, psa]``), or ``descriptors`` (the
             BI-RADS descriptors + the model's clinical columns; see :func:`_descriptor_oracle`).
         task: The recipe task it belongs to.
+        selection: Selection settings of this model (:data:`usher2.fusion.models.SELECTION_KEYS`),
+            over the recipe's ``selection``.
     """
 
     name: str
@@ -137,6 +141,7 @@ class ModelSpec:
     icc: bool = False
     oracle: str | tuple[str, ...] = "all"
     task: str = "main"
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,7 @@ def load_recipe(study: str | Path) -> Recipe:
     models = tuple(_spec(ModelSpec, m, f"{path}: models[{i}]") for i, m in enumerate(raw["models"]))
     task_names = [t.name for t in tasks]
     for m in models:
+        check_selection(m.selection, f"{path}: model {m.name!r}: selection")
         if m.task not in task_names:
             raise InputError(f"{path}: model {m.name!r}", f"a task among {task_names}", repr(m.task))
         if isinstance(m.oracle, str) and m.oracle not in (*ORACLE_VIEWS, "descriptors"):
@@ -249,7 +255,7 @@ def load_recipe(study: str | Path) -> Recipe:
         extract=dict(raw["extract"]) if raw.get("extract") else None,
         descriptors=dict(raw["descriptors"]) if raw.get("descriptors") is not None else None,
         fallbacks={str(k): str(v) for k, v in (raw.get("fallbacks") or {}).items()},
-        selection=dict(raw.get("selection") or {}),
+        selection=check_selection(raw.get("selection"), f"{path}: selection"),
         outer_folds=int(raw.get("outer_folds", 5)),
         inner_folds=int(raw.get("inner_folds", 3)),
         calibration=None if calibration in (None, "none") else str(calibration),
@@ -506,6 +512,7 @@ def _fit_args(recipe: Recipe, model: ModelSpec, descriptor_cols: list[str]) -> d
         "classifier": model.classifier,
         "fusion": model.fusion,
         "late_sources": model.late_sources,
+        "selection": {"icc_threshold": recipe.icc_threshold, **recipe.selection, **model.selection},
     }
 
 
