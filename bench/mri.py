@@ -94,21 +94,17 @@ def ceilings(study_dir: Path, study: str) -> dict[tuple[str, str], float]:
     if not all(p.is_file() for p in paths.values()):
         return {}
     config = _phantom_config(rec, None)
+    cohorts = {k: pd.read_csv(p) for k, p in paths.items()}
     out = {}
     for task in rec.tasks:
-        man = {k: pd.read_csv(p) for k, p in paths.items()}
-        man = {k: (m.query(task.subset) if task.subset else m) for k, m in man.items()}
+        man = {k: (m.query(task.subset) if task.subset else m) for k, m in cohorts.items()}
         man = {k: m[pd.to_numeric(m[task.label], errors="coerce").notna()] for k, m in man.items()}
         for m in rec.models:
             if m.task != task.name or m.oracle == "descriptors":
                 continue
             names = [m.oracle] if isinstance(m.oracle, str) else list(m.oracle)
             kind = "her2_low" if task.label == "her2_low" else "label"
-            design = {}
-            for k in man:
-                parts = [mri_truth_design(man[k], n, config, task=kind) for n in names]
-                d = pd.concat(parts, axis=1)
-                design[k] = d.loc[:, ~d.columns.duplicated()]
+            design = {k: mri_truth_design(man[k], names, config, task=kind) for k in man}
             y = {k: man[k][task.label].astype(int).to_numpy() for k in man}
             lr = LogisticRegression(C=1e4, max_iter=5000).fit(design["train"].to_numpy(), y["train"])
             score = lr.decision_function(design["test"].to_numpy())

@@ -569,7 +569,8 @@ def _resolve_subset(subset: str | Iterable[str], anatomy: str = "breast") -> tup
         if subset in subsets:
             return subsets[subset]
         return (_canonical(subset, anatomy),)
-    out = tuple(dict.fromkeys(_canonical(s, anatomy) for s in subset))
+    # a list may mix views and variables ("clinical", "trait_adc"): views expand to their variables
+    out = tuple(dict.fromkeys(v for s in subset for v in (subsets[s] if s in subsets else (_canonical(s, anatomy),))))
     if not out:
         raise ValueError("subset is empty; give at least one variable (or use 'all')")
     return out
@@ -711,7 +712,7 @@ def mri_oracle_scores(
 
     Args:
         df: Table with the subset's columns (a manifest or :func:`simulate_mri_labels` output).
-        subset: "all", "clinical", "image", a variable name or a list of names.
+        subset: "all", "clinical", "image", a variable name or a list of views and variable names.
         config: :class:`MRIPhantomConfig`, :class:`MRILabelModel` or :class:`ProstateLabelModel`
             (breast defaults when None).
         n_mc: Monte Carlo draws of the other variables' prior; None gives 16384 ("label") or 4096
@@ -769,6 +770,8 @@ def mri_truth_design(
         >>> d = mri_truth_design(df, ["tumour_size_mm", "trait_curve_type"], task="her2_low")
         >>> list(d.columns)
         ['tumour_size_mm', 'trait_curve_type', 'trait_curve_type_low']
+        >>> list(mri_truth_design(df, ["clinical", "trait_adc"]).columns)[-2:]  # views expand in a list
+        ['ki67', 'trait_adc']
         >>> bool(np.allclose(d["tumour_size_mm"], np.log(df["tumour_size_mm"] / 20) / 0.35))
         True
     """

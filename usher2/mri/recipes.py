@@ -423,16 +423,14 @@ def _oracle(
 
     rows = manifest[pd.to_numeric(manifest[task.label], errors="coerce").notna()]
     y = rows[task.label].astype(int).to_numpy()
-    views = phantom._SPECS[config.anatomy].subsets
     out = {}
     for m in models:
         if m.oracle == "descriptors":
             out[m.name] = _descriptor_oracle(task, m, rows, y, config, recipe, seed)
             continue
         names = [m.oracle] if isinstance(m.oracle, str) else list(m.oracle)
-        variables = list(dict.fromkeys(v for n in names for v in (views[n] if n in views else (n,))))
         try:
-            score = phantom.mri_oracle_scores(rows, variables, config, task=task.label)
+            score = phantom.mri_oracle_scores(rows, names, config, task=task.label)
             out[m.name] = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
         except (InputError, KeyError, ValueError) as exc:
             raise InputError(f"model {m.name!r}", "oracle variables of the phantom", f"{names} ({exc})") from None
