@@ -37,6 +37,8 @@ def test_columns_are_named_per_sequence_and_kinetics_match_the_phantom(cohort: P
         assert f"{seq}_radiomics_original_shape_MeshVolume" in feats
         assert f"{seq}_radiomics_original_glcm_Contrast" in feats
         assert f"{seq}_radiomics_peritumoral_original_firstorder_Mean" in feats
+    dice = t[[f"{seq}_radiomics_morphology_EllipsoidDice" for seq in ("t2", "adc", "dce_p3")]]
+    assert (dice.nunique(axis=1) == 1).all() and dice.gt(0.5).all().all() and dice.le(1).all().all()  # one mask
     assert all(c.startswith(("t2_radiomics_", "adc_radiomics_", "dce_p3_radiomics_", "dce_kinetics_")) for c in feats)
     truth = pd.read_csv(cohort)["trait_curve_type"].to_numpy()
     assert (t["dce_kinetics_curve_type"].to_numpy() == truth).mean() >= 0.8
@@ -65,6 +67,9 @@ def test_values_are_derivable_from_a_constant_ellipsoid(tmp_path: Path) -> None:
     assert row["t2_radiomics_original_shape_VoxelVolume"] == pytest.approx(true_volume, rel=0.03)
     assert row["t2_radiomics_original_shape_MeshVolume"] == pytest.approx(true_volume, rel=0.05)
     assert row["t2_radiomics_peritumoral_original_firstorder_Mean"] == pytest.approx(100.0, abs=2.0)
+    assert row["t2_radiomics_morphology_EllipsoidDice"] == pytest.approx(1.0, abs=0.03)  # an ellipsoid fits itself
+    off = mri_case_features(case, MRIExtractConfig(sequences=("t2",), spacing=None, normalise=False, morphology=False))
+    assert not any("morphology" in k for k in off)
     assert row["mri_flags"] == ""
 
 
@@ -150,5 +155,10 @@ def test_perturbations_of_a_share_of_the_cases(cohort: Path, tmp_path: Path) -> 
     assert sorted(res.perturbations["case_id"].unique()) == sorted(chosen)
     assert len(res.perturbations) == 2 * len(chosen)
     assert MRIExtractConfig(perturbations=("noise",)).digest() != cfg.digest()
+    # settings at their "off" value stay out of the digest, so runs from before they existed resume
+    plain = MRIExtractConfig(morphology=False)
+    assert "morphology" not in plain.to_dict() and "perturb_fraction" not in plain.to_dict()
+    assert MRIExtractConfig().digest() != plain.digest()
+    assert MRIExtractConfig(radiomics=False, backbones=("resnet18=random",)).to_dict().get("morphology") is None
     with pytest.raises(Exception, match="perturb_fraction"):
         MRIExtractConfig(perturbations=("noise",), perturb_fraction=0)

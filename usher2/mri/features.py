@@ -20,6 +20,10 @@ resampling, rigid registration, z-score normalisation) and turned into one featu
 
 * ``<seq>_radiomics_<pyradiomics name>``, e.g. ``t2_radiomics_original_firstorder_Mean``, on the
   lesion (parameters: :data:`DEFAULT_PARAMS_FILE` unless ``radiomics`` says otherwise);
+* ``<seq>_radiomics_morphology_EllipsoidDice`` (with ``morphology``): the lesion's overlap with its
+  moment ellipsoid (:func:`usher2.features.morphology.ellipsoid_fit`), a margin-irregularity
+  measure that pyradiomics' ``Sphericity`` mixes with elongation; the mask is the same for
+  every sequence, so is the value (like pyradiomics' shape features);
 * ``<seq>_radiomics_peritumoral_<pyradiomics name>``: first-order features of a shell
   ``peritumoral_mm`` wide around the lesion (the lesion dilated by an ellipsoid of that radius
   in mm, minus the lesion, inside the grid); NaN when the shell has fewer than 8 voxels;
@@ -73,6 +77,7 @@ from usher2.features.extract import (
     collect_parts,
     write_extraction,
 )
+from usher2.features.morphology import ellipsoid_fit
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
@@ -115,6 +120,7 @@ class MRIExtractConfig:
         radiomics: pyradiomics parameters (YAML file or dict); None: :data:`DEFAULT_PARAMS_FILE`;
             False: no radiomics (nor peritumoral features), e.g. for a deep-features-only study.
         peritumoral_mm: Width of the peritumoral shell (0: no peritumoral features).
+        morphology: The moment-ellipsoid fit of the lesion with the radiomics (see the columns).
         kinetics: DCE kinetic features when the case has a ``dce`` series.
         backbones: Deep backbones (``NAME``, ``NAME=PATH``, ``NAME=random``); empty: none.
         deep_sequences: Sequences given to the backbones; None: every sequence used.
@@ -145,6 +151,7 @@ class MRIExtractConfig:
     normalise: bool = True
     radiomics: str | dict[str, Any] | bool | None = None
     peritumoral_mm: float = 3.0
+    morphology: bool = True
     kinetics: bool = True
     backbones: tuple[str, ...] = ()
     deep_sequences: tuple[str, ...] | None = None
@@ -206,12 +213,16 @@ class MRIExtractConfig:
         params = load_params(DEFAULT_PARAMS_FILE if self.radiomics in (None, False) else self.radiomics)
         if not use:
             object.__setattr__(self, "peritumoral_mm", 0.0)
+            object.__setattr__(self, "morphology", False)
+        object.__setattr__(self, "morphology", bool(self.morphology))
         object.__setattr__(self, "params", params)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["perturb_fraction"] == 1.0:  # the default keeps the digests (and resumable parts) of older runs
             del d["perturb_fraction"]
+        if not d["morphology"]:  # the tables of older runs had no morphology columns: the same digest
+            del d["morphology"]
         d["radiomics"] = str(self.radiomics) if isinstance(self.radiomics, str | Path) else self.radiomics
         return d
 
@@ -436,11 +447,13 @@ def _features(
     msk = _crop(msk, box)
     shell_img = _crop(_image(shell.astype(np.uint8), ref), box) if shell_ok else None
     row: dict[str, float] = {}
+    morph = ellipsoid_fit(mask, ref.GetSpacing()[::-1]) if cfg.morphology else {}
     for seq, full in volumes.items():
         if cfg.radiomics is False:
             break
         img = _crop(full, box)
         row.update({f"{seq}_{k}": v for k, v in _radiomics(cfg).extract(img, msk).items()})
+        row.update({f"{seq}_radiomics_morphology_{k}": v for k, v in morph.items()})
         if shell is not None:
             ext = _shell_radiomics(cfg)
             if shell_img is not None:
