@@ -213,8 +213,7 @@ class MRIExtractConfig:
         params = load_params(DEFAULT_PARAMS_FILE if self.radiomics in (None, False) else self.radiomics)
         if not use:
             object.__setattr__(self, "peritumoral_mm", 0.0)
-            object.__setattr__(self, "morphology", False)
-        object.__setattr__(self, "morphology", bool(self.morphology))
+        object.__setattr__(self, "morphology", bool(self.morphology) and use)
         object.__setattr__(self, "params", params)
 
     def to_dict(self) -> dict[str, Any]:
