@@ -10,7 +10,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
 
 
-@parametrize_with_checks([UnivariateFilter(), CorrelationPruner(), LassoSelector(cv=3), ICCFilter()])
+@parametrize_with_checks(
+    [UnivariateFilter(), CorrelationPruner(), LassoSelector(cv=3), LassoSelector(cv=3, stability=5), ICCFilter()]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -50,6 +52,29 @@ def test_lasso_radscore_is_the_linear_predictor():
     assert sel.get_support()[0]
     np.testing.assert_allclose(sel.radscore(X), sel.intercept_ + X.to_numpy() @ sel.coef_)
     assert (sel.coef_[~sel.get_support()] == 0).all()
+
+
+def test_lasso_stability_selection_counts_half_sample_fits():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 75)
+    X = np.c_[rng.normal(size=150) + 1.0 * y, rng.normal(size=150) + 0.5 * y, rng.normal(size=(150, 40))]
+    plain = LassoSelector().fit(X, y)
+    stable = LassoSelector(stability=50, stability_threshold=0.8).fit(X, y)
+    assert stable.C_ == plain.C_  # the penalty is still chosen by CV on all rows
+    # frequency_ is the share of L1 fits at C_ on stratified half-samples that keep each feature
+    counts = np.zeros(X.shape[1])
+    for rows, _ in StratifiedShuffleSplit(50, train_size=0.5, random_state=0).split(X, y):
+        l1 = LogisticRegression(C=plain.C_, l1_ratio=1.0, solver="liblinear", max_iter=1000, random_state=0)
+        counts += l1.fit(X[rows], y[rows]).coef_[0] != 0
+    np.testing.assert_array_equal(stable.frequency_, counts / 50)
+    assert stable.frequency_[0] == 1.0 and stable.get_support()[0]
+    # the support is the refit on the stable features, so it is a subset of them
+    assert not (stable.get_support() & (stable.frequency_ < 0.8)).any()
+    assert stable.get_support()[2:].sum() < plain.get_support()[2:].sum()  # fewer noise features than plain LASSO
+    np.testing.assert_allclose(stable.radscore(X), stable.intercept_ + X @ stable.coef_)
 
 
 def test_icc_filter_uses_only_the_fitted_cases():

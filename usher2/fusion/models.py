@@ -168,6 +168,8 @@ def imaging_selector(
     fdr: bool = False,
     corr_threshold: float = 0.9,
     lasso_cv: int = 10,
+    stability: int = 0,
+    stability_threshold: float = 0.6,
     random_state: int = 0,
 ) -> Pipeline:
     """ICC -> impute -> z-score -> univariate -> Spearman pruning -> LASSO."""
@@ -178,7 +180,15 @@ def imaging_selector(
             ("scale", StandardScaler()),
             ("univariate", UnivariateFilter(alpha=alpha, fdr=fdr, min_features=1)),
             ("correlation", CorrelationPruner(threshold=corr_threshold)),
-            ("lasso", LassoSelector(cv=lasso_cv, random_state=random_state)),
+            (
+                "lasso",
+                LassoSelector(
+                    cv=lasso_cv,
+                    stability=stability,
+                    stability_threshold=stability_threshold,
+                    random_state=random_state,
+                ),
+            ),
         ]
     )
 
@@ -203,6 +213,8 @@ SELECTION_KEYS: tuple[str, ...] = (
     "fdr",
     "corr_threshold",
     "lasso_cv",
+    "stability",
+    "stability_threshold",
     "clinical_alpha",
 )
 

@@ -15,7 +15,8 @@ passes ``sklearn.utils.estimator_checks``.
   keeping the feature that separates the classes better (its |AUC - 0.5|).
 * :class:`LassoSelector`: L1-penalised logistic regression with the penalty chosen by k-fold
   CV (10 by default, AUC); keeps the features with a non-zero coefficient. ``radscore(X)`` is
-  the linear predictor, the studies' Radscore.
+  the linear predictor, the studies' Radscore. Optional stability selection (``stability``
+  half-sample refits at the chosen penalty; features kept in at least ``stability_threshold``).
 """
 
 from __future__ import annotations
@@ -175,10 +176,16 @@ class LassoSelector(_Selector):
             the choice, which fell near 0.1 there.
         C_min, C_max: The range of C.
         max_iter: Solver iterations.
-        random_state: Seed of the CV split.
+        random_state: Seed of the CV split (and of the stability resamples).
+        stability: Stability selection (Meinshausen and Buehlmann, 2010) with this many resamples;
+            0 turns it off. The L1 model at the CV-chosen penalty is refitted on ``stability``
+            stratified half-samples of the rows, and only features selected in at least
+            ``stability_threshold`` of them are kept; the L1 model is then refitted on those.
+        stability_threshold: The selection frequency a feature needs under ``stability``.
 
     Attributes:
         C_: The chosen inverse penalty.
+        frequency_: Selection frequency per feature over the stability resamples (with ``stability``).
         n_iter_: Solver iterations of the longest fit.
         coef_: Coefficients of all features (zeros for the dropped ones), on the input scale.
         intercept_: The intercept.
@@ -199,6 +206,8 @@ class LassoSelector(_Selector):
         "C_max": [float],
         "max_iter": [int],
         "random_state": [int, None],
+        "stability": [int],
+        "stability_threshold": [float, int],
     }
 
     def __init__(
@@ -209,6 +218,8 @@ class LassoSelector(_Selector):
         C_max: float = 1.0,
         max_iter: int = 1000,
         random_state: int | None = 0,
+        stability: int = 0,
+        stability_threshold: float = 0.6,
     ):
         self.cv = cv
         self.Cs = Cs
@@ -216,6 +227,8 @@ class LassoSelector(_Selector):
         self.C_max = C_max
         self.max_iter = max_iter
         self.random_state = random_state
+        self.stability = stability
+        self.stability_threshold = stability_threshold
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> LassoSelector:
@@ -250,12 +263,42 @@ class LassoSelector(_Selector):
         self.n_iter_ = int(np.max(model.n_iter_))
         self.coef_ = coef[0] if binary else coef
         self.intercept_ = float(np.ravel(model.intercept_)[0]) if binary else np.ravel(model.intercept_)
+        if getattr(self, "stability", 0) > 0:  # bundles saved before it existed have none
+            coef = self._stable(X, y, model, coef)
         weight = np.abs(coef).max(axis=0)
         keep = weight != 0
         if not keep.any():
             keep[int(np.argmax(weight))] = True
         self.support_ = keep
         return self
+
+    def _stable(self, X: np.ndarray, y: np.ndarray, model: Any, coef: np.ndarray) -> np.ndarray:
+        """Stability selection at the chosen C; returns the coefficients of the refit on the stable features."""
+        import warnings
+
+        from sklearn.base import clone
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedShuffleSplit
+
+        l1 = LogisticRegression(
+            C=self.C_, l1_ratio=1.0, solver=model.solver, max_iter=self.max_iter, random_state=self.random_state
+        )
+        halves = StratifiedShuffleSplit(int(self.stability), train_size=0.5, random_state=self.random_state)
+        counts = np.zeros(X.shape[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for rows, _ in halves.split(X, y):
+                counts += np.abs(np.atleast_2d(clone(l1).fit(X[rows], y[rows]).coef_)).max(axis=0) != 0
+            self.frequency_ = counts / int(self.stability)
+            stable = self.frequency_ >= self.stability_threshold
+            if not stable.any():
+                stable[int(np.argmax(self.frequency_))] = True
+            refit = clone(l1).fit(X[:, stable], y)
+        out = np.zeros_like(coef)
+        out[:, stable] = np.atleast_2d(refit.coef_)
+        self.intercept_ = float(np.ravel(refit.intercept_)[0]) if out.shape[0] == 1 else np.ravel(refit.intercept_)
+        return out
 
     def radscore(self, X: Any) -> np.ndarray:
         """The linear predictor ``intercept + X @ coef`` (the Radscore)."""
