@@ -74,6 +74,7 @@ def test_lasso_stability_selection_counts_half_sample_fits():
     # the support is the refit on the stable features, so it is a subset of them
     assert not (stable.get_support() & (stable.frequency_ < 0.8)).any()
     assert stable.get_support()[2:].sum() < plain.get_support()[2:].sum()  # fewer noise features than plain LASSO
+    assert (stable.coef_[~stable.get_support()] == 0).all()  # the Radscore uses the stable features only
     np.testing.assert_allclose(stable.radscore(X), stable.intercept_ + X @ stable.coef_)
 
 

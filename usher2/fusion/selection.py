@@ -261,10 +261,10 @@ class LassoSelector(_Selector):
         coef = np.atleast_2d(model.coef_).astype(np.float64)
         self.C_ = float(np.ravel(model.C_)[0])
         self.n_iter_ = int(np.max(model.n_iter_))
-        self.coef_ = coef[0] if binary else coef
         self.intercept_ = float(np.ravel(model.intercept_)[0]) if binary else np.ravel(model.intercept_)
         if getattr(self, "stability", 0) > 0:  # bundles saved before it existed have none
             coef = self._stable(X, y, model, coef)
+        self.coef_ = coef[0] if binary else coef
         weight = np.abs(coef).max(axis=0)
         keep = weight != 0
         if not keep.any():
