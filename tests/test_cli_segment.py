@@ -156,7 +156,7 @@ def test_a_killed_run_resumes_to_the_same_masks_and_csv(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "part").glob("*.png")) == ["f0.png"]
     resumed = segment_paths(tmp_path / "in", tmp_path / "part", model=seg, batch_size=1)
     assert resumed.skipped == ["f0.png"] and resumed.segmented == ["f1.png", "f2.png"]
-    assert resumed.rows == whole.rows
+    assert resumed.rows == whole.rows  # the same frames, batch size and process: bit-identical
     assert (tmp_path / "part" / "segmentation.csv").read_text() == (tmp_path / "whole" / "segmentation.csv").read_text()
     record = read_mask_record(tmp_path / "part" / "f0.png")
     assert record["area_px"] == int((np.asarray(Image.open(tmp_path / "part" / "f0.png")) == 255).sum())

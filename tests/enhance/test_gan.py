@@ -72,7 +72,8 @@ def test_safetensors_round_trip_gives_equal_outputs(tmp_path: Path) -> None:
     path = save_generator(g, tmp_path / "g.safetensors", metadata={"note": "test"})
     loaded, meta = load_generator(path)
     assert meta["note"] == "test" and meta["format"] == "usher2-enhancer/1"
-    # Weights are stored as fp16: compare with the same generator rounded to fp16.
+    # Weights are stored as fp16: compare with the same generator rounded to fp16. The same weights, input and
+    # shapes in one process run the same kernels, so the outputs are bit-identical.
     rounded = UNetGenerator(SMALL)
     rounded.load_state_dict({k: v.half().float() for k, v in g.state_dict().items()})
     x = torch.rand(2, 1, 40, 56)
@@ -133,6 +134,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = train_enhancer(_tiny(tmp_path / "a"), log=lambda s: None)
     train_enhancer(_tiny(tmp_path / "b", epochs=1), log=lambda s: None)  # "killed" after epoch 0
     resumed = train_enhancer(_tiny(tmp_path / "b"), log=lambda s: None)
+    # Both runs are in this process, with the same thread count and kernels: training on the CPU is bit-reproducible.
     assert [h["psnr"] for h in resumed.history] == [h["psnr"] for h in straight.history]
     a, _ = load_generator(straight.weights)
     b, _ = load_generator(resumed.weights)

@@ -78,7 +78,7 @@ def test_random_init_only_on_request_and_with_a_warning():
     assert ex.provenance()["random_init"] is True
     a = _random("resnet18=random", seed=3).features(*map(list, zip(_frame(), strict=True)))
     b = _random("resnet18=random", seed=3).features(*map(list, zip(_frame(), strict=True)))
-    np.testing.assert_array_equal(a, b)  # reproducible under the seed
+    np.testing.assert_array_equal(a, b)  # reproducible under the seed: the same computation in one process
 
 
 def test_local_weights_file_is_loaded_through_timm(tmp_path):
@@ -147,7 +147,9 @@ def test_the_default_is_the_shipped_ultrasound_backbone_without_warning():
     assert prov["random_init"] is False and len(prov["weights_sha256"]) == 64
     img, m = _frame()
     f = ex.features([img, img], [m, m])
-    np.testing.assert_array_equal(f[0], f[1])
+    # Two rows of one float32 batch may go through different kernel tiles (a full tile and the tail), which can
+    # round differently: equal to a few float32 ulps (eps 1.2e-7), not bit for bit.
+    np.testing.assert_allclose(f[0], f[1], rtol=1e-5, atol=1e-6)
     assert np.isfinite(f).all() and f.std() > 0
 
 
@@ -175,4 +177,5 @@ def test_a_backbone_file_from_usher2_train_backbone_keeps_its_own_input_size_and
     ref = DeepExtractor(device="cpu")
     assert ex.input_size == (128, 128) and ex.columns[0] == "deep_mine_0"
     img, m = _frame()
+    # The same weights, input and batch shape in one process run the same kernels: bit-identical.
     np.testing.assert_array_equal(ex.features([img], [m]), ref.features([img], [m]))

@@ -85,7 +85,7 @@ def test_workers_and_seed(cohort, tmp_path: Path) -> None:
     out, _ = cohort
     calls: list[tuple[int, int]] = []
     simulate_cohort(6, seed=5, out=tmp_path / "w2", config=SMALL, workers=2, progress=lambda d, t: calls.append((d, t)))
-    assert _files(tmp_path / "w2") == _files(out)
+    assert _files(tmp_path / "w2") == _files(out)  # same binary and CPU in the workers: byte-identical PNGs
     assert calls[-1] == (6, 6) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     simulate_cohort(6, seed=6, out=tmp_path / "s6", config=SMALL, workers=1)
     other = _files(tmp_path / "s6")
