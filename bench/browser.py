@@ -168,6 +168,7 @@ def check_page(pw: Any, url: str, image: Path, clinical: dict[str, float], shot:
             watch = _Watch(page, (url, "data:"))
             page.goto(f"{url}/", wait_until="load")
             page.fill("#token", token)
+            page.press("#token", "Tab")  # leaving the field loads the model's details and clinical fields
             for name, value in clinical.items():
                 page.fill(f'[data-clinical="{name}"]', f"{value:g}")
             page.set_input_files("#file", str(image))

@@ -472,6 +472,20 @@ def extract(
     _exit_on_failures(failed, result.n_cases, out, listed_in=result.paths["failures"])
 
 
+#: the environment variable of usher2.fusion.bundle.KEY_ENV (not imported here: keeps --help fast)
+_KEY_ENV = "USHER2_BUNDLE_KEY_FILE"
+_VERIFY_HELP = (
+    f"Key file: refuse a bundle without a signature.json made with this key (usher2 fit --sign). Default: {_KEY_ENV}."
+)
+
+
+def _bundle_key(path: Path | None) -> bytes | None:
+    """The key in a --sign/--verify key file, or None without one."""
+    from usher2.fusion.bundle import read_key
+
+    return None if path is None else read_key(path)
+
+
 def _load_params(path: Path | None) -> dict[str, Any] | None:
     from usher2.features.radiomics import load_params
 
@@ -519,6 +533,15 @@ def fit(
         bool, typer.Option("--perturb", help="When extracting: also the perturbation table (ICC filter).")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            envvar=_KEY_ENV,
+            help="Key file: also write signature.json (HMAC-SHA256 of hashes.json), checked by --verify. "
+            f"Default: {_KEY_ENV}.",
+        ),
+    ] = None,
 ) -> None:
     """Nested-CV estimate and final model of one family; writes a bundle that loads without executing code.
 
@@ -532,6 +555,7 @@ def fit(
     from usher2.io.manifest import read_manifest
 
     with _user_errors():
+        key = _bundle_key(sign)  # before the fit, so a bad key file fails now and not after it
         df = read_manifest(manifest, check_files=features is None)
         if features is None:
             features = out.with_name(out.name + ".features.parquet")
@@ -579,6 +603,7 @@ def fit(
                 training_data=training,
                 overwrite=overwrite,
                 progress=progress,
+                sign_key=key,
             )
     a = res.cv.auc
     n_folds = res.cv.oof["fold"].nunique()
@@ -588,10 +613,13 @@ def fit(
         f"n={res.n_used}" + (f", {res.n_unlabelled} unlabelled cases not used" if res.n_unlabelled else "")
     )
     console.print(f"{len(res.selected)} features in the final model; threshold {res.threshold:.3f} -> {res.bundle}")
+    if key is not None:
+        console.print(f"signed: {res.bundle / 'signature.json'}")
 
 
 @app.command()
 def score(
+    ctx: typer.Context,
     input_path: Annotated[
         Path,
         typer.Argument(
@@ -625,6 +653,8 @@ def score(
     ] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html (folder output).")] = True,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask workers (.csv output).")] = None,
+    verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
+    max_megapixels: Annotated[float | None, typer.Option("--max-megapixels", help=_MAX_MEGAPIXELS_HELP)] = None,
 ) -> None:
     """Score frames with a bundle: enhance, segment, extract, predict, explain.
 
@@ -633,8 +663,15 @@ def score(
     (contact sheets), videos/ (annotated videos), failures.csv and report.html.
     Exit code 0: every input scored (no lesion found is a result); 1: some failed; 2: bad input.
     """
+    ctx.with_resource(_pixel_limit(max_megapixels))
+    model: Any = bundle  # the folder, or with --verify the bundle loaded and verified once (not re-read)
+    if verify is not None:
+        from usher2.fusion.bundle import load_bundle
+
+        with _user_errors():
+            model = load_bundle(bundle, verify_key=_bundle_key(verify))
     if out.suffix.lower() == ".csv":
-        _score_csv(input_path, bundle, out, clinical, masks, workers)
+        _score_csv(input_path, model, out, clinical, masks, workers)
         return
     from usher2.fusion.score_frames import score_to_dir
 
@@ -645,7 +682,7 @@ def score(
         with _progress("scoring inputs") as progress:
             res = score_to_dir(
                 input_path,
-                bundle,
+                model,
                 out,
                 clinical=clinical,
                 cam=None if cam == "none" else cam,
@@ -661,7 +698,7 @@ def score(
         f"{int(f['probability'].notna().sum())} scored, {int(f['no_lesion'].sum())} with no lesion found, "
         f"{int(f['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
     )
-    _warn_clinical_missing(int(f["clinical_missing"].sum()) if len(f) else 0)
+    _warn_clinical(f)
     if res.report:
         console.print(f"report: {res.report}")
     failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
@@ -670,17 +707,57 @@ def score(
     _exit_on_failures(failed, n_inputs, out, listed_in=out / "failures.csv")
 
 
-def _warn_clinical_missing(n: int) -> None:
-    """Say how many frames had clinical values imputed (nothing when none)."""
+_MAX_MEGAPIXELS_HELP = (
+    "Largest decoded frame in megapixels (2**20 pixels), checked from each file's header before decoding; "
+    "larger files fail. Default: USHER2_MAX_MEGAPIXELS, else 64."
+)
+
+
+@contextmanager
+def _pixel_limit(megapixels: float | None) -> Iterator[None]:
+    """Set the decoded-size limit for one command, here and in the worker processes it starts.
+
+    It goes through USHER2_MAX_MEGAPIXELS (which :func:`usher2.io.limits.default_limits` reads)
+    because Dask workers are separate processes; the previous value is restored afterwards.
+    """
+    if megapixels is None:
+        yield
+        return
+    import os
+
+    from usher2.io.limits import LIMITS_ENV, PixelLimits
+
+    with _user_errors():
+        PixelLimits.from_megapixels(megapixels, where="--max-megapixels")
+    before = os.environ.get(LIMITS_ENV)
+    os.environ[LIMITS_ENV] = repr(float(megapixels))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LIMITS_ENV, None)
+        else:
+            os.environ[LIMITS_ENV] = before
+
+
+def _warn_clinical(rows: Any) -> None:
+    """Say how many frames had clinical values imputed or outside the training range (nothing when none)."""
+    n = int(rows["clinical_missing"].fillna(False).astype(bool).sum()) if len(rows) else 0
     if n:
         console.print(
             f"[yellow]{n} frames lack clinical values the model uses[/]: imputed with the training medians "
             "(pass --clinical CLINICAL.csv)"
         )
+    n = int(rows["clinical_out_of_range"].fillna(False).astype(bool).sum()) if len(rows) else 0
+    if n:
+        console.print(
+            f"[yellow]{n} frames have clinical values outside the training range[/]: flagged "
+            "clinical_out_of_range (the score extrapolates)"
+        )
 
 
 def _score_csv(
-    input_path: Path, bundle: Path, out: Path, clinical: Path | None, masks: str, workers: int | None
+    input_path: Path, bundle: Any, out: Path, clinical: Path | None, masks: str, workers: int | None
 ) -> None:
     """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
     from usher2.fusion.score import score_inputs
@@ -696,7 +773,7 @@ def _score_csv(
         f"{int(scored.sum())} frames scored, {int(s['no_lesion'].sum())} with no lesion found, "
         f"{int(s['low_segmentation_confidence'].sum())} with low segmentation confidence -> {out}"
     )
-    _warn_clinical_missing(int(s["clinical_missing"].sum()))
+    _warn_clinical(s)
     failed = [Failure(str(r.case_id), str(r.error)) for r in res.failures.itertuples()]
     n_inputs = len(s) + len(failed)
     _print_failures(failed, n_inputs)
@@ -1000,6 +1077,7 @@ def report(
     ],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     cam_examples: Annotated[int, typer.Option("--cam-examples", min=0, help="Grad-CAM examples per group.")] = 3,
+    verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
 ) -> None:
     """Write the self-contained HTML cohort report of an evaluation directory or of a bundle.
 
@@ -1012,6 +1090,10 @@ def report(
 
     with _user_errors():
         if (source / "hashes.json").is_file():
+            if verify is not None:
+                from usher2.fusion.bundle import load_bundle
+
+                load_bundle(source, verify_key=_bundle_key(verify))
             source = evaluation_from_bundle(source, out.with_name(out.stem + "_files"))
         path = write_cohort_report(source, out, cam_examples=cam_examples)
     console.print(f"report: {path}")
@@ -1025,10 +1107,17 @@ def serve(
     ),
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Request size limit.")] = 20,
+    max_megapixels: Annotated[
+        float,
+        typer.Option(
+            "--max-megapixels", help="Largest decoded frame (2**20 pixels), checked before decoding; larger: 413."
+        ),
+    ] = 64,
     max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="Scoring threads.")] = 2,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; then 503.")] = 16,
     cam: Annotated[str, typer.Option("--cam", help="Heat-map method (gradcam, ..., none).")] = "gradcam",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/score, GET /v1/model, GET /healthz, the web page at /, /docs.
 
@@ -1045,10 +1134,12 @@ def serve(
             host=host,
             port=port,
             max_upload_mb=max_upload_mb,
+            max_megapixels=max_megapixels,
             max_concurrent=max_concurrent,
             max_queue=max_queue,
             cam=None if cam == "none" else cam,
             log_level=log_level,
+            verify_key=_bundle_key(verify),
         )
 
 

@@ -2,7 +2,9 @@
 
 * :mod:`usher2.fusion.selection`: ICC filter, univariate filter, Spearman pruning, LASSO (Radscore);
 * :mod:`usher2.fusion.models`: model families, the classifier zoo, early and late fusion;
-* :mod:`usher2.fusion.cv`: patient-grouped nested CV, fixed splits, the final refit.
+* :mod:`usher2.fusion.cv`: patient-grouped nested CV, fixed splits, the final refit;
+* :mod:`usher2.fusion.bundle` and :mod:`usher2.fusion.validate`: model bundles, their checks at load
+  (hashes, optional HMAC signature, trusted types, every fitted object's data).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from usher2.fusion.models import (
     make_classifier,
 )
 from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
+from usher2.fusion.validate import validate_model
 
 __all__ = [
     "CLASSIFIERS",
@@ -37,4 +40,5 @@ __all__ = [
     "make_classifier",
     "nested_cv",
     "selected_features",
+    "validate_model",
 ]

@@ -2,26 +2,58 @@
 
 Layout of ``BUNDLE/``:
 
-================  ==========================================================================
-``config.json``   family, classifier, fusion, calibration, the input feature and clinical
-                  columns, the decision threshold, the extraction settings (enhancer, segmenter,
-                  backbones with weight hashes, radiomics parameters), versions, and the
-                  SHA-256 of the training data (feature table, manifest, every image and mask)
-``model.skops``   the fitted preprocessing + selection + classifier (skops, no pickle)
-``metrics.json``  nested-CV AUC with its DeLong CI, per-fold results and selected features
-``oof.csv``       out-of-fold probabilities (``case_id, patient_id, fold, label, probability``)
-``hashes.json``   SHA-256 of every file above, written last
-================  ==========================================================================
+==================  ==========================================================================
+``config.json``     family, classifier, fusion, calibration, the input feature and clinical
+                    columns, the decision threshold, the extraction settings (enhancer, segmenter,
+                    backbones with weight hashes, radiomics parameters), versions, and the
+                    SHA-256 of the training data (feature table, manifest, every image and mask)
+``model.skops``     the fitted preprocessing + selection + classifier (skops, no pickle)
+``metrics.json``    nested-CV AUC with its DeLong CI, per-fold results and selected features
+``oof.csv``         out-of-fold probabilities (``case_id, patient_id, fold, label, probability``)
+``hashes.json``     SHA-256 of every file above, written last
+``signature.json``  optional: ``{"algorithm": "hmac-sha256", "signature": HEX}``, an HMAC-SHA256
+                    of the exact bytes of ``hashes.json`` under the user's key (``usher2 fit
+                    --sign KEYFILE``)
+==================  ==========================================================================
 
-**Loading** (:func:`load_bundle`) first checks every file against ``hashes.json`` (a changed
-file is refused: "tampered"), then lists the types ``model.skops`` would construct and refuses
-any type outside :data:`TRUSTED_TYPES` (naming it), and only then builds the model with skops.
+**Loading** (:func:`load_bundle`) reads each file once and, in this order:
+
+1. with a key (``usher2 score/serve --verify KEYFILE``), refuses a bundle whose ``signature.json``
+   is missing or does not match ``hashes.json`` under that key;
+2. checks ``hashes.json`` (an object naming exactly the four files; any other name, such as
+   ``../../etc/passwd``, is refused and never opened) and every file against it (a changed file
+   is refused: "tampered");
+3. checks ``config.json`` (an object with the ``columns`` list and a ``threshold`` in [0, 1]) and
+   ``metrics.json`` (an object); an invalid file is an error naming it;
+4. lists the types ``model.skops`` would construct and refuses any type outside
+   :data:`TRUSTED_TYPES` (naming it);
+5. checks the XGBoost and LightGBM models inside ``model.skops`` before skops builds them, builds
+   the model with skops, and checks every fitted object in it and its columns against
+   ``config.json`` (:mod:`usher2.fusion.validate`): a bundle that passes cannot crash the process
+   when it predicts.
+
 No pickle is involved at any point and no code from the bundle is executed.
+
+**What the hashes protect, and what they do not.** ``hashes.json`` detects accidental damage
+(a truncated copy, a changed disk block) and an edit to one file. It does not detect a deliberate
+change by anyone who can write the folder: they can rewrite ``hashes.json`` too. Only the
+signature detects that, and only against someone who does not hold the key: sign with
+``usher2 fit --sign KEYFILE`` and load with ``--verify KEYFILE`` (or set ``USHER2_BUNDLE_KEY_FILE``
+for both), and keep the key file outside the bundle folder, readable only by you (e.g.
+``openssl rand -hex 32 > ~/.usher2-bundle.key; chmod 600 ~/.usher2-bundle.key``). Neither
+protects against a key holder, nor tells who fitted a bundle (an HMAC key is shared by signer and
+verifier). Steps 4 and 5 hold with or without a key: a bundle that passes them runs no code from
+the bundle and cannot crash the process, whoever made it; its predictions are only as good as
+whoever fitted it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,14 +64,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.validate import check_boosters, estimators, validate_model
 from usher2.io.errors import InputError
-from usher2.io.hashing import file_sha256
 
-__all__ = ["BUNDLE_FILES", "TRUSTED_TYPES", "Bundle", "load_bundle", "save_bundle", "strip_for_storage"]
+__all__ = [
+    "BUNDLE_FILES",
+    "KEY_ENV",
+    "TRUSTED_TYPES",
+    "Bundle",
+    "load_bundle",
+    "read_key",
+    "save_bundle",
+    "sign_bundle",
+    "strip_for_storage",
+]
 
 BUNDLE_FILES = ("config.json", "model.skops", "metrics.json", "oof.csv")
 HASHES = "hashes.json"
+SIGNATURE = "signature.json"
 FORMAT = "usher2-bundle/1"
+ALGORITHM = "hmac-sha256"
+#: Environment variable naming the key file the CLI signs (``fit``) and verifies (``score``, ``serve``...) with.
+KEY_ENV = "USHER2_BUNDLE_KEY_FILE"
+MIN_KEY_BYTES = 16
 
 #: Types a bundle may construct beyond skops' own default-trusted scikit-learn and NumPy types.
 TRUSTED_TYPES = (
@@ -63,28 +110,10 @@ TRUSTED_TYPES = (
 )
 
 
-def _walk(est: Any) -> list[Any]:
-    """Every estimator inside a fitted model (pipelines, column transformers, calibration, late fusion)."""
-    out, todo = [], [est]
-    while todo:
-        e = todo.pop()
-        if e is None or any(e is o for o in out):
-            continue
-        out.append(e)
-        todo += [s for _, s in getattr(e, "steps", [])]
-        todo += [t for _, t, _ in getattr(e, "transformers_", [])]
-        todo += [t for _, t, _ in getattr(e, "transformers", [])]  # unfitted templates (calibration's estimator)
-        todo += [c.estimator for c in getattr(e, "calibrated_classifiers_", [])]
-        todo += [getattr(e, "estimator", None)]
-        todo += list(getattr(e, "source_models_", {}).values())
-        todo += [getattr(e, "clinical_model_", None)]
-    return out
-
-
 def strip_for_storage(model: Any) -> Any:
     """Drop what a fitted model no longer needs and a bundle must not carry: cache folders and the
     perturbation tables of ICC filters (their ICC values stay in ``icc_``)."""
-    for e in _walk(model):
+    for _, e in estimators(model):
         if hasattr(e, "steps") and "memory" in e.get_params(deep=False):
             e.memory = None
         if type(e).__name__ == "ICCFilter":
@@ -104,6 +133,43 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def read_key(path: str | Path) -> bytes:
+    r"""The signing key in a key file: its bytes without surrounding whitespace (at least 16).
+
+    A key file rather than a key on the command line, which other users can read in ``ps``.
+    Make one with ``openssl rand -hex 32 > KEYFILE`` (or ``python -c "import secrets;
+    print(secrets.token_hex(32))" > KEYFILE``) and keep it outside the bundle folders.
+
+    Raises:
+        InputError: No such file, or a key shorter than 16 bytes.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".key", delete=False) as f:
+        ...     _ = f.write("0123456789abcdef0123456789abcdef\n")
+        >>> len(read_key(f.name))
+        32
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "a key file (e.g. made with: openssl rand -hex 32 > KEYFILE)", "no such file")
+    key = p.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise InputError(p, f"a key of at least {MIN_KEY_BYTES} bytes", f"{len(key)} bytes", fix="openssl rand -hex 32")
+    return key
+
+
+def _signature(key: bytes, hashes: bytes) -> str:
+    return hmac.new(key, hashes, hashlib.sha256).hexdigest()
+
+
+def _write_signature(folder: Path, key: bytes, hashes: bytes) -> None:
+    doc = {"algorithm": ALGORITHM, "signature": _signature(key, hashes)}
+    tmp = folder / f".{SIGNATURE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    os.replace(tmp, folder / SIGNATURE)
+
+
 def save_bundle(
     out: str | Path,
     model: Any,
@@ -112,8 +178,14 @@ def save_bundle(
     oof: pd.DataFrame,
     *,
     overwrite: bool = False,
+    sign_key: bytes | None = None,
 ) -> Path:
     """Write a bundle folder atomically (a temporary folder, renamed when complete).
+
+    Args:
+        sign_key: Also write ``signature.json``, an HMAC-SHA256 of ``hashes.json`` under this key
+            (:func:`read_key`), so that :func:`load_bundle` with the same key can tell this bundle
+            from an altered one.
 
     Raises:
         InputError: ``out`` exists and ``overwrite`` is False.
@@ -131,8 +203,11 @@ def save_bundle(
         sio.dump(strip_for_storage(model), tmp / "model.skops")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default), encoding="utf-8")
         oof.to_csv(tmp / "oof.csv", index=True)
-        hashes = {name: file_sha256(tmp / name) for name in BUNDLE_FILES}
-        (tmp / HASHES).write_text(json.dumps(hashes, indent=2), encoding="utf-8")
+        hashes = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in BUNDLE_FILES}
+        hashes_bytes = json.dumps(hashes, indent=2).encode("utf-8")
+        (tmp / HASHES).write_bytes(hashes_bytes)
+        if sign_key is not None:
+            _write_signature(tmp, sign_key, hashes_bytes)
         os.chmod(tmp, 0o755)
         if out.exists():
             shutil.rmtree(out)
@@ -145,12 +220,17 @@ def save_bundle(
 
 @dataclass
 class Bundle:
-    """A loaded bundle."""
+    """A loaded bundle.
+
+    Attributes:
+        verified: The bundle was loaded with a key and its signature matched.
+    """
 
     path: Path
     model: Any
     config: dict[str, Any]
     metrics: dict[str, Any]
+    verified: bool = False
 
     @property
     def threshold(self) -> float:
@@ -177,35 +257,125 @@ class Bundle:
         return np.asarray(self.model.predict_proba(features[self.columns]))[:, 1]
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle after checking its file hashes and the types it would construct.
+def _verify(p: Path, key: bytes, hashes: bytes) -> None:
+    """Refuse a bundle whose signature.json is missing or not the HMAC of ``hashes`` under ``key``."""
+    f = p / SIGNATURE
+    fix = "this bundle was not signed with your key, or it was changed after signing; refit and sign it"
+    if not f.is_file():
+        raise InputError(f, f"the bundle's signature ({ALGORITHM}, usher2 fit --sign KEYFILE)", "none", fix=fix)
+    try:
+        doc = json.loads(f.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f, "the bundle's signature (a JSON object)", f"invalid JSON ({exc})", fix=fix) from exc
+    if not isinstance(doc, dict) or doc.get("algorithm") != ALGORITHM or not isinstance(doc.get("signature"), str):
+        raise InputError(f, f'{{"algorithm": "{ALGORITHM}", "signature": HEX}}', repr(doc)[:80], fix=fix)
+    if not hmac.compare_digest(doc["signature"].encode("ascii", "replace"), _signature(key, hashes).encode("ascii")):
+        raise InputError(p / HASHES, "the file the signature was made over (with your key)", "another one", fix=fix)
 
-    Raises:
-        InputError: Not a bundle, a file missing or changed since it was written (tampered), or
-            a type outside :data:`TRUSTED_TYPES` (the message lists them).
-    """
-    import skops.io as sio
 
-    p = Path(path)
+def _read_checked(p: Path, verify_key: bytes | None) -> tuple[bytes, dict[str, bytes]]:
+    """``hashes.json``'s bytes and each bundle file's bytes, read once and checked against it
+    (and, with a key, ``hashes.json`` against ``signature.json``)."""
     if not (p / HASHES).is_file():
         raise InputError(p, "a model bundle folder from usher2 fit (hashes.json, model.skops, ...)", "no hashes.json")
+    raw = (p / HASHES).read_bytes()
+    if verify_key is not None:
+        _verify(p, verify_key, raw)
     try:
-        hashes = json.loads((p / HASHES).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        hashes = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(p / HASHES, "the bundle's hash list (JSON)", f"invalid JSON ({exc})") from exc
+    if not isinstance(hashes, dict):
+        raise InputError(p / HASHES, "a JSON object {file name: SHA-256}", f"a JSON {type(hashes).__name__}")
+    # the names are compared, never opened: a name such as "../../etc/passwd" is refused here
+    unknown = sorted(set(hashes) - set(BUNDLE_FILES))
+    if unknown:
+        raise InputError(p / HASHES, f"hashes of exactly {', '.join(BUNDLE_FILES)}", f"other names {unknown[:3]}")
+    files: dict[str, bytes] = {}
     for name in BUNDLE_FILES:
         f = p / name
         if not f.is_file():
             raise InputError(p, f"the bundle file {name}", "none")
-        if hashes.get(name) != file_sha256(f):
+        files[name] = f.read_bytes()
+        if not isinstance(hashes.get(name), str) or not hmac.compare_digest(
+            hashes[name], hashlib.sha256(files[name]).hexdigest()
+        ):
             raise InputError(
                 f,
                 "the file as the bundle recorded it (SHA-256 in hashes.json)",
                 "a changed file",
                 fix="the bundle has been tampered with or damaged; refit it",
             )
+    return raw, files
+
+
+def _json_object(f: Path, data: bytes, what: str) -> dict[str, Any]:
     try:
-        untrusted = sio.get_untrusted_types(file=p / "model.skops")
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f, f"{what} (a JSON object)", f"invalid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise InputError(f, f"{what} (a JSON object)", f"a JSON {type(doc).__name__}")
+    return doc
+
+
+def _check_config(f: Path, config: dict[str, Any]) -> None:
+    if config.get("format") != FORMAT:
+        raise InputError(f, f"bundle format {FORMAT}", repr(config.get("format")))
+    cols = config.get("columns")
+    if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+        raise InputError(f"{f}: columns", "a non-empty list of column names", repr(cols)[:80])
+    if len(set(cols)) != len(cols):
+        dup = next(c for c in cols if cols.count(c) > 1)
+        raise InputError(f"{f}: columns", "distinct column names", f"{dup!r} twice")
+    t = config.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 <= t <= 1:
+        raise InputError(f"{f}: threshold", "a decision threshold in [0, 1]", repr(t))
+    clinical = config.get("clinical", [])
+    if not isinstance(clinical, list) or not all(isinstance(c, str) for c in clinical):
+        raise InputError(f"{f}: clinical", "a list of column names", repr(clinical)[:80])
+
+
+def sign_bundle(path: str | Path, key: bytes) -> Path:
+    """Sign an existing bundle: write ``signature.json`` over its ``hashes.json`` with ``key``.
+
+    The files are checked against ``hashes.json`` first, so a bundle changed since it was
+    written is never signed.
+
+    Raises:
+        InputError: Not a bundle, or a file changed since the bundle was written.
+    """
+    p = Path(path)
+    raw, _ = _read_checked(p, None)
+    _write_signature(p, key, raw)
+    return p / SIGNATURE
+
+
+def load_bundle(path: str | Path, *, verify_key: bytes | None = None) -> Bundle:
+    """Load a bundle after checking its signature (with a key), file hashes, settings, the types it
+    would construct and every fitted object in its model (see the module docstring).
+
+    Args:
+        path: The bundle folder.
+        verify_key: The key the bundle was signed with (:func:`read_key`); a bundle without a
+            matching ``signature.json`` is then refused. None: no signature check.
+
+    Raises:
+        InputError: Not a bundle; a missing or wrong signature (with a key); a file missing or
+            changed since it was written (tampered); an invalid ``hashes.json``, ``config.json`` or
+            ``metrics.json`` (named); a type outside :data:`TRUSTED_TYPES` (the message lists
+            them); a fitted object with bad data (its path and field named).
+    """
+    import skops.io as sio
+
+    p = Path(path)
+    _, files = _read_checked(p, verify_key)
+    config = _json_object(p / "config.json", files["config.json"], "the bundle's settings")
+    _check_config(p / "config.json", config)
+    metrics = _json_object(p / "metrics.json", files["metrics.json"], "the bundle's metrics")
+    data = files["model.skops"]
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several types for a damaged archive
         raise InputError(p / "model.skops", "a skops model file", f"an unreadable file ({exc})") from exc
     unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
@@ -216,9 +386,10 @@ def load_bundle(path: str | Path) -> Bundle:
             f"unknown types {unknown}",
             fix="refusing to load: a bundle must not construct anything else",
         )
-    model = sio.load(p / "model.skops", trusted=sorted(set(untrusted)))
-    config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    if config.get("format") != FORMAT:
-        raise InputError(p / "config.json", f"bundle format {FORMAT}", repr(config.get("format")))
-    metrics = json.loads((p / "metrics.json").read_text(encoding="utf-8"))
-    return Bundle(p, model, config, metrics)
+    check_boosters(io.BytesIO(data), where=p / "model.skops")  # XGBoost/LightGBM parse their models when built
+    try:
+        model = sio.loads(data, trusted=sorted(set(untrusted)))
+    except Exception as exc:  # a malformed state that a trusted type's constructor rejects
+        raise InputError(p / "model.skops", "a skops model file", f"one that does not load ({exc})") from exc
+    validate_model(model, config["columns"], where=str(p / "model.skops"))
+    return Bundle(p, model, config, metrics, verified=verify_key is not None)

@@ -18,6 +18,7 @@ import pandas as pd
 from usher2.evaluate.threshold import youden_threshold
 from usher2.features.extract import ID_COLUMNS
 from usher2.fusion.bundle import save_bundle
+from usher2.fusion.clinical import clinical_ranges
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
 from usher2.fusion.models import build_model, check_selection, family_columns
 from usher2.io.errors import InputError
@@ -75,12 +76,14 @@ def fit_cohort(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     selection: dict[str, Any] | None = None,
+    sign_key: bytes | None = None,
 ) -> FitResult:
     """Nested CV, final refit and bundle. See the module docstring for the data rules.
 
     ``selection`` sets the selection pipelines (keys of :data:`usher2.fusion.models.SELECTION_KEYS`:
     the univariate, correlation, ICC and LASSO settings, and ``clinical_alpha``); it is recorded in
-    the bundle.
+    the bundle. ``sign_key`` also writes the bundle's ``signature.json`` (see
+    :func:`~usher2.fusion.bundle.save_bundle`), inside the same atomic write.
     """
     selection = check_selection(selection)
     if "case_id" not in manifest.columns or "case_id" not in features.columns:
@@ -105,6 +108,11 @@ def fit_cohort(
     y = y_all[used].astype(int).to_numpy()
     groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
     cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
+    columns = cols["radiomics"] + cols["deep"] + cols["clinical"]
+    # The model is fitted on exactly the columns the bundle records, in that order, so every door
+    # (feature table, frame scorer, service) feeds it the same input (issue 22 §4: a family's
+    # bundle used to be fitted on the whole table while config["columns"] named only its own).
+    X = X[columns]
     model, grid = build_model(
         cols,
         classifier,
@@ -138,7 +146,6 @@ def fit_cohort(
     g_train = groups if test_ids is None else groups[~X.index.isin(list(test_ids))]
     final, best = fit_final(model, grid, train, y_train, g_train.to_numpy(), **kwargs)
     selected = selected_features(final)
-    columns = cols["radiomics"] + cols["deep"] + cols["clinical"]
     import sklearn
 
     import usher2
@@ -153,6 +160,8 @@ def fit_cohort(
         "selection": selection,
         "label": label,
         "clinical": list(clinical),
+        # what scoring checks clinical values against (usher2.fusion.clinical): the training rows' range
+        "clinical_ranges": clinical_ranges(clin.loc[train.index]),
         "columns": columns,
         "threshold": threshold,
         "threshold_rule": "Youden on the training cohort's out-of-fold probabilities",
@@ -180,5 +189,5 @@ def fit_cohort(
         "n_cases": len(used),
         "n_unlabelled": len(common) - len(used),
     }
-    bundle = save_bundle(out, final, config, metrics, cv.oof, overwrite=overwrite)
+    bundle = save_bundle(out, final, config, metrics, cv.oof, overwrite=overwrite, sign_key=sign_key)
     return FitResult(bundle, cv, threshold, len(used), len(common) - len(used), selected)

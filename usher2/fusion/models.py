@@ -256,6 +256,7 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         source_models_: ``{name: fitted imaging pipeline}`` (refitted on all training rows).
         clinical_model_: The fitted clinical selector, or None.
         final_: The fitted final logistic regression; its inputs are :attr:`final_features_`.
+        feature_names_in_: The columns it was fitted on, in order (``n_features_in_`` of them).
     """
 
     def __init__(
@@ -294,6 +295,9 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("LateFusionClassifier needs X as a DataFrame with named columns")
         y = np.asarray(y)
         self.classes_ = np.unique(y)
+        # as every scikit-learn estimator fitted on a DataFrame: the columns it was given, in order
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
         params = dict(self.selector_params or {})
         oof = pd.DataFrame(index=X.index)
         self.source_models_ = {}

@@ -17,6 +17,8 @@ whose ``mask`` column is filled when ``masks="given"``.
 ``low_segmentation_confidence``    the segmenter's uncertainty > :data:`LOW_CONFIDENCE`
 ``mask_uncertainty``               the segmenter's mean binary entropy (bits; empty for given masks)
 ``clinical_missing``               clinical values were missing and imputed by the model
+``clinical_out_of_range``          a clinical value lay outside the bundle's training range (see
+                                   :mod:`usher2.fusion.clinical`; far outside is a failure)
 =================================  ==================================================================
 
 and ``SCORES.failures.csv`` (``case_id``, ``error``) for frames that could not be scored. The
@@ -34,10 +36,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.clinical import check_clinical
 from usher2.io.atomic import atomic_path
 from usher2.io.errors import InputError
 
@@ -53,6 +57,7 @@ SCORE_COLUMNS = [
     "low_segmentation_confidence",
     "mask_uncertainty",
     "clinical_missing",
+    "clinical_out_of_range",
 ]
 _NO_LESION = "an empty predicted mask"
 
@@ -122,7 +127,7 @@ def _extract_config(bundle_config: dict, masks: str) -> object:
 
 def score_inputs(
     source: str | Path,
-    bundle: str | Path,
+    bundle: Any,
     out: str | Path,
     *,
     clinical: str | Path | None = None,
@@ -136,19 +141,22 @@ def score_inputs(
         InputError: A bad bundle, input, clinical file or mask setting. Bad frames do not raise.
     """
     from usher2.features.extract import extract_cohort
-    from usher2.fusion.bundle import load_bundle
+    from usher2.fusion.bundle import Bundle, load_bundle
 
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise InputError(out, "a scores file ending in .csv", repr(out.name))
-    b = load_bundle(bundle)
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)  # a folder, or a loaded (verified) bundle
     cases = _inputs(Path(source), masks)
     cfg = _extract_config(b.config, masks)
     features_path = out.with_name(out.stem + ".features.parquet")
     res = extract_cohort(cases, features_path, cfg, workers=workers, progress=progress)
     table = res.table.set_index("case_id")
     wanted = list(b.config.get("clinical", []))
-    clin = pd.DataFrame(index=table.index)
+    clin = pd.DataFrame(index=table.index, columns=wanted, dtype=float)
+    outside: dict[str, bool] = {}
+    bad_clinical: list[dict[str, str]] = []
+    bad_ids: list[object] = []
     if wanted:
         if clinical is not None:
             cpath = Path(clinical)
@@ -157,9 +165,19 @@ def score_inputs(
             cdf = pd.read_csv(cpath, dtype={"case_id": str}).drop_duplicates("case_id").set_index("case_id")
         else:
             cdf = cases.assign(case_id=cases["case_id"].astype(str)).set_index("case_id")
-        for c in wanted:
-            col = cdf[c] if c in cdf.columns else pd.Series(dtype=float)
-            clin[c] = pd.to_numeric(col.reindex(table.index), errors="coerce")
+        raw = cdf.reindex(index=table.index, columns=wanted).astype(object)
+        ranges = b.config.get("clinical_ranges") or {}
+        for cid, row in raw.iterrows():
+            try:  # a case with bad clinical values is reported and the rest go on
+                values, off = check_clinical(row.to_dict(), wanted, ranges, where=f"case {cid}")
+            except InputError as exc:
+                bad_clinical.append({"case_id": str(cid), "error": f"InputError: {exc}"})
+                bad_ids.append(cid)
+                continue
+            clin.loc[cid, wanted] = [values[c] for c in wanted]
+            outside[cid] = bool(off)
+        table = table.drop(index=bad_ids)
+        clin = clin.reindex(table.index).astype(float)
     X = table.join(clin) if wanted else table
     prob = b.predict_proba(X) if len(X) else np.zeros(0)
     unc = X["mask_uncertainty"] if "mask_uncertainty" in X.columns else pd.Series(np.nan, index=X.index)
@@ -173,6 +191,7 @@ def score_inputs(
             "low_segmentation_confidence": (unc > LOW_CONFIDENCE).to_numpy(),
             "mask_uncertainty": unc.to_numpy(),
             "clinical_missing": clin.isna().any(axis=1).to_numpy() if wanted else False,
+            "clinical_out_of_range": [outside.get(c, False) for c in X.index],
         }
     )
     failed = res.failures[res.failures["stage"] == "features"]
@@ -183,19 +202,23 @@ def score_inputs(
             "no_lesion": True,
             "low_segmentation_confidence": False,
             "clinical_missing": False,
+            "clinical_out_of_range": False,
         }
     )
     scores = pd.concat([scores, empty.assign(threshold=b.threshold)], ignore_index=True)
     order = {c: i for i, c in enumerate(cases["case_id"].astype(str))}
     scores = scores.sort_values("case_id", key=lambda s: s.map(order)).reset_index(drop=True)[SCORE_COLUMNS]
     scores["label"] = scores["label"].astype("Int64")
-    failures = failed.loc[~no_lesion, ["case_id", "error"]].reset_index(drop=True)
+    failures = pd.concat(
+        [failed.loc[~no_lesion, ["case_id", "error"]], pd.DataFrame(bad_clinical, columns=["case_id", "error"])],
+        ignore_index=True,
+    )
     paths = {"scores": out, "failures": out.with_name(out.stem + ".failures.csv"), "features": features_path}
     with atomic_path(out) as tmp:
         scores.to_csv(tmp, index=False)
     with atomic_path(paths["failures"]) as tmp:
         failures.to_csv(tmp, index=False)
-    meta = {"bundle": str(Path(bundle).resolve()), "bundle_config_format": b.config.get("format"), "masks": masks}
+    meta = {"bundle": str(b.path.resolve()), "bundle_config_format": b.config.get("format"), "masks": masks}
     with atomic_path(out.with_name(out.stem + ".json")) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return ScoreResult(scores, failures, paths)

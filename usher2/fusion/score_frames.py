@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.clinical import check_clinical
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 
@@ -63,6 +64,7 @@ FRAME_COLUMNS = [
     "no_lesion",
     "low_segmentation_confidence",
     "clinical_missing",
+    "clinical_out_of_range",
     "mask_uncertainty",
     "mask_area_px",
     "overlay",
@@ -341,6 +343,8 @@ def score_to_dir(
             if clin is not None and cid in clin.index:
                 values = clin.loc[cid].to_dict()
             try:
+                # a case with bad clinical values is reported before any frame of it is read
+                check_clinical(values, scorer.clinical, scorer.clinical_ranges, where=f"case {cid}")
                 rec = _score_one(scorer, item["path"], cid, values, out, overlays, stride, max_frames, batch_size)
             except InputError as exc:
                 failures.append({"case_id": cid, "error": f"InputError: {exc}"})

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.clinical import check_clinical
 from usher2.io.errors import InputError
 from usher2.types import Frame
 
@@ -81,6 +82,8 @@ class FrameScore:
         low_segmentation_confidence: Mask uncertainty above :data:`~usher2.fusion.score.LOW_CONFIDENCE`.
         mask_uncertainty: The segmenter's mean binary entropy (NaN for a given mask).
         clinical_missing: Clinical values the model reads were missing (imputed by the model).
+        clinical_out_of_range: A clinical value lay outside the bundle's training range (within
+            :data:`~usher2.fusion.clinical.CLINICAL_MARGIN` of it; farther is an error).
         mask: ``(H, W)`` bool lesion mask, or None.
         heat: ``(H, W)`` float32 heat map in [0, 1] (0 outside the ROI box), or None.
         pixels: The frame as scored (after the enhancer), ``(H, W)`` float32 in [0, 1].
@@ -96,6 +99,7 @@ class FrameScore:
     low_segmentation_confidence: bool = False
     mask_uncertainty: float = float("nan")
     clinical_missing: bool = False
+    clinical_out_of_range: bool = False
     mask: np.ndarray | None = None
     heat: np.ndarray | None = None
     pixels: np.ndarray | None = None
@@ -109,7 +113,7 @@ class FrameScore:
             >>> FrameScore(0.5, 1, 0.4, low_segmentation_confidence=True).flags()
             ['low_segmentation_confidence']
         """
-        names = ("no_lesion", "low_segmentation_confidence", "clinical_missing")
+        names = ("no_lesion", "low_segmentation_confidence", "clinical_missing", "clinical_out_of_range")
         return [n for n in names if getattr(self, n)]
 
     def record(self) -> dict[str, Any]:
@@ -122,6 +126,7 @@ class FrameScore:
             "low_segmentation_confidence": self.low_segmentation_confidence,
             "mask_uncertainty": None if not np.isfinite(self.mask_uncertainty) else round(self.mask_uncertainty, 6),
             "clinical_missing": self.clinical_missing,
+            "clinical_out_of_range": self.clinical_out_of_range,
             "mask_area_px": None if self.mask is None else int(self.mask.sum()),
             "error": self.error,
         }
@@ -163,6 +168,7 @@ class FrameScorer:
         cfg = _extract_config(self.bundle.config, "predicted")
         self.cam = cam
         self.clinical = list(self.bundle.config.get("clinical", []))
+        self.clinical_ranges = dict(self.bundle.config.get("clinical_ranges") or {})
         self.needed = find_needed(self.bundle.model, self.bundle.columns)
         clinical = set(self.clinical)
         self._columns = [c for c in self.needed.columns if c not in clinical]  # the ones to compute
@@ -206,6 +212,7 @@ class FrameScorer:
             "sha256": hashlib.sha256(digest.encode()).hexdigest(),
             "threshold": self.bundle.threshold,
             "clinical": self.clinical,
+            "clinical_ranges": self.clinical_ranges,
             "features": len(self.bundle.columns),
             "heatmap": {"method": cam, "backbone": self._cam_spec, "target": self.heatmap_target},
         }
@@ -283,7 +290,9 @@ class FrameScorer:
         Args:
             frames: :class:`~usher2.types.Frame` objects or ``(H, W)`` float arrays in [0, 1].
             clinical: One mapping of clinical values for every frame, or one per frame (None:
-                none given; the model imputes and ``clinical_missing`` is set).
+                none given; the model imputes and ``clinical_missing`` is set). Values are read by
+                :func:`~usher2.fusion.clinical.check_clinical`: a frame with a non-numeric value or
+                one far outside the training range is not scored (its ``error`` says why).
             heatmaps: Compute heat maps (when the scorer has a CAM method).
 
         Returns:
@@ -300,8 +309,14 @@ class FrameScorer:
         thr = self.bundle.threshold
         results: list[FrameScore | None] = [None] * n
         inputs = [_pixels(f, i) for i, f in enumerate(frames)]
+        values: list[tuple[dict[str, float], list[str]] | None] = [None] * n
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (px, _) in enumerate(inputs):
+            try:  # before any network runs: a frame with bad clinical values is not scored
+                values[i] = check_clinical(clinical[i], self.clinical, self.clinical_ranges)
+            except InputError as exc:
+                results[i] = FrameScore(None, None, thr, pixels=px, error=str(exc))
+                continue
             by_shape.setdefault(px.shape, []).append(i)
         steps = [idx[k : k + self._step] for idx in by_shape.values() for k in range(0, len(idx), self._step)]
 
@@ -352,12 +367,11 @@ class FrameScorer:
                 row = X[len(ok)]
                 for c, v in fe.items():
                     row[self._index[c]] = v
-                for c in self.clinical:
-                    v = (clinical[i] or {}).get(c)
-                    row[self._index[c]] = (
-                        pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0] if v is not None else np.nan
-                    )
-                base.clinical_missing = any(not np.isfinite(row[self._index[c]]) for c in self.clinical)
+                clin, outside = values[i]
+                for c, v in clin.items():
+                    row[self._index[c]] = v
+                base.clinical_missing = any(np.isnan(v) for v in clin.values())
+                base.clinical_out_of_range = bool(outside)
                 ok.append(i)
         if ok:
             t0 = time.perf_counter()

@@ -10,7 +10,9 @@ suffix) to choose a reader:
 * DICOM (all frames), see :mod:`usher2.io.dicom`.
 * Video (all frames), see :mod:`usher2.io.video`.
 
-Every frame is at least :data:`~usher2.io.pixels.MIN_SIDE` (8) pixels on each side.
+Every frame is at least :data:`~usher2.io.pixels.MIN_SIDE` (8) pixels on each side, and at most
+the decoded-size limit (:class:`~usher2.io.limits.PixelLimits`, 64 megapixels by default), which is
+checked from the header before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from usher2.io.dicom import DICOM_SUFFIXES, iter_dicom_frames, read_dicom_frame
 from usher2.io.errors import InputError
+from usher2.io.limits import DecodedSizeError, PixelLimits, resolve_limits
 from usher2.io.pixels import MIN_SIDE, check_file, make_frame, rgb_to_grey
 from usher2.io.video import VIDEO_SUFFIXES, iter_video_frames, read_video_frame
 from usher2.types import Frame
@@ -85,20 +88,38 @@ def frame_kind(path: str | Path) -> FrameKind:
     )
 
 
-def _open_pil(p: Path, data: bytes, what: str) -> Image.Image:
+def _open_pil(p: Path, data: bytes, what: str, limits: PixelLimits) -> Image.Image:
+    """Open ``data`` with Pillow, check its size from the header, and only then decode it."""
     try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
+        im = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError as exc:
         raise InputError(p, f"{what} Pillow can decode (PNG, JPEG, BMP, TIFF)", _describe_unreadable(data)) from exc
-    except Exception as exc:  # Pillow raises OSError/SyntaxError/ValueError... for damaged files
-        raise InputError(
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when it is an error
+        raise DecodedSizeError(
             p,
-            f"{what} that is complete",
-            f"a corrupt or truncated file ({type(exc).__name__}: {exc})",
-            fix="export or copy the file again",
+            f"{what} within Pillow's own decompression-bomb guard (PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels)",
+            f"a larger one ({exc})",
+            fix="downscale the file",
         ) from exc
+    except Exception as exc:  # Pillow raises OSError/SyntaxError/ValueError... for damaged headers
+        raise _corrupt(p, what, exc) from exc
+    width, height = im.size
+    limits.check_frame(p, height, width, what=what)
+    try:
+        im.load()
+    except Exception as exc:  # Pillow raises OSError/SyntaxError/ValueError... for damaged files
+        raise _corrupt(p, what, exc) from exc
     return im
+
+
+def _corrupt(p: Path, what: str, exc: Exception) -> InputError:
+    return InputError(
+        p,
+        f"{what} that is complete",
+        f"a corrupt or truncated file ({type(exc).__name__}: {exc})",
+        fix="export or copy the file again",
+    )
 
 
 def _describe_unreadable(data: bytes) -> str:
@@ -132,16 +153,17 @@ def _is_16bit_colour(im: Image.Image, data: bytes) -> bool:
 
 
 def _image_to_grey(p: Path, im: Image.Image, data: bytes) -> np.ndarray:
-    """Decoded image -> ``(H, W)`` float64 grey in [0, 1]."""
+    """Decoded image -> ``(H, W)`` float32 grey in [0, 1] (float32 division of the integer levels
+    equals the float64 quotient rounded to float32, so no float64 frame is needed)."""
     mode = im.mode
     if mode == "1":
-        return np.asarray(im, dtype=np.float64)
+        return np.asarray(im).astype(np.float32)
     if mode == "L":
-        return np.asarray(im, dtype=np.float64) / 255.0
+        return np.divide(np.asarray(im), 255.0, dtype=np.float32)
     if mode.startswith("I;16"):
-        return np.asarray(im).astype(np.float64) / 65535.0
+        return np.divide(np.asarray(im), 65535.0, dtype=np.float32)
     if mode == "I":
-        arr = np.asarray(im).astype(np.float64)
+        arr = np.asarray(im)
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0 or hi > 65535:
             raise InputError(
@@ -150,24 +172,23 @@ def _image_to_grey(p: Path, im: Image.Image, data: bytes) -> np.ndarray:
                 f"32-bit integers in [{lo:g}, {hi:g}]",
                 fix="save as 16-bit",
             )
-        return arr / 65535.0
+        return np.divide(arr, 65535.0, dtype=np.float32)
     if mode == "F":
-        arr = np.asarray(im).astype(np.float64)
+        arr = np.asarray(im, dtype=np.float32)
         finite = np.isfinite(arr)
         if not finite.all() or arr.min() < 0 or arr.max() > 1:
             got = "NaN/inf values" if not finite.all() else f"values in [{arr.min():g}, {arr.max():g}]"
             raise InputError(p, "a float32 image already scaled to [0, 1]", got, fix="save it as 8- or 16-bit")
         return arr
     if mode in ("P", "PA"):
-        rgb = np.asarray(im.convert("RGBA"), dtype=np.float64)[..., :3]
-        return rgb_to_grey(rgb) / 255.0
+        return rgb_to_grey(np.asarray(im.convert("RGBA")), scale=255.0)
     if mode in _RGB_MODES:
         if _is_16bit_colour(im, data):
             arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
                 raise InputError(p, "a 16-bit RGB(A) image OpenCV can decode", "a file OpenCV cannot decode")
-            return rgb_to_grey(arr[..., 2::-1]) / 65535.0
-        return rgb_to_grey(np.asarray(im.convert("RGB"), dtype=np.float64)) / 255.0
+            return rgb_to_grey(arr[..., 2::-1], scale=65535.0)
+        return rgb_to_grey(np.asarray(im if mode == "RGB" else im.convert("RGB")), scale=255.0)
     if mode in ("LA", "La"):
         raise InputError(
             p,
@@ -178,11 +199,12 @@ def _image_to_grey(p: Path, im: Image.Image, data: bytes) -> np.ndarray:
     raise InputError(p, "a grey, RGB, RGBA or palette image", f"unsupported Pillow mode {mode!r}")
 
 
-def read_image(path: str | Path) -> Frame:
+def read_image(path: str | Path, *, limits: PixelLimits | None = None) -> Frame:
     """Read a PNG, JPEG, BMP or TIFF file as one grey frame.
 
     Args:
         path: The image file.
+        limits: The decoded-size limit; None: :func:`~usher2.io.limits.default_limits`.
 
     Returns:
         A ``Frame`` with ``(H, W)`` float32 pixels in [0, 1], spacing None, index 0, and
@@ -191,6 +213,7 @@ def read_image(path: str | Path) -> Frame:
     Raises:
         InputError: Missing, zero-byte, corrupt or truncated file; unsupported mode (2-channel,
             float64, complex, 32-bit integers); smaller than 8x8.
+        DecodedSizeError: Larger than the limit (checked from the header, before decoding).
 
     Example:
         >>> import pathlib, tempfile
@@ -203,28 +226,31 @@ def read_image(path: str | Path) -> Frame:
     """
     p = check_file(path, what="image file")
     data = p.read_bytes()
-    im = _open_pil(p, data, "an image")
+    im = _open_pil(p, data, "an image", resolve_limits(limits))
     if getattr(im, "n_frames", 1) > 1:
         warnings.warn(f"{p}: has {im.n_frames} pages; only the first is read", stacklevel=2)
     grey = _image_to_grey(p, im, data)
     bits = 16 if im.mode.startswith("I;16") or (im.mode in _RGB_MODES and _is_16bit_colour(im, data)) else None
     bits = bits or {"1": 1, "I": 32, "F": 32}.get(im.mode, 8)
     meta = {"format": str(im.format), "mode": im.mode, "bits": bits}
-    return make_frame(grey, source=p, metadata=meta)
+    return make_frame(grey, source=p, metadata=meta, copy=False)
 
 
-def read_frame(path: str | Path, index: int = 0) -> Frame:
+def read_frame(path: str | Path, index: int = 0, *, limits: PixelLimits | None = None) -> Frame:
     """Read frame ``index`` of any supported file (image, DICOM or video).
 
     Args:
         path: An image, DICOM or video file; the reader is chosen from its content.
         index: Frame number; a still image only has frame 0.
+        limits: The decoded-size limit, checked from the header before decoding; None:
+            :func:`~usher2.io.limits.default_limits`.
 
     Returns:
         A ``Frame``: ``(H, W)`` float32 pixels in [0, 1], spacing in mm where the file says.
 
     Raises:
         InputError: The file or the index is bad; the message names the file.
+        DecodedSizeError: The header declares more pixels than ``limits`` allow.
 
     Example:
         >>> import pathlib, tempfile
@@ -236,19 +262,19 @@ def read_frame(path: str | Path, index: int = 0) -> Frame:
     """
     kind = frame_kind(path)
     if kind == "dicom":
-        return read_dicom_frame(path, index)
+        return read_dicom_frame(path, index, limits=limits)
     if kind == "video":
-        return read_video_frame(path, index)
+        return read_video_frame(path, index, limits=limits)
     if index != 0:
         raise InputError(path, "frame index 0 (a still image has one frame)", str(index))
-    return read_image(path)
+    return read_image(path, limits=limits)
 
 
-def iter_frames(path: str | Path) -> Iterator[Frame]:
+def iter_frames(path: str | Path, *, limits: PixelLimits | None = None) -> Iterator[Frame]:
     """Every frame of a file: 1 for an image, all for a DICOM or a video.
 
-    The file is opened and checked before the iterator is returned, so bad input raises
-    here and not in the middle of a loop.
+    The file is opened and checked (the decoded-size limit too, see :func:`read_frame`) before
+    the iterator is returned, so bad input raises here and not in the middle of a loop.
 
     Example:
         >>> import pathlib, tempfile
@@ -260,10 +286,10 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     """
     kind = frame_kind(path)
     if kind == "dicom":
-        return iter_dicom_frames(path)
+        return iter_dicom_frames(path, limits=limits)
     if kind == "video":
-        return iter_video_frames(path)
-    return iter([read_image(path)])
+        return iter_video_frames(path, limits=limits)
+    return iter([read_image(path, limits=limits)])
 
 
 _BINARY_SETS = ({0, 1}, {0, 255}, {0, 65535})
@@ -275,6 +301,7 @@ def read_mask(
     *,
     case: str | None = None,
     allow_empty: bool = False,
+    limits: PixelLimits | None = None,
 ) -> np.ndarray:
     """Read a binary lesion mask (0/255 or 0/1, grey, bilevel, palette indices or equal-channel RGB).
 
@@ -283,12 +310,15 @@ def read_mask(
         expected_shape: The image's ``(H, W)``; a different mask shape is an error.
         case: The case id, named in errors.
         allow_empty: Accept a mask with no foreground (e.g. BUSI "normal" frames).
+        limits: The decoded-size limit, checked from the header; None:
+            :func:`~usher2.io.limits.default_limits`.
 
     Returns:
         ``(H, W)`` bool, True on the lesion.
 
     Raises:
         InputError: Unreadable file, non-binary values, shape mismatch, or an empty mask.
+        DecodedSizeError: Larger than the limit (checked before decoding).
 
     Example:
         >>> import pathlib, tempfile
@@ -301,7 +331,7 @@ def read_mask(
     """
     p = check_file(path, what="mask file")
     where = f"{p} (case {case})" if case else str(p)
-    im = _open_pil(p, p.read_bytes(), "a mask image")
+    im = _open_pil(p, p.read_bytes(), "a mask image", resolve_limits(limits))
     mode = im.mode
     if mode in ("RGB", "RGBA", "RGBX"):
         rgb = np.asarray(im)[..., :3]

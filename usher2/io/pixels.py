@@ -2,11 +2,13 @@
 
 Every reader ends in :func:`make_frame`, so the same rules hold whatever the format:
 grey levels are float32 in [0, 1], both sides are at least :data:`MIN_SIDE` pixels and every
-value is finite.
+value is finite. The largest size is checked earlier, from the header and before decoding, by
+:mod:`usher2.io.limits`; after that, no reader makes a float64 copy of a whole frame.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,42 @@ def check_file(path: str | Path, *, what: str = "an image, DICOM or video file")
     return p
 
 
-def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an ``(..., 3)`` array, as float64.
+def rgb_to_grey(rgb: np.ndarray, *, scale: float = 1.0) -> np.ndarray:
+    """BT.601 luma ``(0.299 R + 0.587 G + 0.114 B) / scale`` of an ``(..., 3)`` array, as float32.
+
+    The sum is taken in float64 over blocks of about a million pixels, so the result equals the
+    float64 formula rounded to float32 while no float64 copy of the whole frame is ever made.
+    Channels past the third (alpha) are ignored.
+
+    Args:
+        rgb: ``(..., C)`` samples with ``C >= 3``, R, G, B first (any integer or float dtype).
+        scale: Divides the luma, e.g. 255 for 8-bit samples to get [0, 1].
 
     Example:
-        >>> float(rgb_to_grey(np.array([255.0, 0.0, 0.0]))) / 255
+        >>> round(float(rgb_to_grey(np.array([255, 0, 0], np.uint8), scale=255)), 6)
         0.299
     """
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1] + rgb[..., 2] * LUMA[2]
+    rgb = np.asarray(rgb)
+    out = np.empty(rgb.shape[:-1], np.float32)
+    if rgb.ndim < 3:
+        out[...] = _luma(rgb) / scale
+        return out
+    per_row = max(1, math.prod(rgb.shape[1:-1]))
+    step = max(1, _BLOCK_PIXELS // per_row)
+    for r0 in range(0, rgb.shape[0], step):
+        out[r0 : r0 + step] = _luma(rgb[r0 : r0 + step]) / scale
+    return out
+
+
+_BLOCK_PIXELS = 1 << 20  # float64 temporaries of ~8 MB per channel, whatever the frame size
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """The float64 BT.601 sum of a (small) block of ``(..., C)`` samples."""
+    grey = rgb[..., 0].astype(np.float64) * LUMA[0]
+    grey += rgb[..., 1].astype(np.float64) * LUMA[1]
+    grey += rgb[..., 2].astype(np.float64) * LUMA[2]
+    return grey
 
 
 def make_frame(
@@ -69,6 +98,7 @@ def make_frame(
     spacing: tuple[float, float] | None = None,
     index: int = 0,
     metadata: Mapping[str, Any] | None = None,
+    copy: bool = True,
 ) -> Frame:
     """Check a grey image already scaled to [0, 1] and wrap it in a :class:`Frame`.
 
@@ -78,6 +108,8 @@ def make_frame(
         spacing: ``(row_mm, col_mm)`` or None.
         index: Frame number inside a multi-frame file.
         metadata: De-identified metadata.
+        copy: False when ``grey`` is the caller's own float32 temporary: it is then clipped in
+            place and kept, instead of copied (a reader saves one float32 frame of memory).
 
     Raises:
         InputError: Not 2-D, smaller than ``MIN_SIDE`` on a side, or holding NaN/inf.
@@ -97,7 +129,9 @@ def make_frame(
             f"{h}x{w} (rows x columns)",
             fix="this is too small to hold a lesion; check that the right file was exported",
         )
-    if not np.all(np.isfinite(grey)):
+    if grey.dtype.kind in "fc" and not np.all(np.isfinite(grey)):
         raise InputError(source, "finite pixel values", f"{int(np.count_nonzero(~np.isfinite(grey)))} NaN/inf pixels")
-    pixels = np.clip(grey.astype(np.float32), 0.0, 1.0)
+    if copy or grey.dtype != np.float32 or not grey.flags.writeable:
+        grey = grey.astype(np.float32)
+    pixels = np.clip(grey, 0.0, 1.0, out=grey)
     return Frame(pixels, spacing=spacing, source=str(source), index=index, metadata=dict(metadata or {}))

@@ -33,6 +33,7 @@ FLAG_TEXT = {
     "no_lesion": "the segmenter found no lesion: nothing to score",
     "low_segmentation_confidence": "the segmenter's mask uncertainty is high: check the contour before using the score",
     "clinical_missing": "clinical values the model reads were missing and were imputed (training medians)",
+    "clinical_out_of_range": "a clinical value lay outside the range the model was trained on: the score extrapolates",
 }
 
 

@@ -23,13 +23,18 @@ reads it back).
 **Errors** are JSON ``{"detail", "field", "expected", "got", "fix", "request_id"}`` where ``detail``
 reads ``"<field>: expected <what>, got <what arrived>"``:
 
-* 400: no ``file`` field, an empty file, ``clinical`` that is not valid JSON;
+* 400: no ``file`` field, an empty file, ``clinical`` that is not valid JSON (or nested too deeply), a
+  malformed multipart body;
 * 401: the bearer token is missing or wrong (with ``WWW-Authenticate: Bearer``);
 * 413: the request body is larger than the upload limit (Content-Length is checked before the
-  body is read; a body without it is counted as it streams in and cut off at the limit);
+  body is read; a body without it is counted as it streams in and cut off at the limit), or a
+  ``clinical`` field longer than :data:`MAX_CLINICAL_CHARS`, or a file whose header declares more
+  than ``max_megapixels`` per frame (checked before decoding, see :mod:`usher2.io.limits`; a
+  multi-frame upload may hold four such frames' worth of samples in all, as one frame is read);
 * 415: content that is neither an image nor DICOM (or a video);
 * 422: a recognised file that cannot be read (corrupt, too small, a frame index out of range),
-  ``clinical`` that is not an object or has unknown keys or non-numeric values, or a frame
+  ``clinical`` that is not an object or has unknown keys or non-numeric values or a value far
+  outside the model's training range (:mod:`usher2.fusion.clinical`), or a frame
   whose features cannot be computed;
 * 503: more than ``max_queue`` requests waiting (with ``Retry-After`` in seconds).
 
@@ -81,8 +86,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from usher2.fusion.clinical import check_clinical
 from usher2.io.errors import InputError
+from usher2.io.limits import DecodedSizeError, PixelLimits
 from usher2.service.page import render_page
 from usher2.service.rle import rle_encode
 
@@ -99,6 +107,8 @@ _DICOM_TYPES = ("application/dicom", "application/dicom+binary")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _FORMATS = "a PNG, JPEG, TIFF or BMP image or a DICOM file"
 _RID_KEY = "usher2.request_id"
+MAX_CLINICAL_CHARS = 4096
+"""Longest ``clinical`` form field: a flat object of a few numbers is far shorter."""
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -188,12 +198,18 @@ def parse_clinical(text: str | None, columns: list[str]) -> dict[str, float | No
     if text is None or not text.strip():
         return None
     example = '{"' + (columns[0] if columns else "age") + '": 54}'
+    if len(text) > MAX_CLINICAL_CHARS:
+        raise ApiError(
+            413, "clinical", f"a JSON object of at most {MAX_CLINICAL_CHARS} characters", f"{len(text)} characters"
+        )
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(
             400, "clinical", f"a JSON object such as {example}", f"invalid JSON ({exc.msg} at character {exc.pos})"
         ) from exc
+    except RecursionError as exc:  # deeply nested arrays/objects: json's recursive parser gives up
+        raise ApiError(400, "clinical", f"a flat JSON object such as {example}", "deeply nested JSON") from exc
     if not isinstance(obj, dict):
         raise ApiError(422, "clinical", f"a JSON object such as {example}", _json_kind(obj))
     out: dict[str, float | None] = {}
@@ -263,7 +279,9 @@ class ScoreResponse(BaseModel):
     probability: float | None = Field(description="P(positive); null when the frame could not be scored.")
     label: int | None = Field(description="1 when probability >= threshold; null when not scored.")
     threshold: float
-    flags: list[str] = Field(description="Among no_lesion, low_segmentation_confidence, clinical_missing.")
+    flags: list[str] = Field(
+        description="Among no_lesion, low_segmentation_confidence, clinical_missing, clinical_out_of_range."
+    )
     error: str | None = Field(description="Why the frame was not scored (no lesion found), else null.")
     mask_uncertainty: float | None = Field(description="The segmenter's mean binary entropy.")
     mask_area_px: int | None
@@ -344,6 +362,7 @@ class _Settings:
     token: str | None
     max_concurrent: int
     max_queue: int
+    pixel_limits: PixelLimits
 
 
 class _Runner:
@@ -363,6 +382,7 @@ class _Runner:
         )
         self.parallel = settings.max_concurrent if thread_safe else 1  # jobs that really run at once
         self.clinical = list(scorer.model_info.get("clinical") or [])
+        self.clinical_ranges = dict(scorer.model_info.get("clinical_ranges") or {})
         info = scorer.model_info
         self.model_ref = {"name": info.get("name"), "version": info.get("version"), "sha256": info.get("sha256")}
 
@@ -406,7 +426,7 @@ class _Runner:
         self, data: bytes, index: int, clinical: dict[str, float | None] | None, dicom_hint: bool, queue_s: float
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        frame = _read_upload(data, index, dicom_hint)
+        frame = _read_upload(data, index, dicom_hint, self.settings.pixel_limits)
         t1 = time.perf_counter()
         with self.model_lock:
             t_model = time.perf_counter()
@@ -446,7 +466,7 @@ class _Runner:
         return out
 
 
-def _read_upload(data: bytes, index: int, dicom_hint: bool) -> Any:
+def _read_upload(data: bytes, index: int, dicom_hint: bool, limits: PixelLimits) -> Any:
     """The upload as a :class:`~usher2.types.Frame`, read by the project's readers from a private temp file."""
     from usher2.io.frames import frame_kind, read_frame
 
@@ -468,7 +488,11 @@ def _read_upload(data: bytes, index: int, dicom_hint: bool) -> Any:
         if kind == "video":
             raise ApiError(415, "file", f"{_FORMATS} (one frame)", "a video", fix="score videos with `usher2 score`")
         try:
-            return read_frame(path, index)
+            return read_frame(path, index, limits=limits)
+        except DecodedSizeError as exc:  # refused from the header, before decoding
+            got = exc.got.replace(str(path), "the upload")
+            fix = "downscale the frame (the server's limit is usher2 serve --max-megapixels)"
+            raise ApiError(413, "file", exc.expected, got, fix=fix) from exc
         except InputError as exc:
             field = "frame" if "frame index" in exc.expected else "file"
             got = exc.got.replace(str(path), "the upload")
@@ -591,11 +615,13 @@ def create_app(
     bundle: str | Path | Any,
     *,
     max_upload_mb: float = 20,
+    max_megapixels: float = 64,
     token: str | None = None,
     max_concurrent: int = 2,
     max_queue: int = 16,
     cam: str | None = "gradcam",
     device: str | None = None,
+    verify_key: bytes | None = None,
 ) -> FastAPI:
     """The scoring service for one bundle (see the module docstring).
 
@@ -605,6 +631,9 @@ def create_app(
             ``model_info``).
         max_upload_mb: Largest request body in MiB (the file plus a 64 KiB allowance for the
             form fields); larger requests get 413.
+        max_megapixels: Largest decoded frame in megapixels (2**20 pixels), checked from the
+            file's header before decoding; larger files get 413. A multi-frame upload may hold
+            at most four such frames' worth of samples in all.
         token: Bearer token required on ``/v1/*``; None reads ``USHER2_API_TOKEN``; an empty
             string (or an unset variable) turns authentication off.
         max_concurrent: Requests processed at once (threads).
@@ -613,12 +642,16 @@ def create_app(
             ``bundle`` is a scorer.
         device: Torch device of the networks (None: CUDA when available). Ignored when
             ``bundle`` is a scorer.
+        verify_key: Key of the bundle's signature (:func:`usher2.fusion.bundle.read_key`): a
+            bundle folder without a matching ``signature.json`` is refused. Ignored when
+            ``bundle`` is a scorer.
 
     Returns:
         The FastAPI app. The model is loaded here, so the first request is not slow.
 
     Raises:
-        InputError: A bad bundle, or limits out of range.
+        InputError: A bad bundle (one that fails :func:`usher2.fusion.bundle.load_bundle`'s checks,
+            or its signature with ``verify_key``), or limits out of range.
 
     Example:
         >>> try:
@@ -633,11 +666,13 @@ def create_app(
         raise InputError("max_queue", "an integer >= 0", repr(max_queue))
     if not isinstance(max_upload_mb, int | float) or not max_upload_mb > 0:
         raise InputError("max_upload_mb", "a size in MiB > 0", repr(max_upload_mb))
+    frame_pixels = PixelLimits.from_megapixels(max_megapixels).frame_pixels
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
     settings = _Settings(
         max_upload_bytes=int(max_upload_mb * MIB) + _FORM_SLACK,
         max_upload_mb=float(max_upload_mb),
+        pixel_limits=PixelLimits(frame_pixels=frame_pixels, file_samples=4 * frame_pixels),
         token=token or None,
         max_concurrent=max_concurrent,
         max_queue=max_queue,
@@ -645,8 +680,11 @@ def create_app(
     if hasattr(bundle, "score_frame") and hasattr(bundle, "model_info"):
         scorer = bundle
     else:
+        from usher2.fusion.bundle import Bundle, load_bundle
         from usher2.fusion.scorer import FrameScorer
 
+        if verify_key is not None and not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, verify_key=verify_key)
         scorer = FrameScorer(bundle, cam=cam, device=device)
     runner = _Runner(scorer, settings)
     model_info = _jsonable(scorer.model_info)
@@ -673,6 +711,24 @@ def create_app(
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc, _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own errors (a malformed multipart body, an unknown path) in the service's error format."""
+        if isinstance(exc, ApiError):
+            return _error_response(exc, _request_id(request))
+        status = exc.status_code
+        if status in (404, 405):
+            err = ApiError(status, "path", "one of the service's endpoints (see /docs)", str(exc.detail))
+        else:
+            err = ApiError(
+                status,
+                "request body",
+                "a well-formed multipart/form-data body",
+                str(exc.detail)[:200],
+                fix="send the frame as a multipart form field named 'file' (e.g. curl -F file=@frame.png)",
+            )
+        return _error_response(err, _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -709,7 +765,7 @@ def create_app(
         responses={
             400: {"description": "No file, an empty file, or invalid clinical JSON"},
             401: {"description": "Missing or wrong bearer token"},
-            413: {"description": "Request body over the upload limit"},
+            413: {"description": "Request body over the upload limit, or a file over the decoded-size limit"},
             415: {"description": "Not an image or DICOM file"},
             422: {"description": "Unreadable file, bad frame index or clinical values"},
             503: {"description": "Queue full; see Retry-After"},
@@ -728,6 +784,11 @@ def create_app(
         if not data:
             raise ApiError(400, "file", f"a non-empty file ({_FORMATS})", "0 bytes")
         values = parse_clinical(clinical, runner.clinical)
+        if values is not None:
+            try:  # the bundle's training ranges: far outside is refused here, before the frame is read
+                check_clinical(values, runner.clinical, runner.clinical_ranges)
+            except InputError as exc:
+                raise ApiError(422, exc.where, exc.expected, exc.got, fix=exc.fix) from exc
         index = _parse_frame(frame)
         name = (file.filename or "").lower()  # only its suffix is looked at; it is never logged or echoed
         dicom_hint = (file.content_type or "").lower() in _DICOM_TYPES or name.endswith(_DICOM_SUFFIXES)

@@ -1,7 +1,9 @@
 """The service's web page: one self-contained HTML file (inline CSS and JS, no external fetches).
 
 The page has a file input, a frame index (multi-frame DICOM), one number field per clinical
-column of the model, a token field when the service requires one, and a submit button. It
+column of the model, a token field when the service requires one, and a submit button. When the
+service requires a token the page itself carries no model details (name, hash, threshold, clinical
+columns), as ``/v1/model`` needs the token: the script loads them once the token is entered. It
 posts to ``v1/score`` with ``fetch`` and shows the overlay (lesion contour + Grad-CAM), the
 probability, the label and the flags. Server data is written with ``textContent`` only.
 
@@ -10,10 +12,13 @@ and style (by SHA-256) run, images may only be ``data:`` URIs, and ``fetch`` may
 page's own origin, so the browser itself refuses any external request.
 
 Example:
-    >>> doc, csp = render_page({"name": "m", "version": "0.1", "sha256": "ab" * 32, "threshold": 0.4,
-    ...                         "clinical": ["age"]}, token_required=True, max_upload_mb=20)
-    >>> 'data-clinical="age"' in doc, 'id="token"' in doc, "connect-src 'self'" in csp
-    (True, True, True)
+    >>> info = {"name": "m", "version": "0.1", "sha256": "ab" * 32, "threshold": 0.4, "clinical": ["age"]}
+    >>> doc, csp = render_page(info, token_required=False, max_upload_mb=20)
+    >>> 'data-clinical="age"' in doc, "abababab" in doc, 'id="token"' in doc, "connect-src 'self'" in csp
+    (True, True, False, True)
+    >>> doc, _ = render_page(info, token_required=True, max_upload_mb=20)
+    >>> 'data-clinical="age"' in doc, "abababab" in doc, "0.400" in doc, 'id="token"' in doc
+    (False, False, False, True)
 """
 
 from __future__ import annotations
@@ -39,6 +44,46 @@ fieldset{border:1px solid #ccc;display:grid;gap:.4em}button{padding:.4em 1em;jus
 
 _SCRIPT = """
 const form = document.getElementById("score-form");
+const tokenBox = document.getElementById("token");
+async function loadModel() {
+  // With a token the page carries no model details (as /v1/model): fetch them once the token is entered.
+  if (!tokenBox || !tokenBox.value) return;
+  let reply, info;
+  try {
+    reply = await fetch("v1/model", {headers: {"Authorization": "Bearer " + tokenBox.value}});
+    info = await reply.json();
+  } catch (err) {
+    say("Could not load the model: " + err, true);
+    return;
+  }
+  if (!reply.ok) {
+    say("Error " + reply.status + ": " + (info.detail || reply.statusText), true);
+    return;
+  }
+  say("", false);
+  document.getElementById("meta").textContent = "Model " + info.name + " (usher2 " + info.version + ", sha256 " +
+    String(info.sha256).slice(0, 12) + "\u2026), threshold " + Number(info.threshold).toFixed(3) +
+    ". Research use only; not a medical device.";
+  const box = document.getElementById("clinical");
+  for (const old of box.querySelectorAll("label, p")) old.remove();
+  for (const c of info.clinical || []) {
+    const label = document.createElement("label");
+    label.textContent = c + " ";
+    const input = document.createElement("input");
+    input.type = "number";
+    input.step = "any";
+    input.name = "clinical_" + c;
+    input.dataset.clinical = c;
+    label.appendChild(input);
+    box.appendChild(label);
+  }
+  if (!(info.clinical || []).length) {
+    const p = document.createElement("p");
+    p.textContent = "This model reads no clinical values.";
+    box.appendChild(p);
+  }
+}
+if (tokenBox) tokenBox.addEventListener("change", loadModel);
 const statusBox = document.getElementById("status");
 const result = document.getElementById("result");
 function say(text, isError) {
@@ -59,8 +104,7 @@ form.addEventListener("submit", async (event) => {
   const frame = document.getElementById("frame").value.trim();
   if (frame !== "" && frame !== "0") body.append("frame", frame);
   const headers = {};
-  const token = document.getElementById("token");
-  if (token && token.value) headers["Authorization"] = "Bearer " + token.value;
+  if (tokenBox && tokenBox.value) headers["Authorization"] = "Bearer " + tokenBox.value;
   result.hidden = true;
   result.dataset.state = "pending";
   say("Scoring...", false);
@@ -97,7 +141,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <title>usher2 scoring</title><link rel="icon" href="data:,"><style>{style}</style></head>
 <body>
 <h1>usher2: HER2 status from one breast-ultrasound frame</h1>
-<p class="meta">Model {name} (usher2 {version}, sha256 {sha}&hellip;), threshold {threshold}.
+<p class="meta" id="meta">{meta}
 Research use only; not a medical device.</p>
 <form id="score-form">
 <label>Frame: PNG, JPEG, TIFF, BMP or DICOM (at most {max_mb} MiB)
@@ -105,7 +149,7 @@ Research use only; not a medical device.</p>
  accept=".png,.jpg,.jpeg,.tif,.tiff,.bmp,.dcm,.dicom,image/png,image/jpeg,image/tiff,image/bmp,application/dicom"></label>
 <label>DICOM frame index (multi-frame files)
 <input type="number" id="frame" name="frame" min="0" step="1" value="0"></label>
-<fieldset><legend>Clinical values (optional; empty fields are imputed by the model)</legend>
+<fieldset id="clinical"><legend>Clinical values (optional; empty fields are imputed by the model)</legend>
 {clinical}</fieldset>
 {token}<button type="submit" id="submit">Score</button>
 </form>
@@ -162,15 +206,22 @@ def render_page(model_info: Mapping[str, Any], *, token_required: bool, max_uplo
         else ""
     )
     threshold = model_info.get("threshold")
+    if token_required:  # as /v1/model: the model's details only with the token (the script loads them)
+        meta = "Enter the API token to see the model and its clinical fields."
+        clinical = ""
+    else:
+        meta = (
+            f"Model {e(str(model_info.get('name')))} (usher2 {e(str(model_info.get('version')))}, "
+            f"sha256 {e(str(model_info.get('sha256') or '')[:12])}&hellip;), threshold "
+            f"{f'{threshold:.3f}' if isinstance(threshold, int | float) else 'unknown'}."
+        )
+        clinical = fields or "<p>This model reads no clinical values.</p>\n"
     doc = _TEMPLATE.format(
         style=_STYLE,
         script=_SCRIPT,
-        name=e(str(model_info.get("name"))),
-        version=e(str(model_info.get("version"))),
-        sha=e(str(model_info.get("sha256") or "")[:12]),
-        threshold=f"{threshold:.3f}" if isinstance(threshold, int | float) else "unknown",
+        meta=meta,
         max_mb=f"{max_upload_mb:g}",
-        clinical=fields or "<p>This model reads no clinical values.</p>\n",
+        clinical=clinical,
         token=token,
     )
     return doc, CSP
