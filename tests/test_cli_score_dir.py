@@ -186,6 +186,17 @@ def test_evaluate_scores_and_report(scoring_bundle, tmp_path):
     assert thr == {"combined": pytest.approx(cfg["threshold"])}
     assert (ev / "report.html").is_file()
     assert f"{auc['test_auc'].iloc[0]:.3f}" in r.output
+    # The bundle the scores name is loaded with every check: an edited metrics.json (a better
+    # nested-CV AUC) is refused, not reported.
+    copy = tmp_path / "bundle"
+    shutil.copytree(scoring_bundle["bundle"], copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["auc"]["auc"] = 0.99
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    side = csv.with_suffix(".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), "bundle": str(copy)}))
+    r = runner.invoke(app, ["evaluate", str(csv), "--manifest", str(test / "manifest.csv"), "--out", str(ev)])
+    assert r.exit_code == 2 and "metrics.json" in r.output and "tampered" in r.output, r.output
 
 
 def test_report_of_a_bundle(scoring_bundle, tmp_path):

@@ -457,12 +457,13 @@ class Pipeline:
         return RunResult(table=table, out=out, report=path, seconds=seconds)
 
 
-def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Path | None, Path | None]:
-    """(scores, model name, bundle folder or None, feature table or None) of one SCORES input.
+def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Any, Path | None]:
+    """(scores, model name, loaded bundle or None, feature table or None) of one SCORES input.
 
     SCORES is ``usher2 score``'s CSV (with its ``.json`` sidecar naming the bundle) or its output
     folder (``cases.csv`` + ``scores.json``); a ``model`` column names the model, else the bundle's
-    family, else the file's stem.
+    family, else the file's stem. The bundle named by the scores is loaded with every check of
+    :func:`~usher2.fusion.bundle.load_bundle` before its out-of-fold numbers are reported.
     """
     bundle = features = None
     name = path.stem
@@ -484,9 +485,11 @@ def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Path | None, Path | Non
     missing = [c for c in ("case_id", "probability") if c not in df.columns]
     if missing:
         raise InputError(csv, "columns case_id and probability", f"no {missing}")
-    if bundle_hint and (Path(bundle_hint) / "config.json").is_file():
-        bundle = Path(bundle_hint)
-        name = str(json.loads((bundle / "config.json").read_text(encoding="utf-8")).get("family") or name)
+    if bundle_hint and (Path(bundle_hint) / "hashes.json").is_file():
+        from usher2.fusion.bundle import load_bundle
+
+        bundle = load_bundle(bundle_hint)
+        name = str(bundle.config.get("family") or name)
     if "model" in df.columns and df["model"].nunique() == 1:
         name = str(df["model"].iloc[0])
     return df, name, bundle, features
@@ -554,13 +557,12 @@ def evaluate_scores(
         if "threshold" in df.columns and df["threshold"].notna().any():
             thresholds[name] = float(df["threshold"].dropna().iloc[0])
         if bundle is not None:
-            bundles[name] = str(bundle.resolve())
-            oof = pd.read_csv(bundle / "oof.csv", dtype={"case_id": str})
+            bundles[name] = str(bundle.path.resolve())
+            oof = pd.read_csv(bundle.path / "oof.csv", dtype={"case_id": str})
             preds.append(
                 _predictions(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
             )
-            metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
-            row["cv_auc"] = metrics.get("auc", {}).get("auc", np.nan)
+            row["cv_auc"] = bundle.metrics.get("auc", {}).get("auc", np.nan)
         if features is not None:
             feature_files.append(features)
         rows.append(row)

@@ -27,6 +27,7 @@ import pandas as pd
 from usher2.io.atomic import atomic_write_bytes
 from usher2.io.errors import InputError
 from usher2.io.frames import read_mask
+from usher2.io.limits import resolve_limits
 from usher2.io.manifest import SUFFIXES, read_manifest, write_manifest
 
 BUS_BRA_FILES = ("bus_data.csv", "5-fold-cv.csv", "Images", "Masks")
@@ -140,11 +141,16 @@ def _slug(text: str) -> str:
 
 
 def _read_grey_shape(path: Path) -> tuple[int, int]:
-    data = np.fromfile(path, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(path, "a PNG image OpenCV can decode", "a corrupt or empty file")
-    return int(img.shape[0]), int(img.shape[1])
+    """(rows, columns) from the image's header, without decoding it, within the decoded-size limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            cols, rows = im.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise InputError(path, "a PNG image Pillow can read", "a corrupt or empty file") from exc
+    resolve_limits(None).check_frame(path, rows, cols)
+    return int(rows), int(cols)
 
 
 def import_busi(root: str | Path, out: str | Path) -> pd.DataFrame:
