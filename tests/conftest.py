@@ -87,3 +87,12 @@ def scoring_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     fits = Pipeline(cfg).fit(root / "train" / "manifest.csv", root / "fit")
     return {"bundle": Path(fits["combined"].bundle), "train": root / "train", "test": root / "test"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_store_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """The CLI tracks to ./mlruns by default: keep every test's MLflow runs out of the repository."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path_factory.mktemp('mlruns')}")
+    yield
+    mp.undo()

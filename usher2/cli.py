@@ -19,6 +19,7 @@ from typer.core import TyperCommand
 
 from usher2 import __version__
 from usher2.io.errors import Failure, InputError
+from usher2.tracking import DEFAULT_TRACKING_URI
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -479,6 +480,25 @@ _VERIFY_HELP = (
 )
 
 
+_TRACK_HELP = (
+    "MLflow store that logs this run (parameters, per-epoch or per-fold metrics, config and model card as "
+    "artefacts): a folder, file:DIR or http://HOST:PORT; off disables it. Runs go under the current directory "
+    "by default."
+)
+TrackOption = Annotated[str, typer.Option("--track", envvar="MLFLOW_TRACKING_URI", help=_TRACK_HELP)]
+NoTrackOption = Annotated[bool, typer.Option("--no-track", help="Do not log this run to MLflow (same as --track off).")]
+
+
+def _tracking(track: str, no_track: bool) -> str | None:
+    """The resolved --track store, None with --no-track; announced so users know where runs go."""
+    from usher2.tracking import resolve_tracking_uri
+
+    uri = None if no_track else resolve_tracking_uri(track)
+    if uri is not None:
+        console.print(f"MLflow tracking: {uri} (--no-track to turn off)", highlight=False)
+    return uri
+
+
 def _bundle_key(path: Path | None) -> bytes | None:
     """The key in a --sign/--verify key file, or None without one."""
     from usher2.fusion.bundle import read_key
@@ -542,6 +562,8 @@ def fit(
             f"Default: {_KEY_ENV}.",
         ),
     ] = None,
+    track: TrackOption = DEFAULT_TRACKING_URI,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Nested-CV estimate and final model of one family; writes a bundle that loads without executing code.
 
@@ -556,6 +578,7 @@ def fit(
 
     with _user_errors():
         key = _bundle_key(sign)  # before the fit, so a bad key file fails now and not after it
+        uri = _tracking(track, no_track)
         df = read_manifest(manifest, check_files=features is None)
         if features is None:
             features = out.with_name(out.name + ".features.parquet")
@@ -604,6 +627,7 @@ def fit(
                 overwrite=overwrite,
                 progress=progress,
                 sign_key=key,
+                track=uri,
             )
     a = res.cv.auc
     n_folds = res.cv.oof["fold"].nunique()
@@ -822,6 +846,8 @@ def train_enhancer(
     config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
     export: Annotated[Path | None, typer.Option("--export", help="Override where the best weights go.")] = None,
+    track: TrackOption = DEFAULT_TRACKING_URI,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Train an enhancer (pix2pix or CycleGAN); a killed run resumes from its checkpoint."""
     from usher2.enhance.training import load_train_config
@@ -829,9 +855,10 @@ def train_enhancer(
 
     with _user_errors():
         cfg = load_train_config(config, **_overrides(out, export))
+        uri = _tracking(track, no_track)
         with _progress(f"training {cfg.model}") as progress:
             command = f"usher2 train enhancer --config {config}"
-            result = run(cfg, log=console.print, progress=progress, command=command)
+            result = run(cfg, log=console.print, progress=progress, command=command, track=uri)
     console.print(
         f"best epoch {result.best_epoch} of {len(result.history)}, {result.steps} steps in "
         f"{result.wall_seconds:.0f} s; validation {result.best_metrics} -> {result.weights}"
@@ -843,6 +870,8 @@ def train_segmenter(
     config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
     export: Annotated[Path | None, typer.Option("--export", help="Override where the final weights go.")] = None,
+    track: TrackOption = DEFAULT_TRACKING_URI,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Cross-validate and train a segmenter (U-Net and friends); a killed run resumes where it stopped."""
     from usher2.segment.training import load_segmenter_config
@@ -850,9 +879,10 @@ def train_segmenter(
 
     with _user_errors():
         cfg = load_segmenter_config(config, **_overrides(out, export))
+        uri = _tracking(track, no_track)
         with _progress(f"training {cfg.network.arch}/{cfg.network.encoder}") as progress:
             command = f"usher2 train segmenter --config {config}"
-            result = run(cfg, log=console.print, progress=progress, command=command)
+            result = run(cfg, log=console.print, progress=progress, command=command, track=uri)
     if result.cv:
         d = result.cv["dice"]
         console.print(
@@ -869,6 +899,8 @@ def train_backbone(
     config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
     export: Annotated[Path | None, typer.Option("--export", help="Override where the weights go.")] = None,
+    track: TrackOption = DEFAULT_TRACKING_URI,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Train the ultrasound deep-feature backbone (usresnet10t); a killed run resumes after its last epoch."""
     from usher2.features.pretrain import load_backbone_config
@@ -876,8 +908,10 @@ def train_backbone(
 
     with _user_errors():
         cfg = load_backbone_config(config, **_overrides(out, export))
+        uri = _tracking(track, no_track)
         with _progress(f"training {cfg.arch}") as progress:
-            metrics = run(cfg, log=console.print, progress=progress, command=f"usher2 train backbone --config {config}")
+            command = f"usher2 train backbone --config {config}"
+            metrics = run(cfg, log=console.print, progress=progress, command=command, track=uri)
     for key in ("bus_bra_pathology", "simulated_her2"):
         if key in metrics:
             v = metrics[key]

@@ -26,11 +26,18 @@ All work frame by frame on float32 ``(H, W)`` in [0, 1]; borders are reflected.
   [0, 1], :math:`C_I^2` the local variance / mean², :math:`C_u^2` its median over the frame.
 * ``bm3d``: registered only when the optional ``bm3d`` package is installed (non-commercial
   licence); σ estimated per frame.
+
+The defaults above are textbook values. Fair baselines use the parameters frozen in
+``tuned_classical.json`` beside this module (:func:`tuned_classical_params`): a small grid search
+on simulated frames of the training distribution (``bench/tune_classical.py``), as a user with the
+simulator would tune them, never on the frames they are evaluated on.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -39,15 +46,22 @@ from scipy import ndimage
 from skimage.restoration import denoise_nl_means, estimate_sigma
 
 from usher2.enhance.base import ENHANCERS, Enhancer
+from usher2.io.errors import InputError
 
 __all__ = [
+    "TUNED_CLASSICAL_FILE",
     "BilateralEnhancer",
     "IdentityEnhancer",
     "LeeEnhancer",
     "MedianEnhancer",
     "NLMeansEnhancer",
     "SRADEnhancer",
+    "tuned_classical_params",
 ]
+
+#: Parameters of the classical baselines tuned by ``bench/tune_classical.py``.
+TUNED_CLASSICAL_FILE = Path(__file__).with_name("tuned_classical.json")
+TUNED_FORMAT = "usher2-tuned-classical/1"
 
 _EPS = 1e-3  # keeps ratios by the local intensity finite in black (shadowed) pixels
 
@@ -70,6 +84,49 @@ def _local_cv2(img: np.ndarray, size: int) -> np.ndarray:
     sq = ndimage.uniform_filter(img * img, size, mode="reflect")
     var = np.maximum(sq - mean * mean, 0.0)
     return var / np.maximum(mean * mean, _EPS * _EPS)
+
+
+def tuned_classical_params(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The frozen, tuned constructor arguments of each classical baseline, by registry name.
+
+    Args:
+        path: The JSON written by ``bench/tune_classical.py``; :data:`TUNED_CLASSICAL_FILE` when None.
+
+    Returns:
+        ``{name: kwargs}``; ``create_enhancer(name, **kwargs)`` builds the tuned filter.
+
+    Raises:
+        InputError: The file is missing, not this format, or names an unknown filter or argument.
+
+    Example:
+        >>> params = tuned_classical_params()
+        >>> sorted(params)
+        ['bilateral', 'lee', 'median', 'nlm', 'srad']
+        >>> ENHANCERS.create("lee", **params["lee"]).name
+        'lee'
+    """
+    p = TUNED_CLASSICAL_FILE if path is None else Path(path)
+    fix = "re-create it with python bench/tune_classical.py"
+    if not p.is_file():
+        raise InputError(p, "the tuned classical parameters (JSON)", "no such file", fix)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(p, "the tuned classical parameters (JSON)", f"unreadable ({exc})", fix) from exc
+    if not isinstance(doc, dict) or doc.get("format") != TUNED_FORMAT or not isinstance(doc.get("tuned"), dict):
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise InputError(p, f"format {TUNED_FORMAT!r} with a 'tuned' table", f"{got!r}", fix)
+    classical = [n for n in ENHANCERS.names() if getattr(ENHANCERS.get(n), "__module__", None) == __name__]
+    out: dict[str, dict[str, Any]] = {}
+    for name, kwargs in doc["tuned"].items():
+        if name not in classical or not isinstance(kwargs, dict):
+            raise InputError(p, f"classical filters with argument tables ({', '.join(classical)})", repr(name), fix)
+        try:
+            ENHANCERS.create(name, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise InputError(p, f"valid arguments of {name!r}", f"{kwargs} ({exc})", fix) from exc
+        out[name] = dict(kwargs)
+    return out
 
 
 class _FrameWise(Enhancer):

@@ -4,7 +4,8 @@ One config file drives a run (:class:`EnhancerTrainConfig`, YAML or JSON). The r
 checkpoints every epoch (atomically) and resumes after a kill, shows a progress bar and the
 validation metrics every epoch, stops early when validation stops improving, uses bf16
 autocast on CUDA, and runs under ``torchrun`` (DDP) with no code change. The best generator is
-exported as fp16 safetensors with its metrics and the config hash in the metadata.
+exported as fp16 safetensors with its metrics and the config hash in the metadata. With
+``track`` the run is also logged to MLflow (:mod:`usher2.tracking`).
 
 Losses (pix2pix): LSGAN adversarial on a conditional PatchGAN ``D(x, G(x))`` plus
 ``lambda_l1 * |G(x) - y|`` plus ``lambda_ssim * (1 - SSIM(G(x), y))`` (no downloaded
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from usher2.enhance.networks import GeneratorConfig, PatchDiscriminator, UNetGenerator, ssim_loss
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
+from usher2.tracking import Tracker, track_run
 from usher2.training import dist_info, load_config_file, save_checkpoint
 
 __all__ = [
@@ -239,6 +241,7 @@ def train_enhancer(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    track: str | None = None,
 ) -> TrainResult:
     """Train (or resume) one enhancer run and export its best generator.
 
@@ -247,10 +250,40 @@ def train_enhancer(
         log: Receives one line per epoch (validation metrics) and per event.
         progress: ``progress(step, total_steps)`` after every optimisation step.
         command: The command line that started the run, recorded in the weights and model card.
+        track: MLflow tracking URI (e.g. ``"file:./mlruns"``); None: no tracking. Rank 0 logs
+            one run in the ``usher2-enhancer`` experiment: the config as parameters, per epoch
+            (``step`` = epoch) ``val_psnr``, ``val_ssim``, ``val_gcnr`` and rank 0's mean
+            ``train_loss_g`` / ``train_loss_d``, the best epoch's ``best_val_*``, and the config,
+            model card and history as artefacts. A resumed run re-logs the checkpoint's epochs
+            (validation metrics only). See :mod:`usher2.tracking`.
 
     Returns:
         The best epoch, its validation metrics, the per-epoch history and the exported file.
     """
+    rank = dist_info()[1]
+    with track_run(
+        track if rank == 0 else None,
+        experiment="usher2-enhancer",
+        run_name=Path(config.out).name,
+        params=config.to_dict(),
+        tags={"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()},
+    ) as tracker:
+        return _train(config, tracker, log=log, progress=progress, command=command)
+
+
+def _log_epoch(tracker: Tracker, epoch: int, metrics: dict[str, float], losses: dict[str, float] | None) -> None:
+    val = {f"val_{k}": v for k, v in metrics.items() if k != "epoch"}
+    tracker.log_metrics({**val, **(losses or {})}, step=epoch)
+
+
+def _train(
+    config: EnhancerTrainConfig,
+    tracker: Tracker,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    command: str | None,
+) -> TrainResult:
     from usher2.enhance.gan import save_generator
 
     world, rank, local_rank = dist_info()
@@ -288,6 +321,9 @@ def train_enhancer(
         start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
         history, wall_before = state["history"], state["wall_seconds"]
         log(f"resumed from {ckpt_path} at epoch {start_epoch}")
+        tracker.set_tags({"resumed_at_epoch": start_epoch})
+        for past in history:  # so that this run's curves start at epoch 0 (losses were not checkpointed)
+            _log_epoch(tracker, int(past["epoch"]), past, None)
 
     models = nets["modules"]
     if world > 1:
@@ -303,11 +339,12 @@ def train_enhancer(
         if stale >= config.patience:
             log(f"early stop: no validation gain in {config.patience} epochs (best epoch {best_epoch})")
             break
+        loss_sum = torch.zeros(2, device=device)  # summed on the device: no sync per step
         for step in range(config.steps_per_epoch):
             batch = data["sample"](crop_gen)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                step_fn(models, batch, opt_g, opt_d, config)
+                loss_sum += step_fn(models, batch, opt_g, opt_d, config)
             if progress is not None and rank == 0:
                 progress(epoch * config.steps_per_epoch + step + 1, total)
         if rank == 0:
@@ -325,6 +362,8 @@ def train_enhancer(
                 f"epoch {epoch:3d}  val PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}  "
                 f"lesion gCNR {metrics['gcnr']:.3f}{'  *best' if improved else ''}"
             )
+            loss_g, loss_d = (loss_sum / config.steps_per_epoch).tolist()
+            _log_epoch(tracker, epoch, metrics, {"train_loss_g": loss_g, "train_loss_d": loss_d})
             save_checkpoint(
                 ckpt_path,
                 {
@@ -368,8 +407,20 @@ def train_enhancer(
             out / "history.json",
             json.dumps({"history": history, "best_epoch": best_epoch, "wall_seconds": wall}, indent=2),
         )
-        write_model_card(export)
+        card = write_model_card(export)
         log(f"best epoch {best_epoch}: {best_metrics}; exported {export}")
+        tracker.log_metrics(
+            {
+                **{f"best_val_{k}": v for k, v in best_metrics.items()},
+                "best_epoch": best_epoch,
+                "steps": steps,
+                "wall_seconds": wall,
+            }
+        )
+        tracker.set_tags({"weights": str(export)})
+        tracker.log_dict(config.to_dict(), "config.json")
+        tracker.log_artifact(card)
+        tracker.log_artifact(out / "history.json")
     return TrainResult(best_epoch, best_metrics, history, export, wall, steps)
 
 
@@ -455,7 +506,8 @@ def _build(config: EnhancerTrainConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _pix2pix_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> None:
+def _pix2pix_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> torch.Tensor:
+    """One discriminator and one generator update; returns ``[loss_g, loss_d]`` (detached, fp32)."""
     g, d = models["g"], models["d"]
     x, y = batch["x"], batch["y"]
     fake = g(x)
@@ -471,9 +523,11 @@ def _pix2pix_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> N
     )
     loss_g.backward()
     opt_g.step()
+    return torch.stack([loss_g.detach().float(), loss_d.detach().float()])
 
 
-def _cyclegan_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> None:
+def _cyclegan_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> torch.Tensor:
+    """One update of both discriminators and both generators; returns ``[loss_g, loss_d]``."""
     g, f, d_a, d_b = models["g"], models["f"], models["d_a"], models["d_b"]
     a, b = batch["a"], batch["b"]
 
@@ -499,6 +553,7 @@ def _cyclegan_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> 
     )
     loss_g.backward()
     opt_g.step()
+    return torch.stack([loss_g.detach().float(), loss_d.detach().float()])
 
 
 def write_model_card(weights: str | Path, *, extra: str = "") -> Path:

@@ -18,7 +18,12 @@ CNR            :math:`|\mu_\mathrm{roi} - \mu_\mathrm{bg}| / \sqrt{\sigma^2_\mat
 gCNR           Rodriguez-Molares et al. 2020: :math:`1 - \sum_k \min(p_\mathrm{roi}(k),
                p_\mathrm{bg}(k))`, the two normalised histograms on shared bins spanning both
                regions' values. 1 means fully separable, 0 identical distributions.
-speckle SNR    :math:`\mu / \sigma` in a region (1.91 for a fully developed speckle envelope).
+lesion gCNR    gCNR of the lesion against the ring 8–20 px outside it (Euclidean distance
+               transform), on 256 fixed bins over [0, 1] so every method is binned alike.
+fidelity r     Pearson :math:`r` between an output and the true echogenicity map (e.g. in dB),
+               over the tissue below the skin line.
+speckle SNR    :math:`\mu / \sigma` in a region (1.91 for a fully developed speckle envelope);
+               :func:`homogeneous_patch` picks a background region when there is no truth.
 ENL            :math:`\mu^2 / \sigma^2` in a region (equivalent number of looks).
 =============  ==================================================================================
 
@@ -35,7 +40,19 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["cnr", "contrast_db", "enl", "gcnr", "psnr", "region_ring", "speckle_snr", "ssim"]
+__all__ = [
+    "cnr",
+    "contrast_db",
+    "enl",
+    "fidelity_r",
+    "gcnr",
+    "homogeneous_patch",
+    "lesion_gcnr",
+    "psnr",
+    "region_ring",
+    "speckle_snr",
+    "ssim",
+]
 
 
 def _as_float(name: str, a: object) -> np.ndarray:
@@ -167,14 +184,26 @@ def cnr(img: object, roi: object, background: object) -> float:
     return float(abs(r.mean() - g.mean()) / denom)
 
 
-def gcnr(img: object, roi: object, background: object, *, bins: int = 256) -> float:
+def gcnr(
+    img: object,
+    roi: object,
+    background: object,
+    *,
+    bins: int = 256,
+    value_range: tuple[float, float] | None = None,
+) -> float:
     """Generalised CNR: ``1 −`` the overlap of the two regions' histograms.
 
     Args:
         img: The image.
         roi: Lesion region.
         background: Background region (e.g. :func:`region_ring` around the lesion).
-        bins: Number of shared histogram bins over the joint value range.
+        bins: Number of shared histogram bins.
+        value_range: ``(lo, hi)`` of fixed bins, e.g. ``(0, 1)``, so that images binned alike can
+            be compared; None spans the joint value range of the two regions.
+
+    Raises:
+        ValueError: A pixel of either region lies outside ``value_range``.
 
     Example:
         >>> import numpy as np
@@ -182,18 +211,99 @@ def gcnr(img: object, roi: object, background: object, *, bins: int = 256) -> fl
         >>> roi = np.zeros((4, 4), bool); roi[:2] = True
         >>> gcnr(img, roi, ~roi), gcnr(img, roi, roi)
         (1.0, 0.0)
+        >>> gcnr(img * 0.001, roi, ~roi, value_range=(0.0, 1.0))  # both in the first of 256 bins
+        0.0
     """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")
     r = _pixels(img, roi, "roi", min_pixels=1)
     g = _pixels(img, background, "background", min_pixels=1)
     lo, hi = float(min(r.min(), g.min())), float(max(r.max(), g.max()))
-    if lo == hi:
+    if value_range is not None:
+        vlo, vhi = (float(v) for v in value_range)
+        if not vlo < vhi:
+            raise ValueError(f"value_range must be (lo, hi) with lo < hi, got {value_range}")
+        if lo < vlo or hi > vhi:
+            raise ValueError(
+                f"pixel values span [{lo:g}, {hi:g}], outside value_range ({vlo:g}, {vhi:g}); "
+                "rescale the image or widen value_range"
+            )
+        lo, hi = vlo, vhi
+    elif lo == hi:
         return 0.0  # one constant value everywhere: the distributions are identical
     edges = np.linspace(lo, hi, bins + 1)
     pr = np.histogram(r, bins=edges)[0] / r.size
     pg = np.histogram(g, bins=edges)[0] / g.size
     return float(1.0 - np.minimum(pr, pg).sum())
+
+
+def lesion_gcnr(
+    img: object,
+    mask: object,
+    *,
+    ring: tuple[float, float] = (8, 20),
+    within: object | None = None,
+    bins: int = 256,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> float:
+    """gCNR of a lesion against the ring ``ring[0] < d <= ring[1]`` px outside it, on fixed bins.
+
+    ``d`` is the Euclidean distance to the nearest lesion pixel (:func:`region_ring`); the gap
+    keeps the blurred margin and any halo out of the background.
+
+    Args:
+        img: ``(H, W)`` image, values inside ``value_range``.
+        mask: ``(H, W)`` lesion mask.
+        ring: Inner and outer distance of the background ring (px).
+        within: Optional ``(H, W)`` region the ring is cut to (e.g. the tissue below the skin).
+        bins: Number of fixed bins.
+        value_range: Range the bins cover ((0, 1) for frames in [0, 1]).
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((64, 64), bool); m[24:40, 24:40] = True
+        >>> lesion_gcnr(np.where(m, 0.1, 0.6), m), lesion_gcnr(np.full((64, 64), 0.5), m)
+        (1.0, 0.0)
+    """
+    inner, outer = (float(v) for v in ring)
+    if not 0 <= inner < outer:
+        raise ValueError(f"ring must be (inner, outer) px with 0 <= inner < outer, got {ring}")
+    m = np.asarray(mask).astype(bool)
+    background = region_ring(m, gap=inner, width=outer - inner)
+    if within is not None:
+        background &= _region("within", within, background.shape, min_pixels=0)
+    return gcnr(img, m, background, bins=bins, value_range=value_range)
+
+
+def fidelity_r(output: object, truth: object, *, below_skin: object | None = None) -> float:
+    """Pearson correlation between an output and the true echogenicity map.
+
+    Pearson r ignores any affine map between the two, so a display in grey levels can be scored
+    against a truth in dB (a log-compressed display is affine in dB until it clips).
+
+    Args:
+        output: ``(H, W)`` enhanced (or input) frame.
+        truth: ``(H, W)`` true echogenicity, e.g. in dB.
+        below_skin: Optional ``(H, W)`` region scored (the tissue below the skin line): the gel
+            above the skin is black in every output and in the truth, and would inflate r.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.arange(12.0).reshape(3, 4)
+        >>> fidelity_r(2 * t + 1, t), fidelity_r(-t, t)
+        (1.0, -1.0)
+    """
+    a, b = _as_float("output", output), _as_float("truth", truth)
+    if a.shape != b.shape:
+        raise ValueError(f"output and truth shapes differ: {a.shape} vs {b.shape}")
+    if below_skin is not None:
+        m = _region("below_skin", below_skin, a.shape, min_pixels=2)
+        a, b = a[m], b[m]
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    if den == 0.0:
+        raise ValueError("output or truth is constant in the region (σ = 0); Pearson r is undefined")
+    return float(np.clip((a * b).sum() / den, -1.0, 1.0))
 
 
 def speckle_snr(img: object, region: object) -> float:
@@ -241,3 +351,86 @@ def region_ring(mask: object, *, gap: int = 3, width: int = 10) -> np.ndarray:
         raise ValueError(f"gap must be >= 0 and width >= 1, got gap={gap}, width={width}")
     d = distance_transform_edt(~m)
     return (d > gap) & (d <= gap + width)
+
+
+def homogeneous_patch(
+    img: object,
+    *,
+    exclude: object | None = None,
+    margin: int = 20,
+    size: int = 21,
+    smooth_sigma: float = 4.0,
+) -> np.ndarray:
+    """The flattest ``size`` × ``size`` background patch of a frame, for speckle SNR without truth.
+
+    Speckle is averaged away by a Gaussian blur of σ = ``smooth_sigma`` px; the patch is the window
+    where that blurred echogenicity varies least relative to its mean (local std / local mean of
+    the blurred frame), among windows that lie inside the frame, more than ``margin`` px from
+    ``exclude`` (the lesion), whose mean lies between the 50th and 90th percentiles of the pixels
+    the windows cover (dark shadows, gel and padding are flat but hold no speckle, and near-white
+    regions are compressed by the display), and with at most 1% of pixels at the
+    frame's minimum or maximum value (clipped pixels are flat because the display saturated, which
+    would inflate the SNR). Ties go to the first window in raster order. Choose it once on the
+    input frame and score every method on the same patch.
+
+    Args:
+        img: ``(H, W)`` frame.
+        exclude: Optional ``(H, W)`` region to keep away from (e.g. the lesion mask).
+        margin: Distance from ``exclude`` the patch keeps (px).
+        size: Odd side of the patch (px).
+        smooth_sigma: σ of the speckle-averaging blur (px).
+
+    Returns:
+        ``(H, W)`` bool mask of the patch.
+
+    Raises:
+        ValueError: No window fits (frame too small, or everything near ``exclude``).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> img = rng.rayleigh(0.2, (64, 64)).clip(0, 1)
+        >>> img[:, :32] *= np.linspace(0.2, 1.0, 32)  # a ramp on the left: not homogeneous
+        >>> patch = homogeneous_patch(img, size=15)
+        >>> int(patch.sum()), bool(patch[:, :32].any())
+        (225, False)
+    """
+    from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, uniform_filter
+
+    a = _as_float("image", img)
+    if a.ndim != 2:
+        raise ValueError(f"image must be (H, W), got shape {a.shape}")
+    if size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 3, got {size}")
+    if margin < 0 or smooth_sigma <= 0:
+        raise ValueError(f"margin must be >= 0 and smooth_sigma > 0, got {margin} and {smooth_sigma}")
+    allowed = np.ones(a.shape, bool)
+    if exclude is not None:
+        ex = _region("exclude", exclude, a.shape, min_pixels=0)
+        if ex.any():
+            allowed = distance_transform_edt(~ex) > margin
+    half = size // 2
+    # A window is a candidate when every pixel of it is allowed and it lies inside the frame.
+    inside = np.zeros(a.shape, bool)
+    inside[half : a.shape[0] - half, half : a.shape[1] - half] = True
+    full = uniform_filter(allowed.astype(np.float64), size, mode="constant") > 1.0 - 1e-9
+    cand = inside & full
+    if not cand.any():
+        raise ValueError(
+            f"no {size}x{size} patch fits in the {a.shape} frame more than {margin} px from the excluded "
+            "region; use a smaller size or margin"
+        )
+    smooth = gaussian_filter(a, smooth_sigma, mode="reflect")
+    mean = uniform_filter(a, size, mode="reflect")
+    s_mean = uniform_filter(smooth, size, mode="reflect")
+    s_var = np.maximum(uniform_filter(smooth * smooth, size, mode="reflect") - s_mean * s_mean, 0.0)
+    p50, p90 = np.percentile(a[binary_dilation(cand, np.ones((size, size), bool))], [50, 90])
+    clipped = uniform_filter(((a <= a.min()) | (a >= a.max())).astype(np.float64), size, mode="reflect")
+    usable = (mean >= p50) & (mean <= p90) & (clipped <= 0.01)
+    if (cand & usable).any():  # otherwise fall back to the flattest window that fits
+        cand &= usable
+    score = np.where(cand, np.sqrt(s_var) / np.maximum(s_mean, 1e-12), np.inf)
+    r, c = np.unravel_index(int(np.argmin(score)), a.shape)
+    out = np.zeros(a.shape, bool)
+    out[r - half : r + half + 1, c - half : c + half + 1] = True
+    return out

@@ -10,7 +10,8 @@ cuts them, with two supervised heads on one shared trunk:
 
 Only the trunk is exported (the heads are dropped); the extractor reads its pooled pre-logit
 features. Metrics reported in the card are the last epoch's, on held-out patients (no model
-selection on them). A killed run resumes from its last epoch checkpoint.
+selection on them). A killed run resumes from its last epoch checkpoint. With ``track`` the run is
+also logged to MLflow (:mod:`usher2.tracking`).
 
 Run ``usher2 train backbone --config train/configs/deep_usresnet10t_cpu.yaml``.
 """
@@ -33,6 +34,7 @@ import torch
 from usher2.features.deep import roi_crop
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
+from usher2.tracking import Tracker, track_run
 from usher2.training import load_config_file, save_checkpoint
 
 __all__ = ["BackboneTrainConfig", "load_backbone_config", "train_backbone", "write_backbone_card"]
@@ -206,12 +208,43 @@ def train_backbone(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    track: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on held-out patients, export the trunk with metadata and write the card.
+
+    Args:
+        config: The run.
+        log: Receives one line per epoch and per event.
+        progress: ``progress(step, total_steps)`` after every optimisation step.
+        command: The command line that started the run, recorded in the weights and model card.
+        track: MLflow tracking URI (e.g. ``"file:./mlruns"``); None: no tracking. One run in the
+            ``usher2-backbone`` experiment: the config as parameters, per epoch (``step`` = epoch,
+            from 0) ``train_loss``, ``lr`` and ``epoch_seconds``, the held-out metrics
+            (``simulated_her2.auc``, ``.ci_low``, ``.ci_high``, ``.n``; the same for
+            ``bus_bra_pathology``), and the config, model card and ``metrics.json`` as artefacts.
+            See :mod:`usher2.tracking`.
 
     Returns:
         The metrics dict stored in the weights (held-out AUCs with CIs, epochs, wall time).
     """
+    with track_run(
+        track,
+        experiment="usher2-backbone",
+        run_name=Path(config.out).name,
+        params=config.to_dict(),
+        tags={"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()},
+    ) as tracker:
+        return _train(config, tracker, log=log, progress=progress, command=command)
+
+
+def _train(
+    config: BackboneTrainConfig,
+    tracker: Tracker,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    command: str | None,
+) -> dict[str, Any]:
     import timm
 
     from usher2.weights import save_state
@@ -250,6 +283,7 @@ def train_backbone(
         sched.load_state_dict(state["sched"])
         start, wall = int(state["epoch"]), float(state["wall"])
         log(f"resumed after epoch {start}")
+        tracker.set_tags({"resumed_at_epoch": start})
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         net.train()
@@ -267,7 +301,8 @@ def train_backbone(
             losses.append(float(loss.detach()))
             if progress:
                 progress(epoch * steps_per_epoch + s + 1, total)
-        wall += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        wall += seconds
         save_checkpoint(
             ckpt,
             {
@@ -280,6 +315,8 @@ def train_backbone(
             },
         )
         log(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}, {wall / 60:.1f} min")
+        lr = sched.get_last_lr()[0]
+        tracker.log_metrics({"train_loss": float(np.mean(losses)), "lr": lr, "epoch_seconds": seconds}, step=epoch)
 
     metrics: dict[str, Any] = {"epochs": config.epochs, "steps": total, "wall_seconds": round(wall, 1)}
     if config.bus_bra and config.val_folds:
@@ -302,9 +339,20 @@ def train_backbone(
     }
     export = Path(config.export)
     save_state(net.trunk, export, meta)
-    write_backbone_card(export)
+    card = write_backbone_card(export)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     log(f"exported {export}")
+    summary: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):  # a held-out AUC with its CI and n
+            summary.update({f"{key}.{stat}": x for stat, x in value.items()})
+        else:
+            summary[key] = value
+    tracker.log_metrics(summary)
+    tracker.set_tags({"weights": str(export)})
+    tracker.log_dict(config.to_dict(), "config.json")
+    tracker.log_artifact(card)
+    tracker.log_artifact(out / "metrics.json")
     return metrics
 
 

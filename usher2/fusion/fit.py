@@ -22,6 +22,7 @@ from usher2.fusion.clinical import clinical_ranges
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
 from usher2.fusion.models import build_model, check_selection, family_columns
 from usher2.io.errors import InputError
+from usher2.tracking import track_run
 
 __all__ = ["FitResult", "fit_cohort", "youden_threshold"]
 
@@ -77,6 +78,7 @@ def fit_cohort(
     progress: Callable[[int, int], None] | None = None,
     selection: dict[str, Any] | None = None,
     sign_key: bytes | None = None,
+    track: str | None = None,
 ) -> FitResult:
     """Nested CV, final refit and bundle. See the module docstring for the data rules.
 
@@ -84,110 +86,148 @@ def fit_cohort(
     the univariate, correlation, ICC and LASSO settings, and ``clinical_alpha``); it is recorded in
     the bundle. ``sign_key`` also writes the bundle's ``signature.json`` (see
     :func:`~usher2.fusion.bundle.save_bundle`), inside the same atomic write.
+
+    ``track`` is an MLflow tracking URI (e.g. ``"file:./mlruns"``; None: no tracking). The fit is
+    then one run in the ``usher2-fit`` experiment: the settings as parameters (``family``,
+    ``classifier``, ``fusion``, folds, ``selection.*``, ... and the data's ``n_cases``,
+    ``n_positive``, ``n_columns``), per outer fold (``step`` = fold) ``fold_auc``,
+    ``fold_n_train``, ``fold_n_test``, ``fold_n_selected`` and ``fold_seconds``, the summary
+    ``auc``, ``auc_ci_low``, ``auc_ci_high``, ``threshold`` and ``n_selected``, and the bundle's
+    ``config.json`` and ``metrics.json`` as artefacts. See :mod:`usher2.tracking`.
     """
     selection = check_selection(selection)
-    if "case_id" not in manifest.columns or "case_id" not in features.columns:
-        raise InputError("case_id", "a case_id column in both the manifest and the feature table", "none")
-    if label not in manifest.columns:
-        raise InputError("label", f"a manifest column named {label!r}", f"columns {list(manifest.columns)[:8]}")
-    m = manifest.drop_duplicates("case_id")
-    m.index = pd.Index(m["case_id"].astype(str).tolist())
-    f = features.copy()
-    f.index = pd.Index(f["case_id"].astype(str).tolist())
-    f = f[[c for c in f.columns if c not in ID_COLUMNS]]
-    common = [c for c in f.index if c in m.index]
-    if not common:
-        raise InputError("case_id", "cases shared by the manifest and the feature table", "none in common")
-    y_all = pd.to_numeric(m.loc[common, label], errors="coerce")
-    used = [c for c in common if pd.notna(y_all[c])]
-    X = f.loc[used].copy()
-    clin = _clinical(m.loc[used], clinical)
-    for c in clin.columns:
-        X[c] = clin[c]
-    X.index.name = "case_id"
-    y = y_all[used].astype(int).to_numpy()
-    groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
-    cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
-    columns = cols["radiomics"] + cols["deep"] + cols["clinical"]
-    # The model is fitted on exactly the columns the bundle records, in that order, so every door
-    # (feature table, frame scorer, service) feeds it the same input (issue 22 §4: a family's
-    # bundle used to be fitted on the whole table while config["columns"] named only its own).
-    X = X[columns]
-    model, grid = build_model(
-        cols,
-        classifier,
-        fusion=fusion,
-        perturbations=perturbations,
-        late_sources=late_sources,
-        selector_params=selection,
-        random_state=seed,
-    )
-    kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
-    fold_ids = None
-    if folds_column is not None:
-        if folds_column not in m.columns:
-            raise InputError("folds column", f"a manifest column named {folds_column!r}", "none")
-        fold_ids = m.loc[used, folds_column].to_numpy()
-    cv = nested_cv(
-        model,
-        grid,
-        X,
-        y,
-        groups.to_numpy(),
-        outer_folds=outer_folds,
-        test_ids=test_ids,
-        fold_ids=fold_ids,
-        progress=progress,
-        **kwargs,
-    )
-    threshold = youden_threshold(cv.oof["label"], cv.oof["probability"])
-    train = X if test_ids is None else X.loc[~X.index.isin(list(test_ids))]
-    y_train = y if test_ids is None else y[~X.index.isin(list(test_ids))]
-    g_train = groups if test_ids is None else groups[~X.index.isin(list(test_ids))]
-    final, best = fit_final(model, grid, train, y_train, g_train.to_numpy(), **kwargs)
-    selected = selected_features(final)
-    import sklearn
-
-    import usher2
-
-    config = {
+    settings = {
         "family": family,
         "sequences": list(sequences or []),
-        "classifier": classifier if fusion == "early" else "late-fusion logistic regression",
+        "classifier": classifier,
         "fusion": fusion,
         "late_sources": late_sources if fusion == "late" else None,
-        "calibration": calibration or "none",
-        "selection": selection,
         "label": label,
         "clinical": list(clinical),
-        # what scoring checks clinical values against (usher2.fusion.clinical): the training rows' range
-        "clinical_ranges": clinical_ranges(clin.loc[train.index]),
-        "columns": columns,
-        "threshold": threshold,
-        "threshold_rule": "Youden on the training cohort's out-of-fold probabilities",
-        "best_params": best,
-        "selected_features": selected,
-        "validation": {
-            "outer_folds": outer_folds if test_ids is None else None,
-            "inner_folds": inner_folds,
-            "fixed_test_ids": list(test_ids) if test_ids is not None else None,
-            "folds_column": folds_column,
-            "seed": seed,
-        },
-        "n_cases": len(used),
-        "n_positive": int(y.sum()),
-        "extraction": provenance or {},
-        "training_data": training_data or {},
-        "versions": {"usher2": usher2.__version__, "scikit-learn": sklearn.__version__},
+        "outer_folds": outer_folds if test_ids is None and folds_column is None else None,
+        "inner_folds": inner_folds,
+        "calibration": calibration or "none",
+        "seed": seed,
+        "folds_column": folds_column,
+        "fixed_test_cases": len(test_ids) if test_ids is not None else None,
+        "icc_filter": perturbations is not None,
+        "selection": selection,
     }
-    metrics = {
-        "auc": cv.auc,
-        "folds": cv.folds,
-        "threshold": threshold,
-        "selected_features": selected,
-        "seconds": cv.seconds,
-        "n_cases": len(used),
-        "n_unlabelled": len(common) - len(used),
-    }
-    bundle = save_bundle(out, final, config, metrics, cv.oof, overwrite=overwrite, sign_key=sign_key)
-    return FitResult(bundle, cv, threshold, len(used), len(common) - len(used), selected)
+    with track_run(track, experiment="usher2-fit", run_name=Path(out).name, params=settings) as tracker:
+        if "case_id" not in manifest.columns or "case_id" not in features.columns:
+            raise InputError("case_id", "a case_id column in both the manifest and the feature table", "none")
+        if label not in manifest.columns:
+            raise InputError("label", f"a manifest column named {label!r}", f"columns {list(manifest.columns)[:8]}")
+        m = manifest.drop_duplicates("case_id")
+        m.index = pd.Index(m["case_id"].astype(str).tolist())
+        f = features.copy()
+        f.index = pd.Index(f["case_id"].astype(str).tolist())
+        f = f[[c for c in f.columns if c not in ID_COLUMNS]]
+        common = [c for c in f.index if c in m.index]
+        if not common:
+            raise InputError("case_id", "cases shared by the manifest and the feature table", "none in common")
+        y_all = pd.to_numeric(m.loc[common, label], errors="coerce")
+        used = [c for c in common if pd.notna(y_all[c])]
+        X = f.loc[used].copy()
+        clin = _clinical(m.loc[used], clinical)
+        for c in clin.columns:
+            X[c] = clin[c]
+        X.index.name = "case_id"
+        y = y_all[used].astype(int).to_numpy()
+        groups = (m.loc[used, "patient_id"] if "patient_id" in m.columns else pd.Series(used, index=used)).astype(str)
+        cols = family_columns(list(X.columns), family, clinical=list(clinical), sequences=sequences)
+        columns = cols["radiomics"] + cols["deep"] + cols["clinical"]
+        # The model is fitted on exactly the columns the bundle records, in that order, so every door
+        # (feature table, frame scorer, service) feeds it the same input (issue 22 §4: a family's
+        # bundle used to be fitted on the whole table while config["columns"] named only its own).
+        X = X[columns]
+        model, grid = build_model(
+            cols,
+            classifier,
+            fusion=fusion,
+            perturbations=perturbations,
+            late_sources=late_sources,
+            selector_params=selection,
+            random_state=seed,
+        )
+        kwargs = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
+        fold_ids = None
+        if folds_column is not None:
+            if folds_column not in m.columns:
+                raise InputError("folds column", f"a manifest column named {folds_column!r}", "none")
+            fold_ids = m.loc[used, folds_column].to_numpy()
+        cv = nested_cv(
+            model,
+            grid,
+            X,
+            y,
+            groups.to_numpy(),
+            outer_folds=outer_folds,
+            test_ids=test_ids,
+            fold_ids=fold_ids,
+            progress=progress,
+            **kwargs,
+        )
+        threshold = youden_threshold(cv.oof["label"], cv.oof["probability"])
+        tracker.log_params({"n_cases": len(used), "n_positive": int(y.sum()), "n_columns": len(columns)})
+        for fold in cv.folds:
+            fold_metrics = {k: fold[k] for k in ("auc", "n_train", "n_test", "seconds")}
+            fold_metrics["n_selected"] = len(fold["selected_features"])
+            tracker.log_metrics({f"fold_{k}": v for k, v in fold_metrics.items()}, step=fold["fold"])
+        train = X if test_ids is None else X.loc[~X.index.isin(list(test_ids))]
+        y_train = y if test_ids is None else y[~X.index.isin(list(test_ids))]
+        g_train = groups if test_ids is None else groups[~X.index.isin(list(test_ids))]
+        final, best = fit_final(model, grid, train, y_train, g_train.to_numpy(), **kwargs)
+        selected = selected_features(final)
+        import sklearn
+
+        import usher2
+
+        config = {
+            "family": family,
+            "sequences": list(sequences or []),
+            "classifier": classifier if fusion == "early" else "late-fusion logistic regression",
+            "fusion": fusion,
+            "late_sources": late_sources if fusion == "late" else None,
+            "calibration": calibration or "none",
+            "selection": selection,
+            "label": label,
+            "clinical": list(clinical),
+            # what scoring checks clinical values against (usher2.fusion.clinical): the training rows' range
+            "clinical_ranges": clinical_ranges(clin.loc[train.index]),
+            "columns": columns,
+            "threshold": threshold,
+            "threshold_rule": "Youden on the training cohort's out-of-fold probabilities",
+            "best_params": best,
+            "selected_features": selected,
+            "validation": {
+                "outer_folds": outer_folds if test_ids is None else None,
+                "inner_folds": inner_folds,
+                "fixed_test_ids": list(test_ids) if test_ids is not None else None,
+                "folds_column": folds_column,
+                "seed": seed,
+            },
+            "n_cases": len(used),
+            "n_positive": int(y.sum()),
+            "extraction": provenance or {},
+            "training_data": training_data or {},
+            "versions": {"usher2": usher2.__version__, "scikit-learn": sklearn.__version__},
+        }
+        metrics = {
+            "auc": cv.auc,
+            "folds": cv.folds,
+            "threshold": threshold,
+            "selected_features": selected,
+            "seconds": cv.seconds,
+            "n_cases": len(used),
+            "n_unlabelled": len(common) - len(used),
+        }
+        bundle = save_bundle(out, final, config, metrics, cv.oof, overwrite=overwrite, sign_key=sign_key)
+        a = cv.auc
+        summary = {"auc": a["auc"], "auc_ci_low": a["ci_low"], "auc_ci_high": a["ci_high"], "threshold": threshold}
+        tracker.log_metrics({**summary, "n_selected": len(selected), "cv_seconds": cv.seconds})
+        tracker.log_params({"best_params": best})
+        tracker.set_tags({"bundle": str(Path(bundle).resolve())})
+        for name in ("config.json", "metrics.json"):
+            tracker.log_artifact(Path(bundle) / name, "bundle")
+        return FitResult(bundle, cv, threshold, len(used), len(common) - len(used), selected)

@@ -13,13 +13,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from usher2.io.errors import InputError
 
-__all__ = ["ARCHITECTURES", "SegmenterConfig", "build_network", "load_encoder_weights"]
+__all__ = [
+    "ARCHITECTURES",
+    "NORMALISATIONS",
+    "SegmenterConfig",
+    "build_network",
+    "load_encoder_weights",
+    "normalise_frames",
+]
 
 ARCHITECTURES = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "manet", "linknet", "pspnet", "segformer")
+
+
+#: Input normalisations: ``none`` (grey level / 255) or ``percentile`` (each frame windowed so that
+#: its 1st and 99th grey-level percentiles map to 0 and 1; a gain or dynamic-range change of the
+#: scanner then moves the input far less).
+NORMALISATIONS = ("none", "percentile")
+
+
+def normalise_frames(x: np.ndarray, how: str) -> np.ndarray:
+    """Apply the input normalisation ``how`` to ``(B, H, W)`` float32 frames in [0, 1] (new array or ``x``).
+
+    Example:
+        >>> f = np.linspace(0.2, 0.6, 101, dtype=np.float32)[None, None].repeat(3, 1)
+        >>> y = normalise_frames(f, "percentile"); round(float(y.min()), 3), round(float(y.max()), 3)
+        (-0.01, 1.01)
+    """
+    if how == "none":
+        return x
+    if how != "percentile":
+        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {how!r}")
+    flat = x.reshape(len(x), -1)
+    lo, hi = np.percentile(flat, [1.0, 99.0], axis=1).astype(np.float32)
+    scale = np.maximum(hi - lo, np.float32(1e-3))
+    return ((x - lo[:, None, None]) / scale[:, None, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -46,8 +78,11 @@ class SegmenterConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     input_size: int = 256
     encoder_weights: str | None = None
+    normalise: str = "none"
 
     def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if len(self.decoder_channels) != 5 or any(int(c) < 1 for c in self.decoder_channels):

@@ -39,9 +39,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from usher2.io.atomic import atomic_write_text
+from usher2.io.atomic import atomic_write_bytes, atomic_write_text
 from usher2.io.errors import InputError
-from usher2.segment.networks import SegmenterConfig, build_network
+from usher2.segment.networks import SegmenterConfig, build_network, normalise_frames
 from usher2.segment.unet import resize_to_working, save_network
 from usher2.training import dist_info, load_config_file, save_checkpoint
 
@@ -68,6 +68,10 @@ class SegmenterDataConfig:
         val_simulated: Held-out simulated patients scored after training (0 for none).
         val_simulated_seed: Their cohort seed (must differ from ``simulated_seed``).
         enhancer: An enhancer name applied to every frame first (``None``: raw frames).
+        simulated_settings: Randomised image-formation settings the simulated training patients
+            are split over (:func:`usher2.simulate.randomise.randomised_configs`: centre frequency,
+            aperture, compounding, noise, dynamic range, gain and TGC errors); ``0`` renders them
+            all with the simulator's one degraded setting.
     """
 
     bus_bra: str | None = None
@@ -78,8 +82,14 @@ class SegmenterDataConfig:
     val_simulated: int = 0
     val_simulated_seed: int = 5000
     enhancer: str | None = None
+    simulated_settings: int = 0
 
     def __post_init__(self) -> None:
+        if self.simulated_settings < 0 or (self.simulated and self.simulated_settings > self.simulated):
+            raise ValueError(
+                f"data.simulated_settings must be in [0, data.simulated={self.simulated}], "
+                f"got {self.simulated_settings}"
+            )
         object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
         if any(f not in (1, 2, 3, 4, 5) for f in self.folds) or len(set(self.folds)) != len(self.folds):
             raise ValueError(f"data.folds must be distinct BUS-BRA folds among 1..5, got {list(self.folds)}")
@@ -116,6 +126,16 @@ class SegmenterTrainConfig:
         seed: Seeds initialisation, sampling and augmentation.
         amp: bf16 autocast on CUDA.
         device: ``"cpu"``, ``"cuda"``…; default CUDA when available.
+        augmentation: ``"basic"`` (the nnU-Net-like recipe) or ``"domain"`` (scanner and site
+            randomisation, :func:`usher2.simulate.domain.domain_randomisation`).
+        heldout_devices: BUS-BRA scanners held out for a leave-device-out validation (substrings of
+            the ``device`` column, case-insensitive, e.g. ``["toshiba", "u-systems"]``): one extra
+            network is trained on every other BUS-BRA frame of ``data.folds`` (plus the simulated
+            frames) and scored on these scanners' frames, per scanner, with patient-cluster
+            bootstrap CIs. It is saved as ``<out>/heldout_devices/segmenter.safetensors``.
+        final_fit: Train and export the final network (``False``: validation runs only).
+        tta: Score the validations with horizontal-flip test-time augmentation too (recorded;
+            the exported network's users choose it at inference).
     """
 
     out: str = "runs/segmenter-unet"
@@ -135,9 +155,20 @@ class SegmenterTrainConfig:
     seed: int = 0
     amp: bool = True
     device: str | None = None
+    augmentation: str = "basic"
+    heldout_devices: tuple[str, ...] = ()
+    final_fit: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cv_folds", tuple(int(f) for f in self.cv_folds))
+        object.__setattr__(self, "heldout_devices", tuple(str(d) for d in self.heldout_devices))
+        if self.augmentation not in ("basic", "domain"):
+            raise ValueError(f"augmentation must be 'basic' or 'domain', got {self.augmentation!r}")
+        if self.heldout_devices and self.data.bus_bra is None:
+            raise ValueError("heldout_devices needs data.bus_bra (the scanners are BUS-BRA's)")
+        if not self.final_fit and not (self.cv_folds or self.heldout_devices):
+            raise ValueError("final_fit: false with no cv_folds and no heldout_devices would train nothing")
         if self.cv_folds and self.data.bus_bra is None:
             raise ValueError("cv_folds needs data.bus_bra (cross-validation uses the BUS-BRA partition)")
         if any(f not in (1, 2, 3, 4, 5) for f in self.cv_folds):
@@ -166,7 +197,7 @@ class SegmenterTrainConfig:
 
     def digest(self) -> str:
         """SHA-256 of the settings a checkpoint must share to be resumed (not ``out``/``export``/``device``)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "export", "device")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "export", "device", "final_fit", "tta")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -192,7 +223,8 @@ class SegmenterTrainResult:
         simulated: Held-out simulated summary (empty without ``data.val_simulated``).
         largest_component: The post-processing chosen.
         wall_seconds: Training wall time, cross-validation included.
-        steps: Optimisation steps of the final fit.
+        steps: Optimisation steps of the final fit (0 without ``final_fit``).
+        heldout_devices: Leave-device-out summary (empty without ``heldout_devices``).
     """
 
     weights: Path
@@ -201,6 +233,7 @@ class SegmenterTrainResult:
     largest_component: bool
     wall_seconds: float
     steps: int
+    heldout_devices: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -271,22 +304,63 @@ def _enhanced(images: list[np.ndarray], enhancer: str | None) -> list[np.ndarray
     return [np.rint(e(im[None, None].astype(np.float32) / 255.0)[0, 0] * 255).astype(np.uint8) for im in images]
 
 
-def _bus_bra_frames(root: str, folds: tuple[int, ...], out: Path) -> _Frames:
+def _device_match(devices: pd.Series, names: tuple[str, ...]) -> np.ndarray:
+    """Rows whose device contains any of ``names`` (case-insensitive)."""
+    low = devices.astype(str).str.lower()
+    hit = np.zeros(len(devices), bool)
+    for name in names:
+        hit |= low.str.contains(name.lower(), regex=False).to_numpy()
+    return hit
+
+
+def _bus_bra_frames(
+    root: str, folds: tuple[int, ...], out: Path, *, devices: tuple[str, ...] = (), exclude: bool = False
+) -> _Frames:
+    """BUS-BRA frames of ``folds``; with ``devices``, only those scanners' frames (or all others if ``exclude``)."""
     from usher2.io.importers import import_bus_bra
 
     df = import_bus_bra(root, out / "bus_bra.csv")
-    df = df[df["fold"].isin(folds)].reset_index(drop=True)
+    keep = df["fold"].isin(folds).to_numpy()
+    if devices:
+        hit = _device_match(df["device"], devices)
+        if not hit.any():
+            known = ", ".join(sorted(df["device"].astype(str).unique()))
+            raise InputError(
+                root, f"BUS-BRA frames of the held-out devices {list(devices)}", f"none (devices: {known})"
+            )
+        keep &= ~hit if exclude else hit
+    df = df[keep].reset_index(drop=True)
     images = [_read_grey(Path(p)) for p in df["image_path"]]
     masks = [_read_grey(Path(p)) > 127 for p in df["mask_path"]]
     info = df[["case_id", "patient_id", "fold", "device"]].assign(source="bus-bra")
     return _Frames(list(df["case_id"]), images, masks, info)
 
 
-def _simulated_frames(n: int, seed: int, size: int, out: Path) -> _Frames:
+def _simulated_frames(n: int, seed: int, size: int, out: Path, *, settings: int = 0) -> _Frames:
+    """``n`` simulated patients; with ``settings`` > 0, split over that many randomised scanner settings."""
     from usher2.simulate import SimulationConfig, simulate_cohort
 
+    if settings:
+        from usher2.simulate.randomise import randomised_configs
+
+        configs = randomised_configs(settings, seed, size)
+        counts = [n // settings + (g < n % settings) for g in range(settings)]
+        parts = []
+        for g, (cfg, count) in enumerate(zip(configs, counts, strict=True)):
+            folder = out / f"simulated_{seed}_rand{g}of{settings}_{count}_{size}"
+            df = simulate_cohort(count, seed * 100 + g, folder, config=cfg)
+            part = _simulated_part(df, folder)
+            part.ids = [f"s{g}_{i}" for i in part.ids]
+            part.info["case_id"] = part.ids
+            part.info["patient_id"] = [f"s{g}_{p}" for p in part.info["patient_id"]]
+            parts.append(part)
+        return _concat(parts)
     folder = out / f"simulated_{seed}_{n}_{size}"
     df = simulate_cohort(n, seed, folder, config=SimulationConfig(image_size=(size, size)))
+    return _simulated_part(df, folder)
+
+
+def _simulated_part(df: pd.DataFrame, folder: Path) -> _Frames:
     images = [_read_grey(folder / p) for p in df["image"]]
     masks = [_read_grey(folder / p) > 127 for p in df["mask"]]
     info = pd.DataFrame(
@@ -304,13 +378,17 @@ def _concat(parts: list[_Frames]) -> _Frames:
     )
 
 
-def _training_frames(config: SegmenterTrainConfig, folds: tuple[int, ...], data_dir: Path) -> _Frames:
+def _training_frames(
+    config: SegmenterTrainConfig, folds: tuple[int, ...], data_dir: Path, *, without_devices: tuple[str, ...] = ()
+) -> _Frames:
     d = config.data
     parts = []
     if d.bus_bra and folds:
-        parts.append(_bus_bra_frames(d.bus_bra, folds, data_dir))
+        parts.append(_bus_bra_frames(d.bus_bra, folds, data_dir, devices=without_devices, exclude=True))
     if d.simulated:
-        parts.append(_simulated_frames(d.simulated, d.simulated_seed, d.simulated_size, data_dir))
+        parts.append(
+            _simulated_frames(d.simulated, d.simulated_seed, d.simulated_size, data_dir, settings=d.simulated_settings)
+        )
     if not parts:
         raise ValueError("no training frames: every BUS-BRA fold is held out and data.simulated is 0")
     return _concat(parts)
@@ -320,7 +398,7 @@ class _Sampler:
     """Seeded augmentation + cropping with foreground oversampling; a step's batch depends only on (seed, step)."""
 
     def __init__(self, config: SegmenterTrainConfig, frames: _Frames, rank: int) -> None:
-        import albumentations as A
+        from usher2.simulate.domain import basic_augmentation, domain_randomisation, reseed
 
         size = config.network.input_size
         pairs = [
@@ -334,17 +412,11 @@ class _Sampler:
         blank = np.zeros((size, size), np.uint8)
         self.negatives = np.stack([_to_working(c, np.zeros(c.shape, bool), size)[0] for c in crops] or [blank])
         self.config, self.rank = config, rank
-        self.aug = A.Compose(
-            [
-                A.Affine(rotate=(-15, 15), scale=(0.85, 1.25), border_mode=cv2.BORDER_CONSTANT, p=0.5),
-                A.HorizontalFlip(p=0.5),
-                A.GaussNoise(std_range=(0.0, 0.1), p=0.15),
-                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.5, 1.2), p=0.2),
-                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.3),
-                A.RandomGamma(gamma_limit=(70, 150), p=0.3),
-                A.Downscale(scale_range=(0.5, 0.9), p=0.25),  # low-resolution simulation
-            ]
-        )
+        self._reseed = reseed
+        if config.augmentation == "domain":
+            self.aug = domain_randomisation(size)
+        else:
+            self.aug = basic_augmentation()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -357,7 +429,7 @@ class _Sampler:
         first_negative = c.batch_size - round(c.negative_sampling * c.batch_size)
         xs, ys = [], []
         for k, i in enumerate(idx):
-            self.aug.set_random_seed(int(rng.integers(0, 2**31 - 1)))
+            self._reseed(self.aug, int(rng.integers(0, 2**31 - 1)))
             if k >= first_negative:  # a lesion-free sample: an empty mask is the right answer
                 if rng.random() < 0.125:
                     level, noise = rng.uniform(0, 255), rng.uniform(0, 40)
@@ -379,26 +451,53 @@ class _Sampler:
                     r, c0 = (int(v) for v in rng.integers(0, size - crop + 1, 2))
             xs.append(img[r : r + crop, c0 : c0 + crop])
             ys.append(m[r : r + crop, c0 : c0 + crop])
-        x = torch.from_numpy(np.stack(xs)[:, None].astype(np.float32) / 255.0)
+        x = normalise_frames(np.stack(xs).astype(np.float32) / 255.0, c.network.normalise)
+        x = torch.from_numpy(np.ascontiguousarray(x)[:, None])
         y = torch.from_numpy(np.stack(ys)[:, None].astype(np.float32))
         return x, y
 
 
 # ----------------------------------------------------------------------------------- scoring
-def _score(net: torch.nn.Module, config: SegmenterTrainConfig, frames: _Frames, device: torch.device) -> pd.DataFrame:
-    """Segment each frame at its own size and score it, with and without the largest-component step."""
+def _score(
+    net: torch.nn.Module,
+    config: SegmenterTrainConfig,
+    frames: _Frames,
+    device: torch.device,
+    *,
+    probs_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Segment each frame at its own size and score it, with and without the largest-component step.
+
+    With ``config.tta``, also with flip test-time augmentation (``dice_tta``…). With ``probs_dir``,
+    each frame's probability map is saved there as ``<case_id>.png`` (8-bit, probability x 255):
+    out-of-fold predicted masks that a fusion model can be fitted on.
+    """
     from usher2.evaluate.segmentation import segmentation_metrics
     from usher2.segment.base import postprocess_mask
     from usher2.segment.unet import UNetSegmenter
 
     seg = UNetSegmenter.from_network(net, config.network, device=str(device), enhancer=config.data.enhancer)
+    seg_tta = (
+        UNetSegmenter.from_network(net, config.network, device=str(device), enhancer=config.data.enhancer, tta=True)
+        if config.tta
+        else None
+    )
+    if probs_dir is not None:
+        probs_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for k, (img, truth) in enumerate(zip(frames.images, frames.masks, strict=True)):
-        prob = seg.predict_proba(img[None, None].astype(np.float32) / 255.0)[0, 0]
+        x = img[None, None].astype(np.float32) / 255.0
+        prob = seg.predict_proba(x)[0, 0]
         row = dict(frames.info.iloc[k])
         for suffix, lcc in (("", False), ("_lcc", True)):
             m = segmentation_metrics(postprocess_mask(prob > 0.5, largest_component=lcc), truth)
             row.update({f"{key}{suffix}": m[key] for key in ("dice", "iou", "hd95", "assd")})
+        if seg_tta is not None:
+            p_tta = seg_tta.predict_proba(x)[0, 0]
+            row["dice_tta"] = segmentation_metrics(postprocess_mask(p_tta > 0.5), truth)["dice"]
+        if probs_dir is not None:
+            _, png = cv2.imencode(".png", np.rint(prob * 255).astype(np.uint8))
+            atomic_write_bytes(probs_dir / f"{frames.ids[k]}.png", png.tobytes())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -425,6 +524,9 @@ def _score_negatives(
 def _no_lesion_summary(negatives: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Any]:
     """How often lesion-free crops are called no-lesion, and lesion frames are (wrongly) called so."""
     from usher2.evaluate.segmentation import bootstrap_ci
+
+    if negatives.empty:  # no frame had room for a lesion-free strip
+        return {"n_negative_crops": 0}
 
     spec, lo, hi = bootstrap_ci(
         negatives["no_lesion"].to_numpy(float), groups=negatives["patient_id"].astype(str).to_numpy()
@@ -458,6 +560,7 @@ def _fit(
     log: Callable[[str], None],
     progress: Callable[[int, int], None] | None,
     val: _Frames | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[torch.nn.Module, float, int]:
     """Train one network on ``frames`` into ``out``; resumes from ``out/checkpoint.pt``. Returns (net, wall, steps)."""
     import segmentation_models_pytorch as smp
@@ -525,6 +628,8 @@ def _fit(
                 record["val_dice"] = float(_score(net, config, val, device)["dice"].mean())
                 net.train()
             history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
             shown = f"  val Dice {record['val_dice']:.4f}" if "val_dice" in record else ""
             log(f"{out.name} epoch {epoch:3d}  loss {record['loss']:.4f}{shown}")
             save_checkpoint(
@@ -546,12 +651,89 @@ def _fit(
     return net, wall_before + time.perf_counter() - t0, len(history) * steps_per_epoch
 
 
+def _epoch_logger(tracker: Any, name: str) -> Callable[[dict[str, float]], None]:
+    """Log one fit's epoch records to the tracker as ``<name>.loss`` etc., stepped by epoch."""
+
+    def log_epoch(record: dict[str, float]) -> None:
+        tracker.log_metrics({f"{name}.{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+
+    return log_epoch
+
+
+def _heldout_devices(
+    config: SegmenterTrainConfig,
+    out: Path,
+    data_dir: Path,
+    device: torch.device,
+    rank: int,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Train without the held-out scanners, score their frames; a finished run (``scores.csv``) is read back."""
+    d = config.data
+    run_dir = out / "heldout_devices"
+    scores_path, negatives_path = run_dir / "scores.csv", run_dir / "negatives.csv"
+    seconds = 0.0
+    if scores_path.exists() and negatives_path.exists():
+        scores = pd.read_csv(scores_path, dtype={"patient_id": str})
+        negatives = pd.read_csv(negatives_path, dtype={"patient_id": str})
+        log(f"held-out devices: done before, scores read from {scores_path}")
+    else:
+        held = _bus_bra_frames(d.bus_bra, d.folds, data_dir, devices=config.heldout_devices)  # type: ignore[arg-type]
+        train = _training_frames(config, d.folds, data_dir, without_devices=config.heldout_devices)
+        log(
+            f"held-out devices {list(config.heldout_devices)}: "
+            f"training on {len(train.ids)} frames, testing {len(held.ids)}"
+        )
+        net, seconds, _ = _fit(config, train, run_dir, log=log, progress=progress, on_epoch=on_epoch)
+        if rank != 0:
+            return {}, seconds
+        save_network(
+            net,
+            config.network,
+            run_dir / "segmenter.safetensors",
+            metadata={
+                "postprocess": json.dumps({"threshold": 0.5, "largest_component": False}),
+                "enhancer": d.enhancer or "",
+                "train_config": json.dumps(config.to_dict(), sort_keys=True),
+                "train_config_sha256": config.digest(),
+                "trained_without_devices": json.dumps(list(config.heldout_devices)),
+            },
+        )
+        scores = _score(net, config, held, device, probs_dir=run_dir / "probs")
+        negatives = _score_negatives(net, config, held, device)
+        negatives.to_csv(run_dir / "negatives.tmp", index=False)
+        (run_dir / "negatives.tmp").replace(negatives_path)
+        scores.to_csv(run_dir / "scores.tmp", index=False)  # written last: marks the run done
+        (run_dir / "scores.tmp").replace(scores_path)
+    summary: dict[str, Any] = {
+        "devices": list(config.heldout_devices),
+        **_summary(scores, False),
+        "per_device": {str(dv): _summary(g, False) for dv, g in scores.groupby("device")},
+        "no_lesion": _no_lesion_summary(negatives, scores),
+    }
+    if "dice_tta" in scores:
+        from usher2.evaluate.segmentation import bootstrap_ci
+
+        mean, lo, hi = bootstrap_ci(scores["dice_tta"].to_numpy(float), groups=scores["patient_id"].to_numpy())
+        summary["dice_tta"] = {"mean": mean, "ci_low": lo, "ci_high": hi}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    log(
+        f"held-out devices: Dice {_fmt(summary, 'dice')} over {summary['n_frames']} frames; "
+        + "; ".join(f"{dv}: {_fmt(v, 'dice')}" for dv, v in summary["per_device"].items())
+    )
+    return summary, seconds
+
+
 def train_segmenter(
     config: SegmenterTrainConfig,
     *,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    track: str | None = None,
 ) -> SegmenterTrainResult:
     """Cross-validate (``cv_folds``), then train the final segmenter and export it with a model card.
 
@@ -563,10 +745,55 @@ def train_segmenter(
         log: Receives one line per epoch and per event.
         progress: ``progress(step, total_steps)`` after every optimisation step of the current fit.
         command: The command line that started the run, recorded in the weights and model card.
+        track: An MLflow tracking URI (:mod:`usher2.tracking`): the config as parameters, each fit's
+            per-epoch loss (``<fit>.loss``), cross-validated and held-out-device metrics, and the
+            model card and config as artefacts. ``None``: no tracking.
 
     Returns:
         The weights file and the cross-validated and held-out simulated summaries.
     """
+    from usher2.tracking import track_run
+
+    _, rank, _ = dist_info()
+    with track_run(
+        track if rank == 0 else None,
+        experiment="usher2-segmenter",
+        run_name=Path(config.out).name,
+        params=config.to_dict(),
+        tags={"command": command or "", "config_sha256": config.digest()},
+    ) as tracker:
+        result = _train_segmenter(config, log=log, progress=progress, command=command, tracker=tracker)
+        metrics: dict[str, float] = {}
+        for prefix, summary in (
+            ("cv", result.cv),
+            ("heldout", result.heldout_devices),
+            ("simulated", result.simulated),
+        ):
+            for key in ("dice", "iou", "hd95", "assd", "dice_tta"):
+                if key in summary:
+                    metrics[f"{prefix}.{key}"] = summary[key]["mean"]
+                    metrics[f"{prefix}.{key}_ci_low"] = summary[key]["ci_low"]
+                    metrics[f"{prefix}.{key}_ci_high"] = summary[key]["ci_high"]
+        for dv, v in result.heldout_devices.get("per_device", {}).items():
+            metrics[f"heldout.dice.{dv.split(' @')[0]}"] = v["dice"]["mean"]
+        tracker.log_metrics(metrics)
+        tracker.log_dict(config.to_dict(), "config.json")
+        if result.steps:
+            tracker.log_artifact(result.weights.with_suffix(".md"))
+        for name in ("cv_summary.json", "heldout_devices/summary.json"):
+            if (Path(config.out) / name).exists():
+                tracker.log_artifact(Path(config.out) / name)
+    return result
+
+
+def _train_segmenter(
+    config: SegmenterTrainConfig,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+    command: str | None,
+    tracker: Any,
+) -> SegmenterTrainResult:
     world, rank, _ = dist_info()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -592,11 +819,16 @@ def train_segmenter(
             train_folds = tuple(f for f in config.data.folds if f != k)
             held_out = _bus_bra_frames(config.data.bus_bra, (k,), data_dir)  # type: ignore[arg-type]
             net, seconds, _ = _fit(
-                config, _training_frames(config, train_folds, data_dir), fold_dir, log=log, progress=progress
+                config,
+                _training_frames(config, train_folds, data_dir),
+                fold_dir,
+                log=log,
+                progress=progress,
+                on_epoch=_epoch_logger(tracker, f"fold{k}"),
             )
             wall += seconds
             if rank == 0:
-                scores = _score(net, config, held_out, device)
+                scores = _score(net, config, held_out, device, probs_dir=fold_dir / "probs")
                 negatives = _score_negatives(net, config, held_out, device)
                 negatives.to_csv(fold_dir / "negatives.tmp", index=False)
                 (fold_dir / "negatives.tmp").replace(negatives_path)
@@ -626,9 +858,23 @@ def train_segmenter(
         pd.concat(negative_parts, ignore_index=True).to_csv(out / "cv_negatives.csv", index=False)
         atomic_write_text(out / "cv_summary.json", json.dumps(cv, indent=2))
 
+    heldout: dict[str, Any] = {}
+    if config.heldout_devices:
+        heldout, seconds = _heldout_devices(
+            config, out, data_dir, device, rank, log=log, progress=progress, on_epoch=_epoch_logger(tracker, "heldout")
+        )
+        wall += seconds
+
+    if not config.final_fit:
+        return SegmenterTrainResult(out, cv, {}, largest, wall, 0, heldout)
     final_dir = out / "final"
     net, seconds, steps = _fit(
-        config, _training_frames(config, config.data.folds, data_dir), final_dir, log=log, progress=progress
+        config,
+        _training_frames(config, config.data.folds, data_dir),
+        final_dir,
+        log=log,
+        progress=progress,
+        on_epoch=_epoch_logger(tracker, "final"),
     )
     wall += seconds
     simulated: dict[str, Any] = {}
@@ -647,6 +893,7 @@ def train_segmenter(
             "train_config_sha256": config.digest(),
             "cv": json.dumps(cv),
             "simulated": json.dumps(simulated),
+            "heldout_devices": json.dumps(heldout),
             "steps": str(steps),
             "wall_seconds": f"{wall:.1f}",
             "torch": torch.__version__,
@@ -655,7 +902,7 @@ def train_segmenter(
         save_network(net, config.network, export, metadata=meta)
         write_segmenter_card(export)
         log(f"exported {export}")
-    return SegmenterTrainResult(export, cv, simulated, largest, wall, steps)
+    return SegmenterTrainResult(export, cv, simulated, largest, wall, steps, heldout)
 
 
 def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -715,7 +962,7 @@ def write_segmenter_card(weights: str | Path) -> Path:
             "- Per device Dice: "
             + "; ".join(f"{d} (n={v['n']}): {v['dice']:.3f}" for d, v in cv["per_device"].items()),
         ]
-        if "no_lesion" in cv:
+        if cv.get("no_lesion", {}).get("n_negative_crops"):
             nl = cv["no_lesion"]
             lines += [
                 f"- No-lesion frames: of {nl['n_negative_crops']} lesion-free crops of the held-out frames (the "

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from usher2.io.errors import InputError
 from usher2.segment.base import SEGMENTERS, Segmenter
-from usher2.segment.networks import SegmenterConfig, build_network
+from usher2.segment.networks import SegmenterConfig, build_network, normalise_frames
 from usher2.weights import default_weights_dir, load_state, save_state
 
 __all__ = ["UNetSegmenter", "load_network", "resize_to_working", "save_network"]
@@ -178,6 +178,8 @@ class UNetSegmenter(Segmenter):
         small = _resize_batch(x[:, 0], rh, rw)
         ph, pw = -rh % 32, -rw % 32
         t = F.pad(torch.from_numpy(np.ascontiguousarray(small))[:, None], (0, pw, 0, ph))  # zeros, as in training
+        if self.config.normalise != "none":  # after padding, as in training (the padded square is windowed)
+            t = torch.from_numpy(normalise_frames(t[:, 0].numpy(), self.config.normalise))[:, None]
         z = self._forward(t)[:, :, :rh, :rw]
         if (rh, rw) != (h, w):
             z = F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)

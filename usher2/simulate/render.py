@@ -29,12 +29,17 @@ class RenderedFrame:
         clean: ``(H, W)`` uint8 high-quality frame of the same scatterers.
         mask: ``(H, W)`` uint8 lesion mask, 0 or 255; aligned with both images.
         spacing_mm: Pixel size (mm).
+        reflectivity: ``(H, W)`` float32 true echogenicity map of the frame: the scatterer
+            amplitude scale both images were rendered from (glandular tissue = 1, coupling gel
+            above the skin = 0; point calcifications are not in it). Ground truth for
+            despeckling; it is not written to disk by :func:`~usher2.simulate.simulate_cohort`.
     """
 
     image: np.ndarray
     clean: np.ndarray
     mask: np.ndarray
     spacing_mm: float
+    reflectivity: np.ndarray | None = None
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -100,4 +105,4 @@ def render_frame(
     image = _to_uint8(log_compress(env_deg, deg.dynamic_range_db))
     clean = _to_uint8(log_compress(env_clean, config.clean.dynamic_range_db))
     mask = np.where(scene.mask, 255, 0).astype(np.uint8)
-    return RenderedFrame(image=image, clean=clean, mask=mask, spacing_mm=sp)
+    return RenderedFrame(image=image, clean=clean, mask=mask, spacing_mm=sp, reflectivity=scene.reflectivity)
