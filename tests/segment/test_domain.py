@@ -181,3 +181,13 @@ def test_leave_device_out_trains_without_the_scanner_and_scores_only_its_frames(
             SegmenterTrainConfig(**{**config.__dict__, "heldout_devices": ("philips",), "out": str(tmp_path / "r2")}),
             log=lines.append,
         )
+
+
+def test_augmentation_names_are_checked_and_scanner_variant_keeps_basic_geometry() -> None:
+    with pytest.raises(ValueError, match="augmentation must be one of basic, domain, scanner, got 'strong'"):
+        SegmenterTrainConfig(augmentation="strong")
+    from usher2.simulate.domain import basic_augmentation, scanner_randomisation
+
+    basic = [type(t).__name__ for t in basic_augmentation().transforms]
+    scanner = [type(t).__name__ for t in scanner_randomisation().transforms]
+    assert scanner[: len(basic)] == basic and "RandomResizedCrop" not in scanner

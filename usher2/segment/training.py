@@ -46,6 +46,7 @@ from usher2.segment.unet import resize_to_working, save_network
 from usher2.training import dist_info, load_config_file, save_checkpoint
 
 __all__ = [
+    "AUGMENTATIONS",
     "SegmenterDataConfig",
     "SegmenterTrainConfig",
     "SegmenterTrainResult",
@@ -53,6 +54,11 @@ __all__ = [
     "train_segmenter",
     "write_segmenter_card",
 ]
+
+
+#: Training augmentations: the nnU-Net-like recipe, the full scanner/site randomisation, or the
+#: basic recipe plus milder scanner-appearance randomisation (:mod:`usher2.simulate.domain`).
+AUGMENTATIONS = ("basic", "domain", "scanner")
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,9 @@ class SegmenterTrainConfig:
         seed: Seeds initialisation, sampling and augmentation.
         amp: bf16 autocast on CUDA.
         device: ``"cpu"``, ``"cuda"``…; default CUDA when available.
-        augmentation: ``"basic"`` (the nnU-Net-like recipe) or ``"domain"`` (scanner and site
-            randomisation, :func:`usher2.simulate.domain.domain_randomisation`).
+        augmentation: ``"basic"`` (the nnU-Net-like recipe), ``"domain"`` (scanner and site
+            randomisation, :func:`usher2.simulate.domain.domain_randomisation`) or ``"scanner"``
+            (basic plus milder appearance randomisation, :func:`~usher2.simulate.domain.scanner_randomisation`).
         heldout_devices: BUS-BRA scanners held out for a leave-device-out validation (substrings of
             the ``device`` column, case-insensitive, e.g. ``["toshiba", "u-systems"]``): one extra
             network is trained on every other BUS-BRA frame of ``data.folds`` (plus the simulated
@@ -163,8 +170,8 @@ class SegmenterTrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cv_folds", tuple(int(f) for f in self.cv_folds))
         object.__setattr__(self, "heldout_devices", tuple(str(d) for d in self.heldout_devices))
-        if self.augmentation not in ("basic", "domain"):
-            raise ValueError(f"augmentation must be 'basic' or 'domain', got {self.augmentation!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.heldout_devices and self.data.bus_bra is None:
             raise ValueError("heldout_devices needs data.bus_bra (the scanners are BUS-BRA's)")
         if not self.final_fit and not (self.cv_folds or self.heldout_devices):
@@ -398,7 +405,7 @@ class _Sampler:
     """Seeded augmentation + cropping with foreground oversampling; a step's batch depends only on (seed, step)."""
 
     def __init__(self, config: SegmenterTrainConfig, frames: _Frames, rank: int) -> None:
-        from usher2.simulate.domain import basic_augmentation, domain_randomisation, reseed
+        from usher2.simulate.domain import basic_augmentation, domain_randomisation, reseed, scanner_randomisation
 
         size = config.network.input_size
         pairs = [
@@ -415,6 +422,8 @@ class _Sampler:
         self._reseed = reseed
         if config.augmentation == "domain":
             self.aug = domain_randomisation(size)
+        elif config.augmentation == "scanner":
+            self.aug = scanner_randomisation()
         else:
             self.aug = basic_augmentation()
 
@@ -910,6 +919,16 @@ def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{v['mean']:.{digits}f} (95% CI {v['ci_low']:.{digits}f}-{v['ci_high']:.{digits}f})"
 
 
+_AUGMENTATION_TEXT = {
+    "basic": "nnU-Net-like (rotation, scale, flip, noise, blur, brightness/contrast, gamma, low resolution)",
+    "domain": "scanner and site randomisation (usher2.simulate.domain: gamma, gain, contrast, dynamic range, TGC "
+    "ramps, down/up-sampling, anisotropic PSF blur, speckle noise of random grain, calipers and burned-in text, "
+    "acoustic shadows, scan-area masks, JPEG; scale, aspect, rotation ±10°, flips, crops that cut the lesion)",
+    "scanner": "nnU-Net-like geometry and intensity plus mild scanner appearance (usher2.simulate.domain."
+    "scanner_randomisation: PSF blur, speckle noise, dynamic range, TGC ramps, shadows, calipers and text, JPEG)",
+}
+
+
 def write_segmenter_card(weights: str | Path) -> Path:
     """Write ``<weights>.md`` from the weights' metadata: data, command, cross-validated metrics, wall time."""
     from safetensors import safe_open
@@ -933,7 +952,15 @@ def write_segmenter_card(weights: str | Path) -> Path:
         f"{tuple(net['decoder_channels'])}, 1-channel input, working resolution {net['input_size']} px (longer side); "
         "fp16 safetensors with the architecture in the metadata.",
         f"- **Training data:** {'; '.join(sources)}."
-        + (f" Inputs enhanced with `{data['enhancer']}` first." if data["enhancer"] else ""),
+        + (f" Inputs enhanced with `{data['enhancer']}` first." if data["enhancer"] else "")
+        + (
+            f" Simulated patients split over {data['simulated_settings']} randomised scanner settings "
+            "(usher2.simulate.randomise)."
+            if data.get("simulated_settings")
+            else ""
+        ),
+        f"- **Augmentation:** {_AUGMENTATION_TEXT[cfg.get('augmentation', 'basic')]}; input normalisation "
+        f"`{net.get('normalise', 'none')}`.",
         f"- **Command:** `{meta.get('command') or 'usher2 train segmenter --config ...'}` "
         f"(config SHA-256 `{meta['train_config_sha256'][:16]}`).",
         f"- **Steps (final fit):** {meta['steps']}; training time {float(meta['wall_seconds']) / 60:.1f} min "
@@ -970,6 +997,27 @@ def write_segmenter_card(weights: str | Path) -> Path:
                 f"false-positive area {100 * nl['mean_false_area_fraction']:.1f}% of the crop. Lesion frames whose "
                 f"mask missed the lesion entirely (Dice 0): {nl['lesion_frames_with_empty_or_disjoint_mask']}.",
             ]
+    held = json.loads(meta.get("heldout_devices") or "{}")
+    if held.get("n_frames"):
+        lines += [
+            "",
+            f"## Leave-device-out validation (BUS-BRA scanners never trained on: {', '.join(held['devices'])})",
+            "",
+            "The same recipe trained once more without these scanners' frames (every other BUS-BRA frame plus the "
+            "simulated ones) and scored on their frames at their own size; CIs: patient-cluster bootstrap.",
+            "",
+            f"- Dice {_fmt(held, 'dice')} over {held['n_frames']} frames of {held['n_patients']} patients"
+            + (f"; with flip TTA {_fmt(held, 'dice_tta')}" if "dice_tta" in held else ""),
+            "- Per device Dice: "
+            + "; ".join(f"{d} (n={v['n_frames']}): {_fmt(v, 'dice')}" for d, v in held["per_device"].items()),
+            f"- HD95 {_fmt(held, 'hd95', 1)} px",
+        ]
+        nl = held.get("no_lesion", {})
+        if nl.get("n_negative_crops"):
+            lines.append(
+                f"- No-lesion frames: {_fmt(nl, 'specificity')} of {nl['n_negative_crops']} lesion-free crops "
+                "of these scanners' frames were returned as no-lesion."
+            )
     if sim:
         lines += [
             "",
