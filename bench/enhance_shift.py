@@ -3,6 +3,7 @@
 Usage:
     python bench/enhance_shift.py [--n 40] [--n-busbra 100] [--enhancer NAME_OR_WEIGHTS ...]
                                   [--json PATH] [--cache runs/shifted_set] [--sets shifted fixed randomised]
+                                  [--dice]
 
 Rows: ``input`` (no enhancement), each classical filter with the parameters frozen in
 ``usher2/enhance/tuned_classical.json`` (tuned on the training distribution by
@@ -23,14 +24,20 @@ Simulated sets (256 x 256, one frame per patient, rendered once into ``--cache``
 Columns: lesion gCNR (lesion vs the ring 8-20 px outside it, cut to the tissue below the skin;
 256 fixed bins over [0, 1]) and fidelity r (Pearson r between the output and the true
 echogenicity in dB below the skin line), each the mean with a 95% patient-bootstrap CI
-(1000 resamples); for the shifted set also r per scanner; CPU ms per frame.
+(1000 resamples); for the shifted set also r per scanner; PSNR (dB) and SSIM against the clean
+rendering of the same scatterers (means; on the ``fixed`` set these are the in-distribution pairs
+the learned enhancers must keep their lead on); CPU ms per frame. With ``--dice``, also the Dice
+of the shipped segmenter (``weights/segmenter_unet.safetensors``) on the enhanced frame, against the
+true lesion mask: the downstream cost or gain of each enhancer.
 
 BUS-BRA (no truth): the first ``--n-busbra`` frames, evenly spaced by case id, of official fold 5
 (patient-grouped, so the CI resamples patients): lesion gCNR with the given masks (ring cut to the
 scan area) and speckle SNR (mean / std of the output in a homogeneous background patch: the
 flattest 21 x 21 window of mid-to-bright, unclipped tissue more than 20 px from the lesion and the
 scan-area edge, chosen once on the input frame by ``usher2.evaluate.image_quality.homogeneous_patch``
-and used for every method). Speckle SNR rises with any smoothing, so read it beside gCNR.
+and used for every method). Speckle SNR rises with any smoothing, so read it beside gCNR. ``--dice``
+adds the shipped segmenter's Dice against the given masks; that segmenter's final fit saw every
+BUS-BRA fold (fold 5 included), so this Dice compares enhancers but is not a held-out score.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import torch
 from usher2.enhance import ENHANCERS, Enhancer, create_enhancer
 from usher2.enhance.classical import tuned_classical_params
 from usher2.enhance.gan import GANEnhancer
-from usher2.evaluate.image_quality import fidelity_r, homogeneous_patch, lesion_gcnr, speckle_snr
+from usher2.evaluate.image_quality import fidelity_r, homogeneous_patch, lesion_gcnr, psnr, speckle_snr, ssim
 from usher2.evaluate.segmentation import bootstrap_ci
 from usher2.io.atomic import atomic_write_text
 from usher2.io.hashing import file_sha256
@@ -121,8 +128,24 @@ def _cell(s: dict[str, float]) -> str:
     return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
 
 
+def _dice_fn(enabled: bool) -> Any:
+    """``dice(enhanced (H, W), true mask) -> float`` with the shipped segmenter, or None."""
+    if not enabled:
+        return None
+    from usher2.evaluate.segmentation import dice
+    from usher2.segment import create_segmenter
+
+    seg = create_segmenter("unet", device="cpu")
+    return lambda y, m: float(dice(seg.predict_mask(y[None, None].astype(np.float32))[0, 0], m))
+
+
 def bench_sim(
-    which: str, n: int, cache: Path | None, rows: dict[str, tuple[Enhancer, dict[str, Any]]], n_boot: int
+    which: str,
+    n: int,
+    cache: Path | None,
+    rows: dict[str, tuple[Enhancer, dict[str, Any]]],
+    n_boot: int,
+    dice_fn: Any = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     frames, title, setting_names = sim_set(which, n, cache)
@@ -131,23 +154,34 @@ def bench_sim(
     head = f"{'method':<16}{'lesion gCNR [95% CI]':>26}{'fidelity r [95% CI]':>26}"
     if per_setting:
         head += "".join(f"{'r ' + s:>18}" for s in setting_names)
+    head += f"{'PSNR':>8}{'SSIM':>7}" + (f"{'Dice [95% CI]':>24}" if dice_fn else "")
     print(head + f"{'ms/frame':>10}")
     groups = [f.patient_id for f in frames]
     out: dict[str, Any] = {"description": title, "n": len(frames), "methods": {}}
     for label, (e, _) in rows.items():
-        g, r, secs = [], [], 0.0
+        g, r, ps, ss, ds, secs = [], [], [], [], [], 0.0
         for f in frames:
             y, dt = _apply(e, f.image.astype(np.float32) / 255.0)
             secs += dt
             below = f.below_skin
             g.append(lesion_gcnr(y, f.mask, within=below))
             r.append(fidelity_r(y, f.truth_db, below_skin=below))
+            clean = f.clean.astype(np.float32) / 255.0
+            ps.append(psnr(y, clean, data_range=1.0))
+            ss.append(ssim(y, clean, data_range=1.0))
+            if dice_fn is not None:
+                ds.append(dice_fn(y, f.mask))
         res: dict[str, Any] = {
             "gcnr": _ci(g, groups, n_boot),
             "fidelity_r": _ci(r, groups, n_boot),
+            "psnr": float(np.mean(ps)),
+            "ssim": float(np.mean(ss)),
             "ms_per_frame": 1000.0 * secs / len(frames),
-            "per_frame": {"case_id": [f.case_id for f in frames], "gcnr": g, "fidelity_r": r},
+            "per_frame": {"case_id": [f.case_id for f in frames], "gcnr": g, "fidelity_r": r, "psnr": ps, "ssim": ss},
         }
+        if dice_fn is not None:
+            res["dice"] = _ci(ds, groups, n_boot)
+            res["per_frame"]["dice"] = ds
         line = f"{label:<16}{_cell(res['gcnr']):>26}{_cell(res['fidelity_r']):>26}"
         if per_setting:
             res["fidelity_r_by_setting"] = {
@@ -155,13 +189,19 @@ def bench_sim(
                 for k, s in enumerate(setting_names)
             }
             line += "".join(f"{res['fidelity_r_by_setting'][s]:>18.3f}" for s in setting_names)
+        line += f"{res['psnr']:>8.2f}{res['ssim']:>7.3f}" + (f"{_cell(res['dice']):>24}" if dice_fn else "")
         print(line + f"{res['ms_per_frame']:>10.1f}")
         out["methods"][label] = res
     return out
 
 
 def bench_bus_bra(
-    root: Path, n: int, cache: Path, rows: dict[str, tuple[Enhancer, dict[str, Any]]], n_boot: int
+    root: Path,
+    n: int,
+    cache: Path,
+    rows: dict[str, tuple[Enhancer, dict[str, Any]]],
+    n_boot: int,
+    dice_fn: Any = None,
 ) -> dict[str, Any] | None:
     if not root.is_dir():
         print(f"\nBUS-BRA: skipped ({root} is absent)")
@@ -187,21 +227,29 @@ def bench_bus_bra(
         f"\nBUS-BRA official fold 5: {len(frames)} frames of {pick['patient_id'].nunique()} patients "
         "(evenly spaced by case id; native size; no truth)"
     )
-    print(f"{'method':<16}{'lesion gCNR [95% CI]':>26}{'speckle SNR [95% CI]':>26}{'ms/frame':>10}")
+    dice_head = f"{'Dice [95% CI]':>24}" if dice_fn else ""
+    print(f"{'method':<16}{'lesion gCNR [95% CI]':>26}{'speckle SNR [95% CI]':>26}{dice_head}{'ms/frame':>10}")
     out: dict[str, Any] = {"fold": 5, "n": len(frames), "case_id": list(pick["case_id"]), "methods": {}}
     for label, (e, _) in rows.items():
-        g, s, secs = [], [], 0.0
+        g, s, ds, secs = [], [], [], 0.0
         for img, m, scan, patch in zip(frames, masks, scans, patches, strict=True):
             y, dt = _apply(e, img)
             secs += dt
             g.append(lesion_gcnr(y, m, within=scan))
             s.append(speckle_snr(y, patch))
+            if dice_fn is not None:
+                ds.append(dice_fn(y, m))
         res = {
             "gcnr": _ci(g, groups, n_boot),
             "speckle_snr": _ci(s, groups, n_boot),
             "ms_per_frame": 1000.0 * secs / len(frames),
         }
-        print(f"{label:<16}{_cell(res['gcnr']):>26}{_cell(res['speckle_snr']):>26}{res['ms_per_frame']:>10.1f}")
+        if dice_fn is not None:
+            res["dice"] = _ci(ds, groups, n_boot)
+        dice_cell = f"{_cell(res['dice']):>24}" if dice_fn else ""
+        print(
+            f"{label:<16}{_cell(res['gcnr']):>26}{_cell(res['speckle_snr']):>26}{dice_cell}{res['ms_per_frame']:>10.1f}"
+        )
         out["methods"][label] = res
     return out
 
@@ -224,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu", help="device of the learned enhancers (default cpu)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here (atomically)")
+    ap.add_argument("--dice", action="store_true", help="add the shipped segmenter's Dice on the enhanced frames")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -237,10 +286,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shifted_settings": {k: dataclasses.asdict(s) for k, s in SHIFTED_SETTINGS.items()},
         "sets": {},
     }
+    dice_fn = _dice_fn(args.dice)
     for which in args.sets:
-        results["sets"][which] = bench_sim(which, args.n, args.cache, rows, args.n_boot)
+        results["sets"][which] = bench_sim(which, args.n, args.cache, rows, args.n_boot, dice_fn)
     if args.n_busbra > 0:
-        results["bus_bra"] = bench_bus_bra(args.busbra, args.n_busbra, args.cache, rows, args.n_boot)
+        results["bus_bra"] = bench_bus_bra(args.busbra, args.n_busbra, args.cache, rows, args.n_boot, dice_fn)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"\ntotal {results['seconds']:.0f} s")
     if args.json is not None:

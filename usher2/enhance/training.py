@@ -9,8 +9,18 @@ exported as fp16 safetensors with its metrics and the config hash in the metadat
 
 Losses (pix2pix): LSGAN adversarial on a conditional PatchGAN ``D(x, G(x))`` plus
 ``lambda_l1 * |G(x) - y|`` plus ``lambda_ssim * (1 - SSIM(G(x), y))`` (no downloaded
-perceptual network). CycleGAN: LSGAN on both domains, cycle consistency (L1) and identity
-loss; with ``mask_conditioned`` the B-domain discriminator also sees the lesion mask, so a
+perceptual network), plus, with ``lambda_selfsup > 0``, a Neighbor2Neighbor self-supervised
+term on real frames (:func:`neighbor2neighbor_loss`).
+
+Data (issue 23): ``data.settings = N > 0`` renders the training inputs with
+``randomised_configs(N, train_seed)`` (a family of PSFs, noise, clutter, dynamic ranges, gains and
+TGC errors; patient ``i`` uses setting ``i % N``) instead of the one default degraded setting, and
+``data.target`` picks what the generator learns to output: the ``clean`` rendering, the true
+``echogenicity`` map shown like the clean frame (:func:`~usher2.simulate.shifted.echogenicity_display`),
+or their ``blend`` (:func:`training_target`). ``init`` warm-starts the generator from weights.
+
+CycleGAN: LSGAN on both domains, cycle consistency (L1) and identity loss; with
+``mask_conditioned`` the B-domain discriminator also sees the lesion mask, so a
 lesion can be neither invented nor erased without the discriminator noticing.
 """
 
@@ -36,12 +46,17 @@ from usher2.tracking import Tracker, track_run
 from usher2.training import dist_info, load_config_file, save_checkpoint
 
 __all__ = [
+    "TARGETS",
     "DataConfig",
     "EnhancerTrainConfig",
     "TrainResult",
     "load_train_config",
+    "neighbor2neighbor_loss",
+    "neighbour_subsample",
     "simulated_pairs",
     "train_enhancer",
+    "training_target",
+    "truth_pairs",
     "write_model_card",
 ]
 
@@ -62,6 +77,19 @@ class DataConfig:
         root: BUS-BRA folder for ``source="bus-bra"``.
         target_devices: CycleGAN B domain: BUS-BRA frames from these devices (the best quality);
             every other device is the A (degraded) domain.
+        settings: 0: every training input is rendered with the default degraded setting (the
+            original recipe). ``N >= 1``: ``randomised_configs(N, train_seed)``, patient ``i`` with
+            setting ``i % N``; validation then cycles ``randomised_configs(min(N, 8), val_seed)``.
+        target: ``"clean"`` (the high-quality rendering), ``"echogenicity"`` (the true
+            reflectivity in the clean frame's display scale) or ``"blend"``.
+        blend: Weight of the echogenicity map in the ``"blend"`` target (in (0, 1)).
+        cache: Folder that keeps the rendered frames of the new data path (settings > 0 or a
+            target other than clean), shared between runs; default ``<out>/data``. Frames are
+            keyed by seed and every setting, so runs that share it never mix data.
+        real_root: BUS-BRA folder whose official folds ``real_folds`` feed the self-supervised
+            term (``lambda_selfsup > 0``).
+        real_folds: BUS-BRA folds used as real frames (default 2-4: fold 1 is
+            ``bench/enhance.py``'s and fold 5 ``bench/enhance_shift.py``'s evaluation fold).
     """
 
     source: str = "simulated"
@@ -72,6 +100,12 @@ class DataConfig:
     image_size: int = 256
     root: str | None = None
     target_devices: tuple[str, ...] = ()
+    settings: int = 0
+    target: str = "clean"
+    blend: float = 0.5
+    cache: str | None = None
+    real_root: str | None = None
+    real_folds: tuple[int, ...] = (2, 3, 4)
 
     def __post_init__(self) -> None:
         if self.source not in ("simulated", "bus-bra"):
@@ -83,6 +117,34 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.source == "bus-bra" and not self.root:
             raise ValueError("data.root must name the BUS-BRA folder when data.source is 'bus-bra'")
+        if self.target not in TARGETS:
+            raise ValueError(f"data.target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not 0.0 < self.blend < 1.0:
+            raise ValueError(f"data.blend must be in (0, 1), got {self.blend}")
+        if self.settings < 0:
+            raise ValueError(f"data.settings must be >= 0 (0 = the default degraded setting), got {self.settings}")
+        if not self.real_folds or not set(self.real_folds) <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"data.real_folds must be BUS-BRA folds 1-5, got {self.real_folds}")
+
+    @property
+    def with_truth(self) -> bool:
+        """Whether the run renders frames with their reflectivity (the issue-23 data path)."""
+        return self.settings > 0 or self.target != "clean"
+
+
+TARGETS = ("clean", "echogenicity", "blend")
+
+#: Fields added after weights were shipped, left out of :meth:`EnhancerTrainConfig.digest` while they
+#: hold their default, so checkpoints of older configs still resume.
+_NEW_DEFAULTS: dict[str, Any] = {"init": None, "lambda_selfsup": 0.0}
+_NEW_DATA_DEFAULTS: dict[str, Any] = {
+    "settings": 0,
+    "target": "clean",
+    "blend": 0.5,
+    "cache": None,
+    "real_root": None,
+    "real_folds": (2, 3, 4),
+}
 
 
 @dataclass(frozen=True)
@@ -112,6 +174,8 @@ class EnhancerTrainConfig:
     seed: int = 0
     amp: bool = True
     device: str | None = None
+    init: str | None = None
+    lambda_selfsup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in ("pix2pix", "cyclegan"):
@@ -126,6 +190,13 @@ class EnhancerTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lambda_selfsup < 0:
+            raise ValueError(f"lambda_selfsup must be >= 0, got {self.lambda_selfsup}")
+        if self.lambda_selfsup > 0 and (self.model != "pix2pix" or not self.data.real_root):
+            raise ValueError(
+                "lambda_selfsup > 0 needs model 'pix2pix' and data.real_root (the BUS-BRA folder), "
+                f"got model {self.model!r}, data.real_root {self.data.real_root!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,12 +204,21 @@ class EnhancerTrainConfig:
     def digest(self) -> str:
         """SHA-256 of the settings a checkpoint must share to be resumed.
 
-        Leaves out where files go (``out``, ``export``), the ``device``, and when to stop
-        (``epochs``, ``patience``), so a finished run can be extended. The full config is stored
-        with the exported weights.
+        Leaves out where files go (``out``, ``export``, ``data.cache``), the ``device``, and when to
+        stop (``epochs``, ``patience``), so a finished run can be extended; fields added later are
+        left out while they hold their default, so older checkpoints keep their digest. The full
+        config is stored with the exported weights.
         """
         skip = ("out", "export", "device", "epochs", "patience")
         d = {k: v for k, v in self.to_dict().items() if k not in skip}
+        for k, v in _NEW_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        data = d["data"]
+        del data["cache"]
+        for k, v in _NEW_DATA_DEFAULTS.items():
+            if k in data and (tuple(data[k]) if isinstance(data[k], list | tuple) else data[k]) == v:
+                del data[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -148,7 +228,7 @@ def load_train_config(path: str | Path, **overrides: Any) -> EnhancerTrainConfig
         path,
         EnhancerTrainConfig,
         nested={"generator": GeneratorConfig, "data": DataConfig},
-        tuples={"data": ("target_devices",)},
+        tuples={"data": ("target_devices", "real_folds")},
         what="enhancer training",
         **overrides,
     )
@@ -192,6 +272,107 @@ def simulated_pairs(out: Path, n: int, seed: int, size: int = 256) -> dict[str, 
     return {k: torch.from_numpy(np.stack(v)[:, None]) for k, v in arrays.items()}
 
 
+def training_target(clean: np.ndarray, reflectivity: np.ndarray, kind: str, blend: float = 0.5) -> np.ndarray:
+    """What the generator learns to output for one frame, float32 in [0, 1].
+
+    Args:
+        clean: ``(H, W)`` clean rendering in [0, 1].
+        reflectivity: ``(H, W)`` true reflectivity map of the same frame (gland = 1).
+        kind: ``"clean"``: the clean rendering (keeps its speckle). ``"echogenicity"``: the
+            reflectivity in the clean frame's display (:func:`~usher2.simulate.shifted.echogenicity_display`,
+            60 dB; no speckle). ``"blend"``: ``(1 - blend) * clean + blend * echogenicity``.
+        blend: Weight of the echogenicity map in the blend.
+
+    Example:
+        >>> c = np.full((2, 2), 0.5, np.float32); r = np.ones((2, 2), np.float32)
+        >>> float(training_target(c, r, "blend", 0.25)[0, 0])  # 0.75 * 0.5 + 0.25 * 5/6
+        0.5833333134651184
+    """
+    from usher2.simulate.shifted import echogenicity_display
+
+    if kind not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {kind!r}")
+    if clean.shape != reflectivity.shape:
+        raise ValueError(f"clean and reflectivity shapes differ: {clean.shape} vs {reflectivity.shape}")
+    clean = np.asarray(clean, np.float32)
+    if kind == "clean":
+        return clean
+    echo = echogenicity_display(reflectivity, 60.0)
+    if kind == "echogenicity":
+        return echo
+    return ((1.0 - blend) * clean + blend * echo).astype(np.float32)
+
+
+def truth_pairs(
+    cache: Path | None, n: int, seed: int, configs: list[Any], *, target: str = "clean", blend: float = 0.5, name: str
+) -> dict[str, torch.Tensor]:
+    """Input ``x`` / target ``y`` / ``clean`` / ``mask`` / ``truth_db`` / ``below`` tensors ``(N, 1, H, W)``.
+
+    Frame ``i`` is patient ``i`` of cohort ``seed`` rendered with ``configs[i % len(configs)]``
+    (:func:`~usher2.simulate.shifted.evaluation_set`, cached in ``cache``); ``y`` is
+    :func:`training_target` of ``target``. ``truth_db`` and ``below`` (the tissue below the skin)
+    let validation score fidelity like ``bench/enhance_shift.py``.
+    """
+    from usher2.simulate.shifted import evaluation_set
+
+    frames = evaluation_set(n, seed, configs, cache=cache, name=name)
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "y", "clean", "mask", "truth_db", "below")}
+    for f in frames:
+        clean = f.clean.astype(np.float32) / 255.0
+        arrays["x"].append(f.image.astype(np.float32) / 255.0)
+        arrays["y"].append(training_target(clean, f.reflectivity, target, blend))
+        arrays["clean"].append(clean)
+        arrays["mask"].append(f.mask.astype(np.float32))
+        arrays["truth_db"].append(f.truth_db)
+        arrays["below"].append(f.below_skin.astype(np.float32))
+    return {k: torch.from_numpy(np.stack(v)[:, None]) for k, v in arrays.items()}
+
+
+def neighbour_subsample(x: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbor2Neighbor's random neighbour sub-sampler (Huang et al., CVPR 2021).
+
+    Each 2 x 2 cell of ``x`` ``(B, C, H, W)`` gives one pixel to each of two half-size images:
+    two different, adjacent (4-neighbour) pixels of the cell, drawn independently per cell.
+
+    Returns:
+        ``(g1, g2)``, each ``(B, C, H // 2, W // 2)``.
+
+    Example:
+        >>> g1, g2 = neighbour_subsample(torch.arange(16.0).reshape(1, 1, 4, 4), torch.Generator().manual_seed(0))
+        >>> g1.shape, bool((g1 != g2).all())
+        (torch.Size([1, 1, 2, 2]), True)
+    """
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"neighbour_subsample needs even H and W, got {(h, w)}")
+    cells = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2)  # cell order: (0,0) (0,1) (1,0) (1,1)
+    # The 8 ordered pairs of 4-neighbours inside a 2 x 2 cell.
+    pairs = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 0], [1, 3], [3, 1], [2, 3], [3, 2]], device=x.device)
+    pick = pairs[torch.randint(0, 8, (b, 1, h // 2, w // 2), generator=gen).to(x.device)]  # (B, 1, h, w, 2)
+    g1 = torch.gather(cells, 2, pick[..., 0].unsqueeze(2).expand(b, c, 1, h // 2, w // 2)).squeeze(2)
+    g2 = torch.gather(cells, 2, pick[..., 1].unsqueeze(2).expand(b, c, 1, h // 2, w // 2)).squeeze(2)
+    return g1, g2
+
+
+def neighbor2neighbor_loss(
+    generator: torch.nn.Module, x: torch.Tensor, gen: torch.Generator | None = None, gamma: float = 1.0
+) -> torch.Tensor:
+    """Self-supervised denoising loss on noisy frames alone (Neighbor2Neighbor).
+
+    ``|G(g1) - g2|^2 + gamma * |G(g1) - g2 - (g1(G(x)) - g2(G(x)))|^2`` (means), with ``g1, g2``
+    from :func:`neighbour_subsample` and ``G(x)`` not back-propagated. It needs noise that is
+    independent between neighbouring pixels; ultrasound speckle is correlated over the resolution
+    cell, so on frames whose speckle grain spans several pixels it mostly teaches the identity.
+    """
+    with torch.no_grad():
+        full = generator(x)
+    # One draw for both: the regulariser needs the same cells of the input and of G(x).
+    s1, s2 = neighbour_subsample(torch.cat([x, full], 1), gen)
+    g1, g2, f1, f2 = s1[:, :1], s2[:, :1], s1[:, 1:], s2[:, 1:]
+    out = generator(g1)
+    return F.mse_loss(out, g2) + gamma * F.mse_loss(out - g2, f1 - f2)
+
+
 def _random_crops(
     tensors: dict[str, torch.Tensor], crop: int, batch: int, gen: torch.Generator
 ) -> dict[str, torch.Tensor]:
@@ -217,22 +398,48 @@ def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
 
 
 def _validate(generator: torch.nn.Module, val: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    """Full-frame PSNR / SSIM against the clean target, and lesion-vs-ring gCNR, on the val pairs."""
-    from usher2.evaluate.image_quality import gcnr, psnr, region_ring, ssim
+    """Full-frame PSNR / SSIM against the clean rendering, and lesion-vs-ring gCNR, on the val pairs.
+
+    Val sets with truth (the issue-23 data path) add ``fidelity_r`` (Pearson r with the true
+    echogenicity in dB below the skin, as ``bench/enhance_shift.py``) and, when the target is not
+    the clean rendering, ``psnr_target`` / ``ssim_target`` against the training target.
+    """
+    from usher2.evaluate.image_quality import fidelity_r, gcnr, psnr, region_ring, ssim
 
     generator.eval()
+    truth = "truth_db" in val
+    other = truth and not torch.equal(val["y"], val["clean"])
+    clean = val["clean"] if truth else val["y"]
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "gcnr": []}
+    if truth:
+        scores["fidelity_r"] = []
+    if other:
+        scores |= {"psnr_target": [], "ssim_target": []}
     with torch.inference_mode():
         for i in range(0, val["x"].shape[0], 16):
             pred = generator(val["x"][i : i + 16].to(device)).float().cpu().numpy()
             for j, p in enumerate(pred):
-                y = val["y"][i + j, 0].numpy()
+                y = clean[i + j, 0].numpy()
                 m = val["mask"][i + j, 0].numpy() > 0.5
                 scores["psnr"].append(psnr(p[0], y, data_range=1.0))
                 scores["ssim"].append(ssim(p[0], y, data_range=1.0))
                 scores["gcnr"].append(gcnr(p[0], m, region_ring(m)))
+                if truth:
+                    below = val["below"][i + j, 0].numpy() > 0.5
+                    scores["fidelity_r"].append(fidelity_r(p[0], val["truth_db"][i + j, 0].numpy(), below_skin=below))
+                if other:
+                    t = val["y"][i + j, 0].numpy()
+                    scores["psnr_target"].append(psnr(p[0], t, data_range=1.0))
+                    scores["ssim_target"].append(ssim(p[0], t, data_range=1.0))
     generator.train()
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def _score(metrics: dict[str, float]) -> float:
+    """Model selection: PSNR + 10 SSIM against the training target (0.1 SSIM counts as much as 1 dB)."""
+    if "psnr_target" in metrics:
+        return metrics["psnr_target"] + 10.0 * metrics["ssim_target"]
+    return metrics["psnr"] + 10.0 * metrics["ssim"]
 
 
 def train_enhancer(
@@ -297,6 +504,16 @@ def _train(
 
     data = _load_data(config, out, log)
     nets = _build(config, device)
+    if config.init:
+        from usher2.enhance.gan import load_generator
+
+        init, _ = load_generator(config.init)
+        if init.config != config.generator:
+            raise InputError(
+                Path(config.init), f"a generator of the run's architecture {config.generator}", f"{init.config}"
+            )
+        nets["modules"]["g"].load_state_dict(init.state_dict())
+        log(f"generator initialised from {config.init}")
     opt_g = torch.optim.Adam(nets["g_params"], lr=config.lr, betas=(config.beta1, 0.999))
     opt_d = torch.optim.Adam(nets["d_params"], lr=config.lr, betas=(config.beta1, 0.999))
     crop_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
@@ -351,16 +568,19 @@ def _train(
             metrics = _validate(nets["modules"]["g"], data["val"], device)
             metrics["epoch"] = float(epoch)
             history.append(metrics)
-            score = metrics["psnr"] + 10.0 * metrics["ssim"]  # 0.1 SSIM counts as much as 1 dB
+            score = _score(metrics)
             improved = score > best
             if improved:
                 best, best_epoch, stale = score, epoch, 0
                 save_generator(nets["modules"]["g"], out / "best_generator.safetensors")
             else:
                 stale += 1
+            extra = "".join(
+                f"  {k} {metrics[k]:.3f}" for k in ("fidelity_r", "psnr_target", "ssim_target") if k in metrics
+            )
             log(
                 f"epoch {epoch:3d}  val PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}  "
-                f"lesion gCNR {metrics['gcnr']:.3f}{'  *best' if improved else ''}"
+                f"lesion gCNR {metrics['gcnr']:.3f}{extra}{'  *best' if improved else ''}"
             )
             loss_g, loss_d = (loss_sum / config.steps_per_epoch).tolist()
             _log_epoch(tracker, epoch, metrics, {"train_loss_g": loss_g, "train_loss_d": loss_d})
@@ -426,13 +646,15 @@ def _train(
 
 def _load_data(config: EnhancerTrainConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     d = config.data
+    if d.with_truth:
+        return _load_truth_data(config, out, log)
     log(f"preparing data in {out / 'data'}")
     val = simulated_pairs(out / "data" / "val", d.n_val, d.val_seed, d.image_size)
     if config.model == "pix2pix":
         if d.source != "simulated":
             raise ValueError("pix2pix needs paired frames: set data.source to 'simulated'")
         train = simulated_pairs(out / "data" / "train", d.n_train, d.train_seed, d.image_size)
-        return {"val": val, "sample": lambda gen: _random_crops(train, config.crop, config.batch_size, gen)}
+        return {"val": val, "sample": _paired_sampler(config, train, out)}
     dom_a, dom_b = _unpaired_domains(config, out)
 
     def sample(gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -441,6 +663,64 @@ def _load_data(config: EnhancerTrainConfig, out: Path, log: Callable[[str], None
         return {"a": a["x"], "a_mask": a["mask"], "b": b["x"], "b_mask": b["mask"]}
 
     return {"val": val, "sample": sample}
+
+
+def _paired_sampler(
+    config: EnhancerTrainConfig, train: dict[str, torch.Tensor], out: Path
+) -> Callable[[torch.Generator], dict[str, torch.Tensor]]:
+    """Crops of the training pairs, plus crops of real frames (key ``real``) for the self-supervised term."""
+    pairs = {k: train[k] for k in ("x", "y")}
+    if config.lambda_selfsup <= 0:
+        return lambda gen: _random_crops(pairs, config.crop, config.batch_size, gen)
+    d = config.data
+    assert d.real_root is not None
+    real = bus_bra_frames(d.real_root, d.real_folds, d.image_size, out / "data")
+
+    def sample(gen: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = _random_crops(pairs, config.crop, config.batch_size, gen)
+        batch["real"] = _random_crops({"x": real}, config.crop, config.batch_size, gen)["x"]
+        return batch
+
+    return sample
+
+
+def bus_bra_frames(root: str | Path, folds: tuple[int, ...], size: int, work: Path) -> torch.Tensor:
+    """BUS-BRA frames of the official ``folds``, resized to ``size`` x ``size``: ``(N, 1, size, size)`` in [0, 1]."""
+    import cv2
+
+    from usher2.io.importers import import_bus_bra
+
+    manifest = import_bus_bra(root, Path(work) / "bus-bra.csv")
+    rows = manifest[manifest["fold"].isin(folds)]
+    if rows.empty:
+        raise ValueError(f"no BUS-BRA frames in folds {folds} under {root}")
+    xs = [cv2.resize(_read_grey(Path(p)), (size, size), interpolation=cv2.INTER_AREA) for p in rows["image_path"]]
+    return torch.from_numpy(np.stack(xs)[:, None])
+
+
+def _load_truth_data(config: EnhancerTrainConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The issue-23 data path: frames with their reflectivity, randomised settings, any target."""
+    from usher2.simulate import SimulationConfig
+    from usher2.simulate.randomise import randomised_configs
+
+    d = config.data
+    if config.model != "pix2pix" or d.source != "simulated":
+        raise ValueError(
+            "data.settings > 0 or data.target other than 'clean' needs model 'pix2pix' and data.source "
+            f"'simulated', got model {config.model!r}, data.source {d.source!r}"
+        )
+    cache = Path(d.cache) if d.cache else out / "data"
+    size = d.image_size
+    if d.settings:
+        train_cfg = randomised_configs(d.settings, d.train_seed, size)
+        val_cfg = randomised_configs(min(d.settings, 8), d.val_seed, size)
+    else:
+        train_cfg = val_cfg = [SimulationConfig(image_size=(size, size))]
+    log(f"preparing data in {cache}: {d.n_train} training frames over {len(train_cfg)} setting(s), target {d.target}")
+    kw = {"target": d.target, "blend": d.blend}
+    val = truth_pairs(cache, d.n_val, d.val_seed, val_cfg, name="val", **kw)
+    train = truth_pairs(cache, d.n_train, d.train_seed, train_cfg, name="train", **kw)
+    return {"val": val, "sample": _paired_sampler(config, train, out)}
 
 
 def _unpaired_domains(
@@ -521,6 +801,8 @@ def _pix2pix_step(models, batch, opt_g, opt_d, config: EnhancerTrainConfig) -> t
         + config.lambda_l1 * F.l1_loss(fake, y)
         + config.lambda_ssim * ssim_loss(fake.float(), y.float())
     )
+    if config.lambda_selfsup > 0:
+        loss_g = loss_g + config.lambda_selfsup * neighbor2neighbor_loss(g, batch["real"])
     loss_g.backward()
     opt_g.step()
     return torch.stack([loss_g.detach().float(), loss_d.detach().float()])
@@ -570,16 +852,44 @@ def write_model_card(weights: str | Path, *, extra: str = "") -> Path:
     cfg = json.loads(meta["train_config"])
     val = json.loads(meta.get("val_metrics", "{}"))
     data = cfg["data"]
-    if cfg["model"] == "pix2pix" or data["source"] == "simulated":
+    settings, target = int(data.get("settings", 0)), data.get("target", "clean")
+    target_text = {
+        "clean": "clean rendering",
+        "echogenicity": "true echogenicity map (reflectivity in dB, shown like the clean frame: 60 dB, "
+        "white 10 dB above gland)",
+        "blend": f"blend {1 - float(data.get('blend', 0.5)):.2f} x clean rendering + "
+        f"{float(data.get('blend', 0.5)):.2f} x true echogenicity map (60 dB display)",
+    }[target]
+    if settings:
+        source = (
+            f"{data['n_train']} simulated patients (cohort seed {data['train_seed']}, {data['image_size']} x "
+            f"{data['image_size']} px), inputs rendered with {settings} degraded settings drawn from "
+            f"usher2.simulate.randomise.TRAINING_RANGES (`randomised_configs({settings}, {data['train_seed']})`: "
+            "centre frequency, bandwidth, beam width, focus, depth of field, compounding, noise, clutter, "
+            f"dynamic range, gain and TGC errors; patient i uses setting i mod {settings}) -> {target_text}"
+        )
+    elif cfg["model"] == "pix2pix" or data["source"] == "simulated":
         source = (
             f"{data['n_train']} simulated patients (usher2.simulate, cohort seed {data['train_seed']}, "
-            f"{data['image_size']} x {data['image_size']} px): degraded rendering -> clean rendering"
+            f"{data['image_size']} x {data['image_size']} px): degraded rendering -> {target_text}"
         )
     else:
         source = (
             f"BUS-BRA official folds 2-5 ({data['root']}); domain A = other devices, "
             f"domain B = {', '.join(data['target_devices'])}"
         )
+    if float(cfg.get("lambda_selfsup", 0.0)) > 0:
+        source += (
+            f"; plus a Neighbor2Neighbor self-supervised term (weight {cfg['lambda_selfsup']}) on BUS-BRA "
+            f"official folds {', '.join(map(str, data.get('real_folds', ())))} ({data.get('real_root')})"
+        )
+    if cfg.get("init"):
+        source += f"; generator warm-started from `{cfg['init']}`"
+    val_sets = (
+        f"`randomised_configs({min(settings, 8)}, {data['val_seed']})` cycled"
+        if settings
+        else "the default degraded setting"
+    )
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     g = cfg["generator"]
     lines = [
@@ -589,14 +899,21 @@ def write_model_card(weights: str | Path, *, extra: str = "") -> Path:
         "fp16 safetensors (architecture in the file's metadata).",
         f"- **Training data:** {source}.",
         f"- **Validation data:** {data['n_val']} held-out simulated patients (cohort seed {data['val_seed']}), "
-        f"full {data['image_size']} x {data['image_size']} frames against their clean renderings.",
+        f"full {data['image_size']} x {data['image_size']} frames ({val_sets}) against their clean renderings.",
         f"- **Command:** `{meta.get('command') or 'usher2 train enhancer --config CONFIG'}` "
         f"(config SHA-256 `{meta['train_config_sha256'][:16]}`; shipped configs are in `train/configs/`).",
         f"- **Steps:** {meta['steps']} ({cfg['batch_size']} crops of {cfg['crop']} px per step), "
         f"best epoch {meta['best_epoch']}, wall time {float(meta['wall_seconds']) / 60:.1f} min, "
         f"torch {meta['torch']}.",
         f"- **Validation (best epoch):** PSNR {val.get('psnr', float('nan')):.2f} dB, "
-        f"SSIM {val.get('ssim', float('nan')):.3f}, lesion gCNR {val.get('gcnr', float('nan')):.3f}.",
+        f"SSIM {val.get('ssim', float('nan')):.3f}, lesion gCNR {val.get('gcnr', float('nan')):.3f}"
+        + (f", fidelity r {val['fidelity_r']:.3f}" if "fidelity_r" in val else "")
+        + (
+            f"; against the training target PSNR {val['psnr_target']:.2f} dB, SSIM {val['ssim_target']:.3f}"
+            if "psnr_target" in val
+            else ""
+        )
+        + ".",
         f"- **File SHA-256:** `{sha}`.",
         "",
         "## Training config",

@@ -63,6 +63,7 @@ __all__ = [
     "EvalFrame",
     "below_skin",
     "echogenicity_db",
+    "echogenicity_display",
     "evaluation_set",
     "shifted_configs",
 ]
@@ -132,6 +133,28 @@ def echogenicity_db(reflectivity: np.ndarray, *, floor_db: float = TRUTH_FLOOR_D
     """
     r = np.asarray(reflectivity, dtype=np.float64)
     return (20.0 * np.log10(np.maximum(r, 10.0 ** (floor_db / 20.0)))).astype(np.float32)
+
+
+def echogenicity_display(reflectivity: np.ndarray, dynamic_range_db: float = 60.0) -> np.ndarray:
+    """The true echogenicity shown like a log-compressed frame: ``(H, W)`` float32 in [0, 1].
+
+    The same display law as :func:`~usher2.simulate.speckle.log_compress` (white
+    ``WHITE_HEADROOM_DB`` = 10 dB above glandular tissue, black ``dynamic_range_db`` below white)
+    applied to :func:`echogenicity_db`: ``clip(1 + (echogenicity_db(R) - 10) / dynamic_range_db, 0, 1)``.
+    With the clean rendering's 60 dB it is the clean frame without its speckle (gland at 5/6; the
+    speckle's log-mean bias of about -1.5 dB is not added). An enhancer target, affine in the truth
+    that the fidelity metric scores until it clips.
+
+    Example:
+        >>> [round(float(v), 4) for v in echogenicity_display(np.array([1.0, 10 ** (-2.5), 0.0]))]
+        [0.8333, 0.0, 0.0]
+    """
+    from usher2.simulate.speckle import WHITE_HEADROOM_DB
+
+    if not dynamic_range_db > 0:
+        raise ValueError(f"dynamic_range_db must be > 0, got {dynamic_range_db}")
+    db = echogenicity_db(reflectivity).astype(np.float64)
+    return np.clip(1.0 + (db - WHITE_HEADROOM_DB) / dynamic_range_db, 0.0, 1.0).astype(np.float32)
 
 
 def below_skin(reflectivity: np.ndarray, spacing_mm: float, *, margin_mm: float = SKIN_MARGIN_MM) -> np.ndarray:
