@@ -552,6 +552,55 @@ def fit(
     perturb: Annotated[
         bool, typer.Option("--perturb", help="When extracting: also the perturbation table (ICC filter).")
     ] = False,
+    scoring_masks: Annotated[
+        str,
+        typer.Option(
+            "--scoring-masks",
+            help="The masks the model will be scored on: predicted (usher2 score's default) or given. predicted: "
+            "when fit extracts, it also redraws every lesion contour at a segmenter's error scale (contour-1); the "
+            "ICC filter then keeps only features robust to that, and the redrawn frames are trained on too "
+            "(--augment 1), the best of the variants measured on held-out devices (issue 23, see the README).",
+        ),
+    ] = "predicted",
+    augment: Annotated[
+        int | None,
+        typer.Option(
+            "--augment",
+            min=0,
+            help="Train also on N copies of every training frame whose lesion contour is redrawn at a segmenter's "
+            "error scale (contour-1..N rows of FEATURES.perturbations.parquet; extracted when fit extracts). "
+            "Copies stay with their patient in every fold and are never evaluated. Default: 1 with "
+            "--scoring-masks predicted when the table has contour-1 rows, else 0.",
+        ),
+    ] = None,
+    icc: Annotated[
+        bool,
+        typer.Option("--icc/--no-icc", help="ICC filter over the perturbation table beside the features, if any."),
+    ] = True,
+    icc_perturbation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--icc-perturbation",
+            help="Compute the ICC over only this perturbation (+ original), repeatable; e.g. mask_predicted: "
+            "features reproducible between given and predicted masks. Default: every one in the table.",
+        ),
+    ] = None,
+    training_masks: Annotated[
+        str | None,
+        typer.Option(
+            "--training-masks",
+            help="What the training masks are, for the bundle's record: given, predicted or out-of-fold (a "
+            "segmenter's predictions for patients it did not train on). Default: the extraction's mask source.",
+        ),
+    ] = None,
+    confidence_probs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--confidence-probs",
+            help="Folder of a segmenter's out-of-fold probability maps (<case_id>.png), repeatable: calibrate the "
+            "low_segmentation_confidence threshold on them against the manifest's masks and store it in the bundle.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
     sign: Annotated[
         Path | None,
@@ -569,9 +618,11 @@ def fit(
 
     Prints the out-of-fold AUC with its DeLong 95% CI. Exit code 2 on bad input.
     """
+    import tempfile
+
     import pandas as pd
 
-    from usher2.features.extract import ExtractConfig, extract_cohort, read_feature_table
+    from usher2.features.extract import PERTURBATION_CHOICES, ExtractConfig, extract_cohort, read_feature_table
     from usher2.fusion.fit import fit_cohort
     from usher2.io.hashing import file_sha256
     from usher2.io.manifest import read_manifest
@@ -580,19 +631,67 @@ def fit(
         key = _bundle_key(sign)  # before the fit, so a bad key file fails now and not after it
         uri = _tracking(track, no_track)
         df = read_manifest(manifest, check_files=features is None)
+        if scoring_masks not in ("predicted", "given"):
+            raise InputError("--scoring-masks", "predicted or given", repr(scoring_masks))
+        # predicted scoring masks: at least one redrawn contour per frame (ICC filter, training copy)
+        n_contours = max(augment or 0, 1 if scoring_masks == "predicted" else 0)
+        contours = [f"contour-{k}" for k in range(1, n_contours + 1)]
         if features is None:
             features = out.with_name(out.name + ".features.parquet")
             console.print(f"no --features: extracting first -> {features}")
+            chosen = None  # the default perturbations (--perturb), plus the redrawn contours
+            if contours:
+                chosen = (*PERTURBATION_CHOICES, *contours) if perturb else tuple(contours)
+            cfg = ExtractConfig(perturb=perturb or bool(contours), perturbations=chosen)
             with _progress("extracting") as progress:
-                result = extract_cohort(manifest, features, ExtractConfig(perturb=perturb), progress=progress)
+                result = extract_cohort(manifest, features, cfg, progress=progress)
             if result.failed_cases:
                 console.print(f"[yellow]{len(result.failed_cases)} cases failed extraction[/] (not used)")
         table, prov = read_feature_table(features)
         ppath = features.with_name(features.stem + ".perturbations.parquet")
-        perturbations = pd.read_parquet(ppath) if ppath.is_file() else None
-        console.print(
-            f"ICC filter: {'perturbation table ' + str(ppath) if perturbations is not None else 'off (no table)'}"
-        )
+        table_p = pd.read_parquet(ppath) if ppath.is_file() else None
+        if augment is None:  # the default: one training copy when the table holds it and predicted masks are ahead
+            held = set(table_p["perturbation"].astype(str)) if table_p is not None else set()
+            augment = 1 if scoring_masks == "predicted" and "contour-1" in held else 0
+        augment_table = None
+        if augment:
+            if table_p is None:
+                raise InputError(ppath, "the perturbation table with contour-<k> rows (--augment)", "no such file")
+            augment_table = table_p
+        names = sorted(set(table_p["perturbation"].astype(str)) - {"original"}) if table_p is not None else []
+        perturbations = None
+        if icc and names:
+            perturbations = table_p
+            icc_perturbation = list(icc_perturbation or names)
+        if scoring_masks == "predicted" and not any(n.startswith("contour-") for n in names):
+            console.print(
+                "[yellow]note:[/] the model will be scored on predicted masks, but the perturbation table has no "
+                "contour-<k> rows, so the fit cannot prepare for segmentation error (ICC filter, training copies): "
+                "let fit extract, or extract with ExtractConfig(perturb=True, perturbations=('contour-1', ...))"
+            )
+        icc_text = "off"
+        if perturbations is not None:
+            icc_text = f"perturbation table {ppath} ({', '.join(icc_perturbation or [])})"
+        aug_text = f"; augmentation: {augment} contour copies per training frame" if augment else ""
+        console.print(f"ICC filter: {icc_text}{aug_text}")
+        confidence = None
+        if confidence_probs:
+            from usher2.features.extract import predicted_masks
+            from usher2.fusion.confidence import calibrate_confidence
+
+            if "mask_path" not in df.columns or df["mask_path"].isna().all():
+                raise InputError(manifest, "a mask column (to calibrate --confidence-probs against)", "no masks")
+            with tempfile.TemporaryDirectory(prefix="usher2-oof-masks-") as tmp:
+                pm = predicted_masks(df[df["mask_path"].notna()], confidence_probs, tmp)
+            found = pm[~pm["no_lesion"] & pm["dice"].notna()]
+            cal = calibrate_confidence(
+                found["uncertainty"], found["dice"], source=", ".join(str(p) for p in confidence_probs)
+            )
+            confidence = cal.to_dict()
+            console.print(
+                f"low_segmentation_confidence: threshold {cal.threshold:.3f} bits from {cal.n} out-of-fold masks "
+                f"({cal.n_flagged} flagged; Dice unflagged {cal.dice_unflagged:.3f}, flagged {cal.dice_flagged:.3f})"
+            )
         ids = None
         if test_ids is not None:
             if not test_ids.is_file():
@@ -628,6 +727,12 @@ def fit(
                 progress=progress,
                 sign_key=key,
                 track=uri,
+                augment=augment_table,
+                augment_perturbations=contours[:augment] or None,
+                icc_perturbations=icc_perturbation if perturbations is not None else None,
+                training_masks=training_masks,
+                segmentation_confidence=confidence,
+                scoring_masks=scoring_masks,
             )
     a = res.cv.auc
     n_folds = res.cv.oof["fold"].nunique()
@@ -679,6 +784,14 @@ def score(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local Dask workers (.csv output).")] = None,
     verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
     max_megapixels: Annotated[float | None, typer.Option("--max-megapixels", help=_MAX_MEGAPIXELS_HELP)] = None,
+    segmenter_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--segmenter-weights",
+            help="Predict masks with these weights of the bundle's segmenter network (.safetensors from usher2 train "
+            "segmenter) instead of its own.",
+        ),
+    ] = None,
 ) -> None:
     """Score frames with a bundle: enhance, segment, extract, predict, explain.
 
@@ -695,7 +808,7 @@ def score(
         with _user_errors():
             model = load_bundle(bundle, verify_key=_bundle_key(verify))
     if out.suffix.lower() == ".csv":
-        _score_csv(input_path, model, out, clinical, masks, workers)
+        _score_csv(input_path, model, out, clinical, masks, workers, segmenter_weights)
         return
     from usher2.fusion.score_frames import score_to_dir
 
@@ -715,6 +828,7 @@ def score(
                 max_frames=max_frames,
                 report=report,
                 progress=progress,
+                segmenter_weights=segmenter_weights,
             )
     f, c = res.frames, res.cases
     console.print(
@@ -781,7 +895,13 @@ def _warn_clinical(rows: Any) -> None:
 
 
 def _score_csv(
-    input_path: Path, bundle: Any, out: Path, clinical: Path | None, masks: str, workers: int | None
+    input_path: Path,
+    bundle: Any,
+    out: Path,
+    clinical: Path | None,
+    masks: str,
+    workers: int | None,
+    segmenter_weights: Path | None = None,
 ) -> None:
     """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
     from usher2.fusion.score import score_inputs
@@ -789,7 +909,14 @@ def _score_csv(
     with _user_errors():
         with _progress("scoring") as progress:
             res = score_inputs(
-                input_path, bundle, out, clinical=clinical, masks=masks, workers=workers, progress=progress
+                input_path,
+                bundle,
+                out,
+                clinical=clinical,
+                masks=masks,
+                workers=workers,
+                progress=progress,
+                segmenter_weights=segmenter_weights,
             )
     s = res.scores
     scored = s["probability"].notna()

@@ -2,13 +2,17 @@
 
 * :mod:`usher2.fusion.selection`: ICC filter, univariate filter, Spearman pruning, LASSO (Radscore);
 * :mod:`usher2.fusion.models`: model families, the classifier zoo, early and late fusion;
-* :mod:`usher2.fusion.cv`: patient-grouped nested CV, fixed splits, the final refit;
+* :mod:`usher2.fusion.cv`: patient-grouped nested CV, fixed splits, the final refit (with perturbed
+  training copies kept with their patient);
+* :mod:`usher2.fusion.confidence`: the ``low_segmentation_confidence`` threshold, calibrated on
+  out-of-fold segmentations;
 * :mod:`usher2.fusion.bundle` and :mod:`usher2.fusion.validate`: model bundles, their checks at load
   (hashes, optional HMAC signature, trusted types, every fitted object's data).
 """
 
 from __future__ import annotations
 
+from usher2.fusion.confidence import ConfidenceThreshold, calibrate_confidence
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
 from usher2.fusion.models import (
     CLASSIFIERS,
@@ -27,12 +31,14 @@ __all__ = [
     "CLASSIFIERS",
     "FAMILIES",
     "CVResult",
+    "ConfidenceThreshold",
     "CorrelationPruner",
     "ICCFilter",
     "LassoSelector",
     "LateFusionClassifier",
     "UnivariateFilter",
     "build_model",
+    "calibrate_confidence",
     "clinical_selector",
     "family_columns",
     "fit_final",

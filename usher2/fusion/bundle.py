@@ -334,6 +334,10 @@ def _check_config(f: Path, config: dict[str, Any]) -> None:
     clinical = config.get("clinical", [])
     if not isinstance(clinical, list) or not all(isinstance(c, str) for c in clinical):
         raise InputError(f"{f}: clinical", "a list of column names", repr(clinical)[:80])
+    if config.get("segmentation_confidence") is not None:
+        from usher2.fusion.confidence import check_confidence
+
+        check_confidence(config["segmentation_confidence"], where=f"{f}: segmentation_confidence")
 
 
 def sign_bundle(path: str | Path, key: bytes) -> Path:

@@ -11,6 +11,15 @@ only. The out-of-fold probabilities of all outer folds give the AUC with its DeL
 the model is tuned by inner CV on the training part and evaluated once on the test part.
 
 **Final model.** The same search + calibration on all training rows; that is what a bundle holds.
+
+**Augmented rows** (``augmented``: a boolean per row of ``X``): copies of training cases with
+perturbed features (e.g. features of a redrawn lesion contour, :func:`~usher2.fusion.fit.augmentation_rows`).
+A copy carries its case's index (``case_id``), label and patient, and always sits on the same side
+of every split as its patient: the outer and inner folds are drawn over the unperturbed rows and
+each copy joins its patient's training part. Copies are trained on and never evaluated: the outer
+test parts and the inner search's validation parts hold unperturbed rows only. The calibration
+map is fitted on the inner out-of-fold scores of all rows (unperturbed and copies, patient-grouped),
+as the scores it maps at scoring time come from masks with errors too.
 """
 
 from __future__ import annotations
@@ -43,12 +52,14 @@ class CVResult:
         auc: ``{"auc", "ci_low", "ci_high", "variance", "method", ...}`` of the out-of-fold scores.
         folds: Per outer fold: AUC, best parameters, selected features, seconds.
         seconds: Wall time of the whole loop.
+        models: The fitted model of each outer fold (a fixed split's is its final model).
     """
 
     oof: pd.DataFrame
     auc: dict[str, Any]
     folds: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    models: list[Any] = field(default_factory=list, repr=False)
 
 
 def _check(X: pd.DataFrame, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +77,24 @@ def _check(X: pd.DataFrame, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray
     return yy.astype(int), gg
 
 
-def _search(model: Any, grid: dict[str, list[Any]], inner: int, seed: int) -> GridSearchCV:
-    cv = StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed)
+def _search(model: Any, grid: dict[str, list[Any]], inner: Any, seed: int) -> GridSearchCV:
+    cv = StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed) if isinstance(inner, int) else inner
     return GridSearchCV(clone(model), grid, cv=cv, scoring="roc_auc", refit=False, n_jobs=1, error_score="raise")
+
+
+def _with_copies(
+    splits: list[tuple[np.ndarray, np.ndarray]], base: np.ndarray, copies: np.ndarray, groups: np.ndarray
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Splits drawn over the unperturbed rows ``base`` (positions into ``base``), as row numbers of
+    all rows: (search splits: copies join their patient's training part and are never validated on;
+    calibration splits: a partition of every row, copies on their patient's side)."""
+    search, calib = [], []
+    for tr, te in splits:
+        tr_copies = copies[np.isin(groups[copies], groups[base[tr]])]
+        te_copies = copies[np.isin(groups[copies], groups[base[te]])]
+        search.append((np.r_[base[tr], tr_copies], base[te]))
+        calib.append((np.r_[base[tr], tr_copies], np.r_[base[te], te_copies]))
+    return search, calib
 
 
 def _fit_one(
@@ -81,15 +107,27 @@ def _fit_one(
     inner: int,
     calibration: str | None,
     seed: int,
+    augmented: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Inner search, then the calibrated refit on all of (X, y). Returns (model, best params)."""
-    inner = int(max(2, min(inner, len(np.unique(groups[y == 1])), len(np.unique(groups[y == 0])))))
+    aug = np.zeros(len(X), bool) if augmented is None else np.asarray(augmented, bool)
+    base = np.flatnonzero(~aug)
+    yb, gb = y[base], groups[base]
+    inner = int(max(2, min(inner, len(np.unique(gb[yb == 1])), len(np.unique(gb[yb == 0])))))
+    folds = StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # LightGBM/sklearn feature-name chatter
-        search = _search(model, grid, inner, seed).fit(X, y, groups=groups)
+        if aug.any():
+            search_splits, calib_splits = _with_copies(
+                list(folds.split(X.iloc[base], yb, gb)), base, np.flatnonzero(aug), groups
+            )
+            search = _search(model, grid, search_splits, seed).fit(X, y)
+        else:
+            search = _search(model, grid, inner, seed).fit(X, y, groups=groups)
+            calib_splits = None
         best = clone(model).set_params(**search.best_params_)
         if calibration:
-            splits = list(StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed).split(X, y, groups))
+            splits = calib_splits if calib_splits is not None else list(folds.split(X, y, groups))
             fitted = CalibratedClassifierCV(best, method=calibration, cv=splits, ensemble=False).fit(X, y)
         else:
             fitted = best.fit(X, y)
@@ -131,6 +169,7 @@ def nested_cv(
     fold_ids: Sequence[Any] | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    augmented: Sequence[bool] | None = None,
 ) -> CVResult:
     """Out-of-fold probabilities from patient-grouped nested CV (or one fixed split).
 
@@ -148,13 +187,26 @@ def nested_cv(
             a patient must not span two folds.
         seed: Seed of every split.
         progress: ``progress(done, total)`` after each outer fold.
+        augmented: True for the rows that are perturbed copies of a case (see the module
+            docstring): trained on with their patient, never evaluated. None: no copies.
     """
     yy, gg = _check(X, y, groups)
+    aug = np.zeros(len(X), bool) if augmented is None else np.asarray(augmented, bool)
+    if aug.shape != (len(X),):
+        raise InputError("augmented", f"one flag per row ({len(X)})", f"{aug.shape}")
+    if aug.all():
+        raise InputError("augmented", "unperturbed rows besides the copies", "copies only")
+    orphans = set(gg[aug]) - set(gg[~aug])
+    if orphans:
+        raise InputError("augmented", "copies of patients that have unperturbed rows", f"{len(orphans)} without")
+    base = np.flatnonzero(~aug)
+    copies = np.flatnonzero(aug)
     if calibration not in (None, "sigmoid", "isotonic"):
         raise InputError("calibration", "'sigmoid', 'isotonic' or none", repr(calibration))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="usher2-cv-") as cache:
         model = _cached(model, cache)
+        Xb, yb, gb = X.iloc[base], yy[base], gg[base]
         if fold_ids is not None:
             f = np.asarray(fold_ids)
             if len(f) != len(X):
@@ -162,30 +214,46 @@ def nested_cv(
             spans = pd.Series(f).groupby(pd.Series(gg)).nunique()
             if (spans > 1).any():
                 raise InputError("folds", "folds that keep each patient in one fold", f"{int((spans > 1).sum())} split")
-            splits = [(np.flatnonzero(f != k), np.flatnonzero(f == k)) for k in np.unique(f)]
+            fb = f[base]
+            splits = [(np.flatnonzero(fb != k), np.flatnonzero(fb == k)) for k in np.unique(fb)]
         elif test_ids is not None:
-            test = X.index.isin(list(test_ids))
+            test = Xb.index.isin(list(test_ids))
             if not test.any() or test.all():
                 raise InputError("test_ids", "case ids that split the cohort into training and test", "no split")
-            if set(gg[test]) & set(gg[~test]):
+            if set(gb[test]) & set(gb[~test]):
                 raise InputError("test_ids", "a split by patient", "patients on both sides of the split")
             splits = [(np.flatnonzero(~test), np.flatnonzero(test))]
         else:
-            n_pos_groups = min(len(np.unique(gg[yy == 1])), len(np.unique(gg[yy == 0])))
+            n_pos_groups = min(len(np.unique(gb[yb == 1])), len(np.unique(gb[yb == 0])))
             if n_pos_groups < outer_folds:
                 raise InputError(
                     "outer folds", f"at most {n_pos_groups} (patients in the smaller class)", str(outer_folds)
                 )
             outer = StratifiedGroupKFold(n_splits=outer_folds, shuffle=True, random_state=seed)
-            splits = list(outer.split(X, yy, gg))
+            splits = list(outer.split(Xb, yb, gb))
+        # positions among the unperturbed rows -> row numbers of X; copies join their patient's training part
+        splits = [
+            (np.r_[base[tr], copies[np.isin(gg[copies], gb[tr])]], base[te]) if len(copies) else (base[tr], base[te])
+            for tr, te in splits
+        ]
         prob = np.full(len(X), np.nan)
         fold_of = np.full(len(X), -1)
-        folds = []
+        folds, models = [], []
         for k, (tr, te) in enumerate(splits):
             t = time.perf_counter()
             fitted, best = _fit_one(
-                model, grid, X.iloc[tr], yy[tr], gg[tr], inner=inner_folds, calibration=calibration, seed=seed
+                model,
+                grid,
+                X.iloc[tr],
+                yy[tr],
+                gg[tr],
+                inner=inner_folds,
+                calibration=calibration,
+                seed=seed,
+                augmented=aug[tr] if len(copies) else None,
             )
+            _drop_cache(fitted)
+            models.append(fitted)
             prob[te] = fitted.predict_proba(X.iloc[te])[:, 1]
             fold_of[te] = k
             # A fold with one class, or one case of a class, has no AUC of its own; it still counts in the pooled one.
@@ -197,6 +265,7 @@ def nested_cv(
                 {
                     "fold": k,
                     "n_train": len(tr),
+                    "n_train_copies": int(aug[tr].sum()),
                     "n_test": len(te),
                     "auc": fold_auc,
                     "best_params": best,
@@ -213,7 +282,7 @@ def nested_cv(
         )
         oof.index.name = "case_id"
         auc = roc_auc_ci(oof["label"], oof["probability"]).as_dict()
-        return CVResult(oof, auc, folds, round(time.perf_counter() - t0, 2))
+        return CVResult(oof, auc, folds, round(time.perf_counter() - t0, 2), models)
 
 
 def fit_final(
@@ -226,12 +295,24 @@ def fit_final(
     inner_folds: int = 3,
     calibration: str | None = "sigmoid",
     seed: int = 0,
+    augmented: Sequence[bool] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """The final model: inner search + calibration on all rows. Returns (fitted model, best params)."""
+    """The final model: inner search + calibration on all rows. Returns (fitted model, best params).
+
+    ``augmented`` flags perturbed copies of cases, as in :func:`nested_cv`."""
     yy, gg = _check(X, y, groups)
+    aug = None if augmented is None else np.asarray(augmented, bool)
     with tempfile.TemporaryDirectory(prefix="usher2-fit-") as cache:
         fitted, best = _fit_one(
-            _cached(model, cache), grid, X, yy, gg, inner=inner_folds, calibration=calibration, seed=seed
+            _cached(model, cache),
+            grid,
+            X,
+            yy,
+            gg,
+            inner=inner_folds,
+            calibration=calibration,
+            seed=seed,
+            augmented=aug if aug is not None and aug.any() else None,
         )
     _drop_cache(fitted)
     return fitted, best

@@ -47,7 +47,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter
+from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter, case_groups
 from usher2.io.errors import InputError
 
 __all__ = [
@@ -316,14 +316,19 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
         """Out-of-fold scores and the refitted source model; memoised, because a grid search over the
         final model's C refits on the same training rows again and again."""
         import joblib
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
         key = joblib.hash((X.index.tolist(), X.columns.tolist(), X.to_numpy(), y, params, self.cv, self.random_state))
         if key in _SOURCE_CACHE:
             return _SOURCE_CACHE[key]
         proto = imaging_selector(**params).set_output(transform="pandas")
         col = np.zeros(len(X))
-        for tr, te in StratifiedKFold(int(self.cv), shuffle=True, random_state=self.random_state).split(X, y):
+        cases = case_groups(X)  # perturbed copies of a case (a repeated index) stay in its fold
+        if cases is None:
+            splits = StratifiedKFold(int(self.cv), shuffle=True, random_state=self.random_state).split(X, y)
+        else:
+            splits = StratifiedGroupKFold(int(self.cv), shuffle=True, random_state=self.random_state).split(X, y, cases)
+        for tr, te in splits:
             m = clone(proto).fit(X.iloc[tr], y[tr])
             col[te] = m.named_steps["lasso"].radscore(m[:-1].transform(X.iloc[te]))
         result = (col, clone(proto).fit(X, y))

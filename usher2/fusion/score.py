@@ -14,7 +14,8 @@ whose ``mask`` column is filled when ``masks="given"``.
 ``label``                          1 when ``probability >= threshold`` (the bundle's Youden threshold)
 ``threshold``                      that threshold
 ``no_lesion``                      the segmenter found no lesion: nothing to score
-``low_segmentation_confidence``    the segmenter's uncertainty > :data:`LOW_CONFIDENCE`
+``low_segmentation_confidence``    the segmenter's uncertainty > the bundle's calibrated threshold
+                                   (:mod:`usher2.fusion.confidence`), else :data:`LOW_CONFIDENCE`
 ``mask_uncertainty``               the segmenter's mean binary entropy (bits; empty for given masks)
 ``clinical_missing``               clinical values were missing and imputed by the model
 ``clinical_out_of_range``          a clinical value lay outside the bundle's training range (see
@@ -27,7 +28,13 @@ what is new.
 
 :data:`LOW_CONFIDENCE` = 0.45 bits: on BUS-BRA fold 5 (383 frames), the 34 frames above it had
 Dice < 0.5 in 29% of cases against 1.4% below it (median Dice 0.65 against 0.89). The shipped
-segmenter was trained on that fold too, so these rates are optimistic.
+segmenter was trained on that fold too, so these rates are optimistic. A bundle fitted with
+``--confidence-probs`` carries a threshold calibrated on out-of-fold predictions instead
+(:func:`~usher2.fusion.confidence.calibrate_confidence`), which wins.
+
+**Segmenter.** ``segmenter_weights`` (``usher2 score --segmenter-weights``) predicts the masks with
+other weights of the bundle's segmenter network (e.g. one trained without the devices being
+scored); the scores' JSON sidecar records the file.
 """
 
 from __future__ import annotations
@@ -134,21 +141,24 @@ def score_inputs(
     masks: str = "predicted",
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> ScoreResult:
     """Score frames with a bundle (see the module docstring).
 
     Raises:
         InputError: A bad bundle, input, clinical file or mask setting. Bad frames do not raise.
     """
-    from usher2.features.extract import extract_cohort
+    from usher2.features.extract import extract_cohort, with_segmenter_weights
     from usher2.fusion.bundle import Bundle, load_bundle
+    from usher2.fusion.confidence import confidence_threshold
 
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise InputError(out, "a scores file ending in .csv", repr(out.name))
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)  # a folder, or a loaded (verified) bundle
     cases = _inputs(Path(source), masks)
-    cfg = _extract_config(b.config, masks)
+    cfg = with_segmenter_weights(_extract_config(b.config, masks), segmenter_weights)
+    low_confidence = confidence_threshold(b.config, LOW_CONFIDENCE)
     features_path = out.with_name(out.stem + ".features.parquet")
     res = extract_cohort(cases, features_path, cfg, workers=workers, progress=progress)
     table = res.table.set_index("case_id")
@@ -188,7 +198,7 @@ def score_inputs(
             "label": (prob >= b.threshold).astype(int),
             "threshold": b.threshold,
             "no_lesion": False,
-            "low_segmentation_confidence": (unc > LOW_CONFIDENCE).to_numpy(),
+            "low_segmentation_confidence": (unc > low_confidence).to_numpy(),
             "mask_uncertainty": unc.to_numpy(),
             "clinical_missing": clin.isna().any(axis=1).to_numpy() if wanted else False,
             "clinical_out_of_range": [outside.get(c, False) for c in X.index],
@@ -218,7 +228,14 @@ def score_inputs(
         scores.to_csv(tmp, index=False)
     with atomic_path(paths["failures"]) as tmp:
         failures.to_csv(tmp, index=False)
-    meta = {"bundle": str(b.path.resolve()), "bundle_config_format": b.config.get("format"), "masks": masks}
+    meta = {
+        "bundle": str(b.path.resolve()),
+        "bundle_config_format": b.config.get("format"),
+        "masks": masks,
+        "segmenter": cfg.segmenter if masks == "predicted" else None,
+        "low_confidence_threshold": low_confidence,
+        "mask_robustness": b.config.get("mask_robustness"),
+    }
     with atomic_path(out.with_name(out.stem + ".json")) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return ScoreResult(scores, failures, paths)

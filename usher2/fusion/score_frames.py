@@ -291,6 +291,7 @@ def score_to_dir(
     report: bool = True,
     device: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> ScoreDirResult:
     """Score every frame of ``source`` with ``bundle`` into the folder ``out`` (see the module docstring).
 
@@ -307,6 +308,7 @@ def score_to_dir(
         report: Write ``report.html``.
         device: Torch device (None: CUDA when available).
         progress: Called as ``progress(done_inputs, total_inputs)``.
+        segmenter_weights: Other weights of the bundle's segmenter network (None: its own).
 
     Raises:
         InputError: A bad bundle, source, clinical file or setting. Bad inputs do not raise.
@@ -323,8 +325,10 @@ def score_to_dir(
         raise InputError(out, "an output folder", "a .csv path", fix="give a folder, or use score_inputs for a CSV")
     items = _inputs(Path(source))
     clin = _clinical_table(clinical)
-    scorer = FrameScorer(bundle, cam=cam, device=device)
+    scorer = FrameScorer(bundle, cam=cam, device=device, segmenter_weights=segmenter_weights)
     settings = {"cam": cam, "overlays": overlays, "stride": stride, "max_frames": max_frames}
+    if segmenter_weights is not None:  # other masks, other results: never reuse parts of a run with the bundle's own
+        settings["segmenter"] = scorer.model_info["segmenter"]
     key_base = json.dumps([scorer.model_info["sha256"], settings], sort_keys=True)
     parts = out / ".parts"
     records, failures = [], []

@@ -43,6 +43,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,22 +151,35 @@ class FrameScorer:
         bundle: A bundle folder (from ``usher2 fit``) or a loaded :class:`~usher2.fusion.bundle.Bundle`.
         cam: CAM method for the heat map (``gradcam``, ...), or None for no heat maps.
         device: Torch device for the networks (None: CUDA when available).
+        segmenter_weights: Other weights of the bundle's segmenter network (None: its own).
+
+    The ``low_segmentation_confidence`` flag uses the bundle's calibrated threshold when it has one
+    (:mod:`usher2.fusion.confidence`), else :data:`~usher2.fusion.score.LOW_CONFIDENCE`.
 
     Raises:
         InputError: A bad bundle, or one without extraction settings.
     """
 
-    def __init__(self, bundle: Any, *, cam: str | None = "gradcam", device: str | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        cam: str | None = "gradcam",
+        device: str | None = None,
+        segmenter_weights: str | Path | None = None,
+    ) -> None:
         import hashlib
 
-        from usher2.features.extract import _deep, _on_cpu
+        from usher2.features.extract import _deep, _on_cpu, with_segmenter_weights
         from usher2.fusion.bundle import Bundle, load_bundle
+        from usher2.fusion.confidence import confidence_threshold
         from usher2.fusion.needed import find_needed
-        from usher2.fusion.score import _extract_config
+        from usher2.fusion.score import LOW_CONFIDENCE, _extract_config
         from usher2.io.hashing import file_sha256
 
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        cfg = _extract_config(self.bundle.config, "predicted")
+        cfg = with_segmenter_weights(_extract_config(self.bundle.config, "predicted"), segmenter_weights)
+        self.low_confidence = confidence_threshold(self.bundle.config, LOW_CONFIDENCE)
         self.cam = cam
         self.clinical = list(self.bundle.config.get("clinical", []))
         self.clinical_ranges = dict(self.bundle.config.get("clinical_ranges") or {})
@@ -211,6 +225,8 @@ class FrameScorer:
             "format": self.bundle.config.get("format"),
             "sha256": hashlib.sha256(digest.encode()).hexdigest(),
             "threshold": self.bundle.threshold,
+            "low_confidence_threshold": self.low_confidence,
+            "segmenter": cfg.segmenter,
             "clinical": self.clinical,
             "clinical_ranges": self.clinical_ranges,
             "features": len(self.bundle.columns),
@@ -299,7 +315,6 @@ class FrameScorer:
             One :class:`FrameScore` per frame, in order.
         """
         from usher2.features.extract import _torch_threads, frame_features
-        from usher2.fusion.score import LOW_CONFIDENCE
 
         n = len(frames)
         if clinical is None or isinstance(clinical, Mapping):
@@ -354,7 +369,7 @@ class FrameScorer:
                     None,
                     None,
                     thr,
-                    low_segmentation_confidence=bool(unc > LOW_CONFIDENCE),
+                    low_segmentation_confidence=bool(unc > self.low_confidence),
                     mask_uncertainty=unc,
                     mask=p["mask"],
                     pixels=p["pixels"],

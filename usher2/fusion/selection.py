@@ -17,6 +17,12 @@ passes ``sklearn.utils.estimator_checks``.
   CV (10 by default, AUC); keeps the features with a non-zero coefficient. ``radscore(X)`` is
   the linear predictor, the studies' Radscore. Optional stability selection (``stability``
   half-sample refits at the chosen penalty; features kept in at least ``stability_threshold``).
+
+**Augmented rows.** A fit may hold perturbed copies of its cases (:mod:`usher2.fusion.cv`): rows
+of a DataFrame that repeat a case's index (``case_id``). Then :class:`UnivariateFilter` tests the
+per-case means (each case counts once, not once per copy), and :class:`LassoSelector` draws its
+penalty-choosing folds by case (:func:`case_groups`), so a case and its copy never sit on both
+sides of a split. A frame with a unique index is unaffected.
 """
 
 from __future__ import annotations
@@ -30,7 +36,22 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["CorrelationPruner", "ICCFilter", "LassoSelector", "UnivariateFilter", "class_separation"]
+__all__ = ["CorrelationPruner", "ICCFilter", "LassoSelector", "UnivariateFilter", "case_groups", "class_separation"]
+
+
+def case_groups(X: Any) -> np.ndarray | None:
+    """Group labels of the rows of a DataFrame whose index repeats (perturbed copies of a case share
+    its ``case_id``); None for anything else, where every row is its own case.
+
+    Example:
+        >>> case_groups(pd.DataFrame({"a": [1, 2, 3]}, index=["c1", "c2", "c1"])).tolist()
+        [0, 1, 0]
+        >>> case_groups(pd.DataFrame({"a": [1, 2]}, index=["c1", "c2"])) is None
+        True
+    """
+    if isinstance(X, pd.DataFrame) and X.index.has_duplicates:
+        return pd.factorize(X.index)[0]
+    return None
 
 
 def class_separation(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -48,6 +69,19 @@ def class_separation(X: np.ndarray, y: np.ndarray) -> np.ndarray:
         auc = (ranks[pos].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
         out = np.maximum(out, np.abs(auc - 0.5))
     return out
+
+
+def _group_splits(y: np.ndarray, groups: np.ndarray, cv: int, seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds that keep every group on one side, with both classes on both sides of every
+    split (fewer folds when the groups of a class are too few for ``cv``; at least 2)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_class = min(len(np.unique(groups[y == c])) for c in np.unique(y))
+    for k in range(int(max(2, min(cv, per_class))), 1, -1):
+        splits = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, y, groups))
+        if all(len(np.unique(y[tr])) > 1 and len(np.unique(y[te])) > 1 for tr, te in splits):
+            return splits
+    return splits
 
 
 class _Selector(SelectorMixin, BaseEstimator):
@@ -100,7 +134,11 @@ class UnivariateFilter(_Selector):
     def fit(self, X: Any, y: Any) -> UnivariateFilter:
         if self.test not in ("mannwhitney", "ttest"):
             raise ValueError(f"test must be 'mannwhitney' or 'ttest', got {self.test!r}")
+        cases = case_groups(X)
         X, y = validate_data(self, X, y, dtype=np.float64)
+        if cases is not None:  # copies of a case: test its mean, once (see the module docstring)
+            X = pd.DataFrame(X).groupby(cases, sort=True).mean().to_numpy()
+            y = pd.Series(np.asarray(y)).groupby(cases, sort=True).first().to_numpy()
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError(f"UnivariateFilter needs at least 2 classes in y, got {len(classes)} class")
@@ -238,16 +276,20 @@ class LassoSelector(_Selector):
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import StratifiedKFold
 
+        cases = case_groups(X)
         X, y = validate_data(self, X, y, dtype=np.float64)
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
             raise ValueError(f"LassoSelector needs at least 2 classes in y, got {len(classes)} class")
         binary = len(classes) == 2
         folds = int(max(2, min(self.cv, counts.min())))
+        cv: Any = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        if cases is not None:  # a case and its perturbed copies stay on one side of every split
+            cv = _group_splits(np.asarray(y), cases, int(self.cv), self.random_state)
         model = LogisticRegressionCV(
             Cs=np.logspace(np.log10(self.C_min), np.log10(self.C_max), self.Cs),
             l1_ratios=(1.0,),
-            cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
+            cv=cv,
             solver="liblinear" if binary and X.shape[0] < 5000 else "saga",
             scoring="roc_auc" if binary else "neg_log_loss",
             max_iter=self.max_iter,
