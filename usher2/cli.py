@@ -598,7 +598,8 @@ def fit(
         typer.Option(
             "--confidence-probs",
             help="Folder of a segmenter's out-of-fold probability maps (<case_id>.png), repeatable: calibrate the "
-            "low_segmentation_confidence threshold on them against the manifest's masks and store it in the bundle.",
+            "low_segmentation_confidence threshold on them against the manifest's masks (the uncertainty that flags "
+            "80% of the masks at Dice < 0.5) and store it in the bundle.",
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,

@@ -147,15 +147,30 @@ def test_calibrated_threshold_on_a_derived_case():
     # 100 frames: uncertainty 0.01..1.00; the masks above 0.70 are bad (Dice 0.3), the rest good (0.9)
     u = np.arange(1, 101) / 100
     d = np.where(u > 0.70, 0.3, 0.9)
-    strict = calibrate_confidence(u, d, max_bad_rate=0.0)
+    # the default rule, recall 0.8 of the 30 bad masks: the 24 most uncertain (0.77..1.00) flagged -> threshold 0.76
+    rec = calibrate_confidence(u, d)
+    assert rec.threshold == pytest.approx(0.76) and rec.n_flagged == 24 and rec.recall == 0.8
+    assert rec.bad_rate_unflagged == pytest.approx(6 / 76) and rec.bad_rate_flagged == 1.0
+    assert calibrate_confidence(u, d, recall=1.0).threshold == pytest.approx(0.70)
+    strict = calibrate_confidence(u, d, recall=None, max_bad_rate=0.0)
     assert strict.threshold == pytest.approx(0.70) and strict.n_flagged == 30 and strict.dice_unflagged == 0.9
     # allowing 5% bad among unflagged: k good + b bad with b / (70 + b) <= 0.05 -> b = 3 -> threshold 0.73
-    loose = calibrate_confidence(u, d, max_bad_rate=0.05)
+    loose = calibrate_confidence(u, d, recall=None, max_bad_rate=0.05)
     assert loose.threshold == pytest.approx(0.73) and loose.bad_rate_unflagged == pytest.approx(3 / 73)
-    # a mean-Dice condition tightens it: (70 * 0.9 + b * 0.3) / (70 + b) >= 0.88 -> b <= 2
-    assert calibrate_confidence(u, d, min_dice=0.88).threshold == pytest.approx(0.72)
+    # both conditions: the largest threshold meeting both is the smaller of the two
+    assert calibrate_confidence(u, d, recall=0.8, max_bad_rate=0.05).threshold == pytest.approx(0.73)
+    # a mean-Dice condition: (70 * 0.9 + b * 0.3) / (70 + b) >= 0.88 -> b <= 2
+    assert calibrate_confidence(u, d, recall=None, min_dice=0.88).threshold == pytest.approx(0.72)
+    # the recall does not depend on how common bad masks are: the same bad masks among 4x the good ones
+    u4 = np.r_[np.repeat(u[u <= 0.70], 4), u[u > 0.70]]
+    d4 = np.where(u4 > 0.70, 0.3, 0.9)
+    assert calibrate_confidence(u4, d4).threshold == pytest.approx(0.76)
     with pytest.warns(UserWarning, match="flags nearly every frame"):
-        assert calibrate_confidence(u, np.full(100, 0.1)).threshold == pytest.approx(0.01)
+        assert calibrate_confidence(u, np.full(100, 0.1), recall=None, max_bad_rate=0.05).threshold == 0.01
+    with pytest.raises(InputError, match=r"at least 5 masks with Dice < 0\.5"):
+        calibrate_confidence(u, np.where(u > 0.97, 0.3, 0.9))
+    with pytest.raises(InputError, match="at least one of recall"):
+        calibrate_confidence(u, d, recall=None)
     with pytest.raises(InputError, match="one Dice per uncertainty"):
         calibrate_confidence(u, d[:50])
 

@@ -8,11 +8,21 @@ frames it did not train on (its cross-validation's out-of-fold probability maps,
 the annotated masks; :func:`usher2.features.extract.predicted_masks` gives both numbers per frame):
 
 **Rule.** A mask is *bad* when its Dice with the annotation is below ``bad_dice`` (0.5). The
-threshold is the largest uncertainty ``t`` such that the frames at or below ``t`` (the ones left
-unflagged) hold at most ``max_bad_rate`` (5%) bad masks, and, with ``min_dice``, a mean Dice of
-at least that. Frames where the segmenter found no lesion are left out: ``no_lesion`` flags them.
-When no ``t`` meets the rule, the threshold is the lowest uncertainty seen (nearly every frame is
-flagged) and a warning says so.
+threshold is the largest uncertainty ``t`` such that the frames above ``t`` (the flagged ones)
+hold at least ``recall`` (80%) of the bad masks. Optionally also: the unflagged frames hold at
+most ``max_bad_rate`` bad masks, and (``min_dice``) a mean Dice of at least that; the threshold
+is the largest uncertainty that meets every condition given. Frames where the segmenter found no lesion
+are left out: ``no_lesion`` flags them. When no ``t`` meets the rule, the threshold is the lowest
+uncertainty seen (nearly every frame is flagged) and a warning says so.
+
+**Why recall.** The share of bad masks is what changes on a new scanner (6.5% of the shipped
+recipe's out-of-fold GE masks, 17% of its masks of BUS-BRA's held-out Toshiba and U-Systems
+frames), while the uncertainty of a bad and of a good mask stays alike (medians 0.62 and 0.31
+bits in-distribution, 0.64 and 0.35 on the held-out devices; ``python bench/confidence_flag.py``).
+A rule on the share of bad masks left unflagged is then set by the training prevalence: calibrated
+on the out-of-fold GE masks it gave 0.78 bits, which flagged 2 of 154 held-out-device frames and
+left 15.8% bad masks unflagged. The recall rule does not depend on prevalence: 0.47 bits, 48
+flagged, 2.8% bad unflagged (see the README for the whole table).
 
 The result is stored in the bundle (``usher2 fit --confidence-probs``, ``config
 ["segmentation_confidence"]``) and used by ``usher2 score`` in place of the fixed value. It holds
@@ -41,7 +51,7 @@ class ConfidenceThreshold:
     Attributes:
         threshold: Flag a frame whose uncertainty is above this (bits).
         rule: The rule in words.
-        bad_dice, max_bad_rate, min_dice: The rule's settings.
+        bad_dice, recall, max_bad_rate, min_dice: The rule's settings.
         n: Calibration frames (with a lesion found).
         n_flagged: Of them, above the threshold.
         bad_rate_unflagged, bad_rate_flagged: Share of bad masks (Dice < ``bad_dice``) below/above it.
@@ -52,7 +62,8 @@ class ConfidenceThreshold:
     threshold: float
     rule: str
     bad_dice: float
-    max_bad_rate: float
+    recall: float | None
+    max_bad_rate: float | None
     min_dice: float | None
     n: int
     n_flagged: int
@@ -76,7 +87,8 @@ def calibrate_confidence(
     dice: Any,
     *,
     bad_dice: float = 0.5,
-    max_bad_rate: float = 0.05,
+    recall: float | None = 0.8,
+    max_bad_rate: float | None = None,
     min_dice: float | None = None,
     source: str = "",
 ) -> ConfidenceThreshold:
@@ -86,17 +98,19 @@ def calibrate_confidence(
         uncertainty: ``(N,)`` the segmenter's uncertainty per frame (frames with a lesion found).
         dice: ``(N,)`` Dice of each predicted mask with the annotated one.
         bad_dice: A mask with Dice below this is bad.
-        max_bad_rate: The largest share of bad masks allowed among unflagged frames.
+        recall: The smallest share of the bad masks the flag must catch (None: no such condition).
+        max_bad_rate: The largest share of bad masks allowed among unflagged frames (None: no such condition).
         min_dice: Also require this mean Dice among unflagged frames (None: no such condition).
         source: Recorded with the result.
 
     Raises:
-        InputError: Arrays of different lengths, non-finite values, or fewer than 10 frames.
+        InputError: Arrays of different lengths, non-finite values, fewer than 10 frames, no condition, or
+            (with ``recall``) fewer than 5 bad masks to calibrate against.
 
     Example:
         >>> u = np.r_[np.linspace(0.1, 0.3, 80), np.linspace(0.5, 0.7, 20)]
         >>> d = np.r_[np.full(80, 0.9), np.full(20, 0.3)]
-        >>> c = calibrate_confidence(u, d, max_bad_rate=0.0)
+        >>> c = calibrate_confidence(u, d, recall=1.0)
         >>> round(c.threshold, 3), c.n_flagged, c.bad_rate_unflagged, c.bad_rate_flagged
         (0.3, 20, 0.0, 1.0)
     """
@@ -108,16 +122,33 @@ def calibrate_confidence(
         raise InputError("confidence calibration", "finite uncertainties and Dice values", "NaN or inf")
     if u.size < 10:
         raise InputError("confidence calibration", "at least 10 frames with a lesion found", f"{u.size}")
-    if not 0 < bad_dice <= 1 or not 0 <= max_bad_rate < 1:
-        what = "bad_dice in (0, 1] and max_bad_rate in [0, 1)"
-        raise InputError("confidence calibration", what, f"{bad_dice}, {max_bad_rate}")
+    if (
+        not 0 < bad_dice <= 1
+        or (max_bad_rate is not None and not 0 <= max_bad_rate < 1)
+        or (recall is not None and not 0 < recall <= 1)
+    ):
+        what = "bad_dice in (0, 1], recall in (0, 1] and max_bad_rate in [0, 1)"
+        raise InputError("confidence calibration", what, f"{bad_dice}, {recall}, {max_bad_rate}")
+    if recall is None and max_bad_rate is None and min_dice is None:
+        raise InputError("confidence calibration", "at least one of recall, max_bad_rate, min_dice", "none")
     order = np.argsort(u, kind="stable")
     us, ds = u[order], d[order]
     bad = ds < bad_dice
     k = np.arange(1, u.size + 1)
     # a threshold sits at a distinct value: the unflagged frames are those up to its last tie
-    last = np.r_[us[1:] != us[:-1], True]
-    ok = last & (np.cumsum(bad) / k <= max_bad_rate)
+    ok = np.r_[us[1:] != us[:-1], True]
+    if recall is not None:
+        if bad.sum() < 5:
+            raise InputError(
+                "confidence calibration",
+                f"at least 5 masks with Dice < {bad_dice} to calibrate the flag's recall against",
+                f"{int(bad.sum())} of {u.size}",
+            )
+        # frames above a threshold at position i: the bad ones among them must be >= recall of all bad
+        caught = bad.sum() - np.cumsum(bad)
+        ok &= caught >= recall * bad.sum() - 1e-9
+    if max_bad_rate is not None:
+        ok &= np.cumsum(bad) / k <= max_bad_rate
     if min_dice is not None:
         ok &= np.cumsum(ds) / k >= min_dice
     if ok.any():
@@ -125,19 +156,25 @@ def calibrate_confidence(
     else:
         threshold = float(us[0])
         warnings.warn(
-            f"no uncertainty threshold leaves at most {max_bad_rate:.0%} bad masks (Dice < {bad_dice}) unflagged; "
+            f"no uncertainty threshold meets the rule on these frames (Dice < {bad_dice} is bad); "
             f"using the lowest uncertainty, {threshold:.3f}, which flags nearly every frame",
             stacklevel=2,
         )
     flagged = u > threshold
-    rule = f"largest uncertainty with at most {max_bad_rate:.0%} of unflagged masks at Dice < {bad_dice}"
+    parts = []
+    if recall is not None:
+        parts.append(f"at least {recall:.0%} of the masks at Dice < {bad_dice} flagged")
+    if max_bad_rate is not None:
+        parts.append(f"at most {max_bad_rate:.0%} of unflagged masks at Dice < {bad_dice}")
     if min_dice is not None:
-        rule += f" and mean unflagged Dice >= {min_dice}"
+        parts.append(f"mean unflagged Dice >= {min_dice}")
+    rule = "largest uncertainty with " + " and ".join(parts)
     return ConfidenceThreshold(
         threshold=threshold,
         rule=rule,
         bad_dice=float(bad_dice),
-        max_bad_rate=float(max_bad_rate),
+        recall=None if recall is None else float(recall),
+        max_bad_rate=None if max_bad_rate is None else float(max_bad_rate),
         min_dice=None if min_dice is None else float(min_dice),
         n=int(u.size),
         n_flagged=int(flagged.sum()),

@@ -1011,6 +1011,9 @@ def write_segmenter_card(weights: str | Path) -> Path:
             "- Per device Dice: "
             + "; ".join(f"{d} (n={v['n_frames']}): {_fmt(v, 'dice')}" for d, v in held["per_device"].items()),
             f"- HD95 {_fmt(held, 'hd95', 1)} px",
+            "- This Dice is the selection criterion of the recipe (augmentation, working size, TTA): the "
+            "alternatives were trained on the same split by `train/configs/ablations/segmenter_lodo_*.yaml` "
+            "(README, segmentation section).",
         ]
         nl = held.get("no_lesion", {})
         if nl.get("n_negative_crops"):
