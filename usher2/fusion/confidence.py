@@ -82,6 +82,35 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
+def _checked(
+    uncertainty: Any,
+    dice: Any,
+    bad_dice: float,
+    recall: float | None,
+    max_bad_rate: float | None,
+    min_dice: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration frames as float arrays, and the rule's settings, checked (see calibrate_confidence)."""
+    u = np.asarray(uncertainty, dtype=np.float64).ravel()
+    d = np.asarray(dice, dtype=np.float64).ravel()
+    if u.shape != d.shape:
+        raise InputError("confidence calibration", "one Dice per uncertainty", f"{u.size} and {d.size} values")
+    if not (np.isfinite(u).all() and np.isfinite(d).all()):
+        raise InputError("confidence calibration", "finite uncertainties and Dice values", "NaN or inf")
+    if u.size < 10:
+        raise InputError("confidence calibration", "at least 10 frames with a lesion found", f"{u.size}")
+    if (
+        not 0 < bad_dice <= 1
+        or (max_bad_rate is not None and not 0 <= max_bad_rate < 1)
+        or (recall is not None and not 0 < recall <= 1)
+    ):
+        what = "bad_dice in (0, 1], recall in (0, 1] and max_bad_rate in [0, 1)"
+        raise InputError("confidence calibration", what, f"{bad_dice}, {recall}, {max_bad_rate}")
+    if recall is None and max_bad_rate is None and min_dice is None:
+        raise InputError("confidence calibration", "at least one of recall, max_bad_rate, min_dice", "none")
+    return u, d
+
+
 def calibrate_confidence(
     uncertainty: Any,
     dice: Any,
@@ -114,23 +143,7 @@ def calibrate_confidence(
         >>> round(c.threshold, 3), c.n_flagged, c.bad_rate_unflagged, c.bad_rate_flagged
         (0.3, 20, 0.0, 1.0)
     """
-    u = np.asarray(uncertainty, dtype=np.float64).ravel()
-    d = np.asarray(dice, dtype=np.float64).ravel()
-    if u.shape != d.shape:
-        raise InputError("confidence calibration", "one Dice per uncertainty", f"{u.size} and {d.size} values")
-    if not (np.isfinite(u).all() and np.isfinite(d).all()):
-        raise InputError("confidence calibration", "finite uncertainties and Dice values", "NaN or inf")
-    if u.size < 10:
-        raise InputError("confidence calibration", "at least 10 frames with a lesion found", f"{u.size}")
-    if (
-        not 0 < bad_dice <= 1
-        or (max_bad_rate is not None and not 0 <= max_bad_rate < 1)
-        or (recall is not None and not 0 < recall <= 1)
-    ):
-        what = "bad_dice in (0, 1], recall in (0, 1] and max_bad_rate in [0, 1)"
-        raise InputError("confidence calibration", what, f"{bad_dice}, {recall}, {max_bad_rate}")
-    if recall is None and max_bad_rate is None and min_dice is None:
-        raise InputError("confidence calibration", "at least one of recall, max_bad_rate, min_dice", "none")
+    u, d = _checked(uncertainty, dice, bad_dice, recall, max_bad_rate, min_dice)
     order = np.argsort(u, kind="stable")
     us, ds = u[order], d[order]
     bad = ds < bad_dice
