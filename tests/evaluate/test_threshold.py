@@ -81,3 +81,12 @@ def test_bad_input_names_the_field(y, s, t, field, words):
     with pytest.raises(InputError, match=words) as e:
         threshold_metrics(y, s, t)
     assert e.value.where == field
+
+
+def test_wilson_interval_holds_the_point_estimate_at_the_ends():
+    # the Wilson interval contains k/n by construction; at k = 0 and k = n it must touch it exactly
+    # (statsmodels' formula gives 2.8e-17 for 0 of 7, which broke the calibration plot's error bars)
+    for n in range(1, 300):
+        for k in (0, n):
+            r = wilson_proportion(k, n)
+            assert r.ci_low <= k / n <= r.ci_high

@@ -71,6 +71,8 @@ def wilson_proportion(numerator: int, denominator: int, alpha: float = 0.05, emp
         >>> r = wilson_proportion(8, 10)
         >>> round(r.value, 3), round(r.ci_low, 4), round(r.ci_high, 4)
         (0.8, 0.4902, 0.9433)
+        >>> wilson_proportion(0, 7).ci_low  # holds the point estimate exactly at k = 0
+        0.0
         >>> wilson_proportion(0, 0, empty_note="no case called positive").note
         'no case called positive'
     """
@@ -81,7 +83,9 @@ def wilson_proportion(numerator: int, denominator: int, alpha: float = 0.05, emp
     if m == 0:
         return Proportion(math.nan, math.nan, math.nan, k, m, empty_note or "denominator is 0")
     lo, hi = proportion_confint(k, m, alpha=a, method="wilson")
-    return Proportion(k / m, float(lo), float(hi), k, m)
+    # the Wilson interval always holds k/m; statsmodels' formula can land 1 ulp beside it at k = 0 or
+    # k = m (0 of 7 gives a lower bound of 2.8e-17), which made calibration error bars negative
+    return Proportion(k / m, min(float(lo), k / m), max(float(hi), k / m), k, m)
 
 
 @dataclass(frozen=True)
