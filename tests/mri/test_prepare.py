@@ -272,6 +272,23 @@ def test_registration_recovers_known_rigid_motion():
     assert again["translation_mm"] == rep["translation_mm"]  # seeded sampling: replayable
 
 
+def test_registration_does_not_depend_on_the_thread_count():
+    # the same seed must give the same transform whatever SimpleITK's default thread count (both
+    # sides run on this machine, so the comparison is exact)
+    fixed, _ = _phantom()
+    moving, _ = _moved(5.0, (3.0, 0.0, 0.0))
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    reps = []
+    try:
+        for n in (1, 2, 4):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+            reps.append(register_rigid(fixed, moving)[2])
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+    for r in reps[1:]:
+        assert r["translation_mm"] == reps[0]["translation_mm"] and r["rotation_deg"] == reps[0]["rotation_deg"]
+
+
 def test_registration_failure_is_a_flag_not_an_exception():
     fixed, _ = _phantom()
     empty = sitk.Image(fixed.GetSize(), sitk.sitkFloat32)
