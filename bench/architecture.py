@@ -10,7 +10,9 @@ Reads the source with :mod:`ast` (nothing is imported or run) and prints:
   a function hides a layer crossing from a reader of the module's header.
 * **Layering breaks** against issue 24's target: ``fusion`` imports nothing from ``explain``,
   ``report``, ``score``, ``service`` or ``pipeline``; no package imports a private name (``_x``)
-  of another package.
+  of another package; no module imports from a layer above its own (:data:`LAYERS`).
+  ``tests/test_architecture.py`` holds the package to all three. The deprecated alias modules
+  (:data:`DEPRECATED_ALIASES`) are left out of the graph.
 * **Long functions**: every function or method over ``--max-lines`` lines (the target: none outside
   the MRI phantom and the simulator renderers), longest first.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -28,6 +31,48 @@ from typing import Any
 
 FORBIDDEN = {"fusion": {"explain", "report", "score", "service", "pipeline"}}
 EXEMPT_LONG = ("usher2/mri/phantom.py", "usher2/simulate/")
+
+#: The layers, top first: a module may import from its own layer and the layers below it, never
+#: from one above (imports inside functions included). Entries are sub-packages or modules
+#: (``evaluate.nomogram`` reads fitted fusion models, so it sits above ``fusion`` while the rest of
+#: ``evaluate``, the statistics every stage uses, sits below it; the package's ``__init__``
+#: re-exports the nomogram too, so it sits with it). The root ``usher2`` (its ``__version__``) may
+#: be imported from anywhere.
+LAYERS = (
+    ("cli",),
+    ("service", "mri"),
+    ("pipeline",),
+    ("score",),
+    ("report",),
+    ("explain",),
+    ("evaluate.nomogram", "evaluate.__init__"),
+    ("fusion",),
+    ("features",),
+    ("segment",),
+    ("enhance",),
+    ("simulate",),
+    ("evaluate",),
+    ("io", "types", "registry", "training", "weights", "tracking"),
+)
+#: Modules kept only as deprecated aliases of moved ones (one release): they import their new home.
+DEPRECATED_ALIASES = ("usher2.fusion.scorer", "usher2.fusion.score", "usher2.fusion.score_frames")
+
+
+def layer_of(module: str, root: str = "usher2") -> int | None:
+    """The index in :data:`LAYERS` of ``usher2.x.y`` (the longest matching entry); None for the root."""
+    parts = module.split(".")
+    if parts[0] != root or len(parts) == 1 or parts[1] == "__init__":
+        return None
+    rel = ".".join(parts[1:])
+    best: tuple[int, int] | None = None
+    for i, layer in enumerate(LAYERS):
+        for entry in layer:
+            if rel == entry or rel.startswith(entry + "."):
+                if best is None or len(entry) > best[1]:
+                    best = (i, len(entry))
+    if best is None:
+        raise ValueError(f"{module} is in no layer of LAYERS: add its sub-package")
+    return best[0]
 
 
 def _package(module: str, root: str) -> str | None:
@@ -50,6 +95,7 @@ def scan(root: Path) -> dict[str, Any]:
     name = root.name
     edges: Counter[tuple[str, str, str]] = Counter()  # (from, to, "module"|"local")
     private: list[dict[str, Any]] = []
+    upward: list[dict[str, Any]] = []
     long_functions: list[dict[str, Any]] = []
     n_imports = Counter()
     for path in sorted(root.rglob("*.py")):
@@ -76,13 +122,18 @@ def scan(root: Path) -> dict[str, Any]:
             else:
                 continue
             where = "local" if id(node) in local_nodes else "module"
+            shim = module in DEPRECATED_ALIASES
             if any(_package(mod, name) is not None for mod, _ in targets):
                 n_imports[where] += 1  # import statements, as issue 24 counts them
             for mod, imported in targets:
                 dst_pkg = _package(mod, name)
                 if dst_pkg is None:
                     continue
-                if dst_pkg != src_pkg:
+                dst_mod = mod if imported is None or f"{mod}.{imported}" not in _modules(root) else f"{mod}.{imported}"
+                src_layer, dst_layer = layer_of(module, name), layer_of(dst_mod, name)
+                if src_layer is not None and dst_layer is not None and dst_layer < src_layer and not shim:
+                    upward.append({"file": str(rel), "line": node.lineno, "from": module, "import": dst_mod})
+                if dst_pkg != src_pkg and not shim:
                     edges[(src_pkg or "?", dst_pkg, where)] += 1
                     # a private name of another package: from usher2.x.y import _z, or usher2.x._y
                     names = [imported or "", *mod.split(".")[2:]]
@@ -91,7 +142,17 @@ def scan(root: Path) -> dict[str, Any]:
                         private.append(
                             {"file": str(rel), "line": node.lineno, "import": f"{mod}.{imported}" if imported else mod}
                         )
-    return {"edges": edges, "private": private, "functions": long_functions, "imports": n_imports}
+    return {"edges": edges, "private": private, "upward": upward, "functions": long_functions, "imports": n_imports}
+
+
+@functools.cache
+def _modules(root: Path) -> set[str]:
+    """Every module name under ``root`` (``usher2.fusion.fit``; packages as ``usher2.fusion``)."""
+    found = set()
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        found.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
 
 
 def main() -> None:
@@ -119,6 +180,10 @@ def main() -> None:
         print(f"- {f} -> {t}: {n} import(s)")
     for p in s["private"]:
         print(f"- {p['file']}:{p['line']} imports private `{p['import']}`")
+    print(f"\n## Imports against the layers (LAYERS, top first): {len(s['upward'])}\n")
+    print(" > ".join(" | ".join(layer) for layer in LAYERS) + "\n")
+    for u in s["upward"]:
+        print(f"- {u['file']}:{u['line']} ({u['from']}) imports `{u['import']}` from a layer above")
 
     long = sorted((x for x in s["functions"] if x["lines"] > a.max_lines), key=lambda x: -x["lines"])
     counted = [x for x in long if not x["file"].startswith(EXEMPT_LONG)]
@@ -131,6 +196,7 @@ def main() -> None:
         out = {
             "edges": [{"from": f, "to": t, "kind": k, "n": n} for (f, t, k), n in sorted(edges.items())],
             "private_imports": s["private"],
+            "upward_imports": s["upward"],
             "long_functions": long,
             "imports": dict(s["imports"]),
         }

@@ -79,9 +79,8 @@ from usher2.features.extract import (
     with_segmenter_weights,
 )
 from usher2.fusion.bundle import load_bundle
-from usher2.fusion.confidence import calibrate_confidence
+from usher2.fusion.confidence import LOW_CONFIDENCE, calibrate_confidence
 from usher2.fusion.fit import fit_cohort
-from usher2.fusion.score import LOW_CONFIDENCE
 from usher2.io.atomic import atomic_write_text
 from usher2.io.batch import read_case
 from usher2.io.manifest import read_manifest, write_manifest

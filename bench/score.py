@@ -61,7 +61,7 @@ from torch import nn
 from usher2.features.extract import ExtractConfig, frame_features
 from usher2.fusion.bundle import load_bundle
 from usher2.fusion.needed import find_needed
-from usher2.fusion.scorer import FrameScorer
+from usher2.score.engine import FrameScorer
 
 LESION_TYPES = re.compile(r"^radiomics_(original|wavelet-[LH]+|log-sigma-[\d-]+-mm-3D)_")
 
@@ -247,17 +247,17 @@ def _pin_networks(device: str) -> None:
     """Build the enhancer and segmenter on ``device`` in usher2's per-process model cache.
 
     ``FrameScorer(device=...)`` places the backbones; the enhancer and segmenter come from
-    ``usher2.features.extract``'s process cache, which picks CUDA whenever it exists. The CPU rows
+    ``usher2.features.models``' process cache, which picks CUDA whenever it exists. The CPU rows
     on a GPU host need them on the CPU, so the bench fills that cache first.
     """
     from usher2.enhance import create_enhancer
-    from usher2.features import extract
+    from usher2.features import models
     from usher2.segment import create_segmenter
 
-    extract._MODELS.pop(("enhancer", "pix2pix"), None)
-    extract._MODELS.pop(("segmenter", "unet"), None)
-    extract._MODELS[("enhancer", "pix2pix")] = create_enhancer("pix2pix", device=device)
-    extract._MODELS[("segmenter", "unet")] = create_segmenter("unet", device=device)
+    models._MODELS.pop(("enhancer", "pix2pix"), None)
+    models._MODELS.pop(("segmenter", "unet"), None)
+    models._MODELS[("enhancer", "pix2pix")] = create_enhancer("pix2pix", device=device)
+    models._MODELS[("segmenter", "unet")] = create_segmenter("unet", device=device)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -306,11 +306,11 @@ def bench_features(scorer: FrameScorer, frames: list[np.ndarray], n: int) -> tup
     """ms/frame of the features stage: every column (what usher2 score extracts) vs the needed ones."""
     from dataclasses import replace
 
-    from usher2.fusion.score import _extract_config
+    from usher2.score.engine import bundle_extract_config
 
     rs = [r for r in scorer.score(frames[:n], heatmaps=False) if r.mask is not None]
     items = [(r.pixels, r.mask, None) for r in rs]
-    full_cfg = replace(_extract_config(scorer.bundle.config, "predicted"), device=scorer.config.device)
+    full_cfg = replace(bundle_extract_config(scorer.bundle.config, "predicted"), device=scorer.config.device)
     columns = [c for c in scorer.needed.columns if c not in set(scorer.clinical)]
     frame_features(full_cfg, items[:1])
     t = time.perf_counter()

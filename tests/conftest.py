@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
+
+# tests/io/io_helpers.py (DICOM writers) is imported by tests in several folders: importable from any
+# of them, whichever runs first or alone
+sys.path.insert(0, str(Path(__file__).parent / "io"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

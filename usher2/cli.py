@@ -464,10 +464,11 @@ def extract(
     )
     if result.perturbations is not None:
         console.print(f"perturbations: {len(result.perturbations)} rows -> {result.paths['perturbations']}")
-    bad = result.failures[result.failures["stage"] != "features"]
+    whole = result.failures["stage"].isin(("features", "no_lesion"))  # a case without a row
+    bad = result.failures[~whole]
     if len(bad):
         console.print(f"[yellow]{len(bad)} perturbations could not be computed[/] (listed in the failures file)")
-    rows = result.failures[result.failures["stage"] == "features"]
+    rows = result.failures[whole]
     failed = [Failure(str(r.case_id), str(r.error)) for r in rows.itertuples()]
     _print_failures(failed, result.n_cases)
     _exit_on_failures(failed, result.n_cases, out, listed_in=result.paths["failures"])
@@ -811,7 +812,7 @@ def score(
     if out.suffix.lower() == ".csv":
         _score_csv(input_path, model, out, clinical, masks, workers, segmenter_weights)
         return
-    from usher2.fusion.score_frames import score_to_dir
+    from usher2.score.folder import score_to_dir
 
     if masks != "predicted":
         with _user_errors():
@@ -905,7 +906,7 @@ def _score_csv(
     segmenter_weights: Path | None = None,
 ) -> None:
     """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
-    from usher2.fusion.score import score_inputs
+    from usher2.score.table import score_inputs
 
     with _user_errors():
         with _progress("scoring") as progress:

@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions_table, write_predictions
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
 
@@ -278,24 +279,24 @@ class Pipeline:
 
         * ``out`` None: ``source`` is a sequence of frames (:class:`~usher2.types.Frame` or ``(H, W)``
           arrays in [0, 1]) or one image/DICOM/video path; returns one
-          :class:`~usher2.fusion.scorer.FrameScore` per frame (probability, label, flags, mask, heat map).
+          :class:`~usher2.score.engine.FrameScore` per frame (probability, label, flags, mask, heat map).
         * ``out`` a folder: per-frame CSV/JSON, overlays, sequences and the per-frame report
-          (:func:`usher2.fusion.score_frames.score_to_dir`).
+          (:func:`usher2.score.folder.score_to_dir`).
         * ``out`` a ``.csv`` file: one scores CSV through the resumable cohort extraction
-          (:func:`usher2.fusion.score.score_inputs`).
+          (:func:`usher2.score.table.score_inputs`).
         """
         if out is None:
-            from usher2.fusion.scorer import FrameScorer
             from usher2.io.frames import iter_frames
+            from usher2.score.engine import FrameScorer
 
             frames = list(iter_frames(source)) if isinstance(source, str | Path) else list(source)
             return FrameScorer(bundle, **kwargs).score(frames)
         if Path(out).suffix.lower() != ".csv":
-            from usher2.fusion.score_frames import score_to_dir
+            from usher2.score.folder import score_to_dir
 
             with self.progress("score") as update:
                 return score_to_dir(source, bundle, out, progress=update, **kwargs)
-        from usher2.fusion.score import score_inputs
+        from usher2.score.table import score_inputs
 
         with self.progress("score") as update:
             return score_inputs(source, bundle, out, workers=self.config.workers, progress=update, **kwargs)
@@ -317,7 +318,6 @@ class Pipeline:
         """
         import numpy as np
 
-        import usher2
         from usher2.evaluate import roc_auc_ci
         from usher2.fusion.bundle import load_bundle
         from usher2.io.manifest import read_manifest
@@ -340,9 +340,9 @@ class Pipeline:
             p = bundle.predict_proba(X)
             oof = fit.cv.oof
             preds.append(
-                _predictions(model, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
+                predictions_table(model, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
             )
-            preds.append(_predictions(model, "test", X.index, m["patient_id"], y_test, p))
+            preds.append(predictions_table(model, "test", X.index, m["patient_id"], y_test, p))
             labelled = y_test.notna().to_numpy()
             r = roc_auc_ci(y_test.to_numpy()[labelled].astype(int), p[labelled])
             cv = fit.cv.auc
@@ -359,10 +359,7 @@ class Pipeline:
                     "n_features": len(fit.selected),
                 }
             )
-        predictions = pd.concat(preds, ignore_index=True)
-        with atomic_path(out / "predictions.csv") as tmp:
-            predictions.to_csv(tmp, index=False)
-        atomic_write_text(out / "thresholds.json", json.dumps(thresholds, indent=2))
+        write_predictions(out, preds, thresholds)
         with atomic_path(out / "manifest.csv") as tmp:
             base = Path(manifest).resolve().parent
             mm = m.reset_index()
@@ -371,21 +368,18 @@ class Pipeline:
                     mm[col] = [str((base / v).resolve()) if isinstance(v, str) and v else v for v in mm[col]]
             mm.to_csv(tmp, index=False)
         train_oof = next(iter(fits.values())).cv.oof
-        summary = {
-            "title": title,
-            "usher2": usher2.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cohort": {
-                "train": _cohort_counts(train_oof["patient_id"], train_oof["label"]),
-                "test": _cohort_counts(m["patient_id"], y_test),
+        EvaluationSummary(
+            title=title,
+            primary_model=cfg.primary_model,
+            cohort={
+                "train": CohortCounts.from_labels(train_oof["patient_id"], train_oof["label"]),
+                "test": CohortCounts.from_labels(m["patient_id"], y_test),
             },
-            "oracle_auc": {k: v for k, v in (oracle or {}).items() if k in fits},
-            "primary_model": cfg.primary_model,
-            "methods": self._methods(data_description, len(res.failed_cases)),
-            "bundles": {model: _bundle_dir(model) for model in fits},
-            "config": cfg.to_dict(),
-        }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+            methods=self._methods(data_description, len(res.failed_cases)),
+            bundles={model: _bundle_dir(model) for model in fits},
+            oracle_auc={k: v for k, v in (oracle or {}).items() if k in fits},
+            config=json.loads(json.dumps(cfg.to_dict(), default=str)),
+        ).write(out)
         auc_table = pd.DataFrame(rows)
         with atomic_path(out / "auc.csv") as tmp:
             auc_table.to_csv(tmp, index=False)
@@ -528,7 +522,6 @@ def evaluate_scores(
     """
     import numpy as np
 
-    import usher2
     from usher2.evaluate import roc_auc_ci
     from usher2.io.manifest import read_manifest
 
@@ -550,7 +543,7 @@ def evaluate_scores(
         if not ok.any():
             raise InputError(s, f"scores for the manifest's labelled cases ({len(labelled)})", "none match by case_id")
         ids = labelled[ok.to_numpy()]
-        preds.append(_predictions(name, "test", ids, man.loc[ids, "patient_id"], y.loc[ids].astype(int), prob[ok]))
+        preds.append(predictions_table(name, "test", ids, man.loc[ids, "patient_id"], y.loc[ids].astype(int), prob[ok]))
         r = roc_auc_ci(y.loc[ids].astype(int).to_numpy(), prob[ok].to_numpy())
         row = {"model": name, "n": int(ok.sum()), "n_unscored": int((~ok).sum()), "test_auc": r.auc}
         row.update(test_ci_low=r.ci_low, test_ci_high=r.ci_high, cv_auc=np.nan)
@@ -560,16 +553,15 @@ def evaluate_scores(
             bundles[name] = str(bundle.path.resolve())
             oof = pd.read_csv(bundle.path / "oof.csv", dtype={"case_id": str})
             preds.append(
-                _predictions(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
+                predictions_table(
+                    name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"]
+                )
             )
             row["cv_auc"] = bundle.metrics.get("auc", {}).get("auc", np.nan)
         if features is not None:
             feature_files.append(features)
         rows.append(row)
-    predictions = pd.concat(preds, ignore_index=True)
-    with atomic_path(out / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    atomic_write_text(out / "thresholds.json", json.dumps(thresholds, indent=2))
+    write_predictions(out, preds, thresholds)
     base = Path(manifest).resolve().parent
     mm = man.loc[labelled].reset_index()
     for col in ("image", "mask"):
@@ -585,14 +577,11 @@ def evaluate_scores(
     auc = pd.DataFrame(rows)
     with atomic_path(out / "auc.csv") as tmp:
         auc.to_csv(tmp, index=False)
-    test_counts = _cohort_counts(man.loc[labelled, "patient_id"], y.loc[labelled])
-    summary = {
-        "title": title,
-        "usher2": usher2.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cohort": {"test": test_counts},
-        "primary_model": rows[-1]["model"],
-        "methods": {
+    EvaluationSummary(
+        title=title,
+        cohort={"test": CohortCounts.from_labels(man.loc[labelled, "patient_id"], y.loc[labelled])},
+        primary_model=rows[-1]["model"],
+        methods={
             "data": f"Scores {', '.join(str(s) for s in scores)} against the labels of {manifest}.",
             "outcome": f"Binary label column {label!r}.",
             "missing_data": (
@@ -601,9 +590,8 @@ def evaluate_scores(
             ),
             "validation": "Scores of an already fitted model on this cohort; thresholds are the bundles' own.",
         },
-        "bundles": bundles,
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+        bundles=bundles,
+    ).write(out)
     if report:
         from usher2.report import write_cohort_report
 
@@ -620,63 +608,31 @@ def evaluation_from_bundle(bundle: str | Path, out: str | Path) -> Path:
     Raises:
         InputError: Not a bundle (see :func:`usher2.fusion.bundle.load_bundle`).
     """
-    import usher2
     from usher2.fusion.bundle import load_bundle
 
     b = load_bundle(bundle)
     out = Path(out)
     oof = pd.read_csv(b.path / "oof.csv", dtype={"case_id": str})
     name = str(b.config.get("family") or b.path.name)
-    pred = _predictions(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
-    with atomic_path(out / "predictions.csv") as tmp:
-        pred.to_csv(tmp, index=False)
-    atomic_write_text(out / "thresholds.json", json.dumps({name: b.threshold}, indent=2))
+    pred = predictions_table(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
+    write_predictions(out, [pred], {name: b.threshold})
     v = b.config.get("validation", {})
-    summary = {
-        "title": f"usher2 bundle report: {b.path.name}",
-        "usher2": usher2.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cohort": {"train": _cohort_counts(oof["patient_id"], oof["label"])},
-        "primary_model": name,
-        "methods": {
+    EvaluationSummary(
+        title=f"usher2 bundle report: {b.path.name}",
+        cohort={"train": CohortCounts.from_labels(oof["patient_id"], oof["label"])},
+        primary_model=name,
+        methods={
             "data": f"The training cohort of the bundle {b.path} (no held-out cohort).",
             "model": f"{b.config.get('fusion')} fusion, classifier {b.config.get('classifier')}, calibration "
             f"{b.config.get('calibration') or 'none'}; {len(b.config.get('selected_features', []))} selected features.",
             "validation": f"Patient-grouped nested CV ({v.get('outer_folds')} outer, {v.get('inner_folds')} inner "
             f"folds, seed {v.get('seed')}): out-of-fold predictions.",
         },
-        "bundles": {name: str(b.path.resolve())},
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+        bundles={name: str(b.path.resolve())},
+    ).write(out)
     return out
 
 
 def _bundle_dir(model: str) -> str:
     """Where a model's bundle goes inside a run folder (``deep:resnet50`` -> ``bundles/deep-resnet50``)."""
     return f"bundles/{model.replace(':', '-')}"
-
-
-def _predictions(model: str, split: str, cases: Any, patients: Any, labels: Any, prob: Any) -> pd.DataFrame:
-    """Rows of ``predictions.csv`` for one model and split."""
-    import numpy as np
-
-    return pd.DataFrame(
-        {
-            "case_id": np.asarray(cases).astype(str),
-            "patient_id": np.asarray(patients).astype(str),
-            "label": np.asarray(labels),
-            "model": model,
-            "split": split,
-            "probability": np.asarray(prob, dtype=float),
-        }
-    )
-
-
-def _cohort_counts(patients: Sequence[Any], labels: Any) -> dict[str, Any]:
-    y = pd.to_numeric(pd.Series(list(labels)), errors="coerce")
-    return {
-        "n": len(y),
-        "patients": int(pd.Series(list(patients)).nunique()),
-        "positives": int((y == 1).sum()),
-        "unlabelled": int(y.isna().sum()),
-    }

@@ -248,7 +248,7 @@ def test_cli_score_option_sets_the_limit_for_the_run_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bomb_files: dict[str, Path]
 ) -> None:
     """``usher2 score --max-megapixels`` reaches the readers (and worker processes, via the environment)."""
-    import usher2.fusion.score_frames as score_frames
+    import usher2.score.folder as score_frames
     from usher2.cli import app
 
     seen: list[PixelLimits] = []

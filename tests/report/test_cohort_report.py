@@ -16,7 +16,7 @@ import pytest
 from usher2.evaluate import delong_test, roc_auc_ci, threshold_metrics, youden_threshold
 from usher2.io.errors import InputError
 from usher2.report import METHOD_FIELDS, SECTIONS, write_cohort_report
-from usher2.report.cohort import _fmt_p
+from usher2.report.html import fmt_p as _fmt_p
 
 CLINICAL = ["age", "tumour_size_mm", "er"]
 N_TRAIN = 36

@@ -19,9 +19,10 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
 
+from usher2.explain.render import CONTOUR
 from usher2.features.deep import roi_box
-from usher2.fusion.scorer import FrameScorer
 from usher2.io.frames import read_frame
+from usher2.score.engine import FrameScorer
 from usher2.service import TOKEN_ENV, create_app, rle_decode
 
 PATIENT_NAME = "Quorblethwaite^Ximena"
@@ -167,7 +168,7 @@ def test_score_equals_in_memory_scorer(scored, images, ref, k):
     assert ov.shape == (*want.mask.shape, 3)
     contours, _ = cv2.findContours(want.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     pts = np.concatenate(contours)[:, 0, :]
-    assert (ov[pts[:, 1], pts[:, 0]] == [0, 255, 0]).all()
+    assert (ov[pts[:, 1], pts[:, 0]] == CONTOUR).all()  # the one renderer's green (usher2.explain.render)
     y0, y1, x0, x1 = roi_box(want.mask)  # the box the heat was pasted into; outside it the grey frame
     box = np.zeros(want.mask.shape, bool)
     box[max(y0, 0) : y1, max(x0, 0) : x1] = True

@@ -17,7 +17,8 @@ plus the BI-RADS lexicon descriptors of :mod:`usher2.features.lexicon`) and deep
   mask and overlay handling, the manifest's SHA-256, and per case the SHA-256 of its image and
   mask files.
 * ``FEATURES.failures.csv``: ``case_id``, ``stage``, ``error``, one line per case that produced no row
-  (stage ``features``) or per perturbation that could not be computed (stage
+  (stage ``features``; stage ``no_lesion`` when the segmenter found no lesion,
+  :class:`~usher2.io.errors.NoLesion`) or per perturbation that could not be computed (stage
   ``perturbation:<name>``, e.g. a 1-pixel mask cannot be eroded). Written on every run, header
   only when nothing failed. A failed case never becomes a NaN row.
 * ``FEATURES.perturbations.parquet`` (``perturb=True``): the long table ``case_id``,
@@ -68,10 +69,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +79,20 @@ import numpy as np
 import pandas as pd
 
 from usher2.features.lexicon import lexicon_features
+from usher2.features.models import cached_model as _model
+from usher2.features.models import deep_extractor as _deep
+from usher2.features.models import enhancer as _enhancer
+from usher2.features.models import in_dask_worker as _in_dask_worker
+from usher2.features.models import on_cpu as _on_cpu
+from usher2.features.models import radiomics_extractor as _radiomics
+from usher2.features.models import segmenter as _segmenter
+from usher2.features.models import segmenter_spec as _segmenter_spec
+from usher2.features.models import torch_threads as _torch_threads
+from usher2.features.models import with_segmenter_weights
 from usher2.io.atomic import atomic_path, atomic_write_text
-from usher2.io.errors import InputError
+from usher2.io.errors import InputError, NoLesion
 from usher2.io.hashing import file_sha256
+from usher2.io.parts import finished_parts, latest_failures, part_name, write_parquet, write_part
 
 __all__ = [
     "CONTOUR_ERROR",
@@ -96,6 +106,7 @@ __all__ = [
     "predicted_masks",
     "prepare_pixels",
     "read_feature_table",
+    "with_segmenter_weights",
 ]
 
 GEOMETRIC_PERTURBATIONS = ("erode1", "erode2", "dilate1", "dilate2", "rotate-5", "rotate+5", "shift-2", "shift+2")
@@ -112,6 +123,10 @@ PERTURBATION_CHOICES = (*GEOMETRIC_PERTURBATIONS, "enhancer", "mask")
 #: held-out-device result was looked at.
 CONTOUR_ERROR = {"offset": 0.12, "noise": 0.15, "correlation": 0.5, "shift": 0.08}
 FAILURE_COLUMNS = ["case_id", "stage", "error"]
+#: The failures-table stage of a case whose predicted mask is empty (:class:`~usher2.io.errors.NoLesion`).
+NO_LESION_STAGE = "no_lesion"
+#: Stages at which a whole case produced no row (tried again by a re-run).
+CASE_STAGES = ("features", NO_LESION_STAGE)
 REGIONS = ("lesion", "peritumoral", "posterior")
 MIN_REGION_PX = 16
 AREA_COLUMNS = ("peritumoral_area_px", "posterior_area_px")
@@ -234,73 +249,7 @@ class ExtractResult:
 
     @property
     def failed_cases(self) -> list[str]:
-        return sorted(set(self.failures.loc[self.failures["stage"] == "features", "case_id"]))
-
-
-# ------------------------------------------------------------------------ per-process models
-_MODELS: dict[tuple[str, str], Any] = {}
-
-
-def _model(kind: str, key: str, build: Callable[[], Any]) -> Any:
-    """Build a model once per process (workers reuse it across chunks)."""
-    if (kind, key) not in _MODELS:
-        _MODELS[(kind, key)] = build()
-    return _MODELS[(kind, key)]
-
-
-def _radiomics(cfg: ExtractConfig) -> Any:
-    from usher2.features.radiomics import RadiomicsExtractor
-
-    return _model(
-        "radiomics", json.dumps(cfg.params, sort_keys=True, default=str), lambda: RadiomicsExtractor(cfg.params)
-    )
-
-
-def _deep(cfg: ExtractConfig, spec: str) -> Any:
-    from usher2.features.deep import DeepExtractor
-
-    return _model("deep", f"{spec}|{cfg.device}", lambda: DeepExtractor(spec, device=cfg.device))
-
-
-def _enhancer(name: str) -> Any:
-    from usher2.enhance import create_enhancer
-
-    return _model("enhancer", name, lambda: create_enhancer(name))
-
-
-def _segmenter_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"unet"`` -> ("unet", {}); ``"unet=PATH"`` -> ("unet", {"weights": PATH}).
-
-    Example:
-        >>> _segmenter_spec("unet=runs/x/segmenter.safetensors")
-        ('unet', {'weights': 'runs/x/segmenter.safetensors'})
-    """
-    name, sep, path = str(spec).partition("=")
-    if not name or (sep and not path):
-        raise InputError("segmenter", "a segmenter name, or NAME=PATH of its weights", repr(spec))
-    return name, ({"weights": path} if sep else {})
-
-
-def _segmenter(spec: str) -> Any:
-    from usher2.segment import create_segmenter
-
-    name, kwargs = _segmenter_spec(spec)
-    return _model("segmenter", spec, lambda: create_segmenter(name, **kwargs))
-
-
-def with_segmenter_weights(cfg: ExtractConfig, weights: str | Path | None) -> ExtractConfig:
-    """``cfg`` whose segmenter (same network) loads ``weights`` instead; None: ``cfg`` unchanged.
-
-    Raises:
-        InputError: No such weights file.
-    """
-    if weights is None:
-        return cfg
-    p = Path(weights)
-    if not p.is_file():
-        raise InputError(p, "segmenter weights (.safetensors, e.g. from usher2 train segmenter)", "no such file")
-    name, _ = _segmenter_spec(cfg.segmenter)
-    return replace(cfg, segmenter=f"{name}={p.resolve()}")
+        return sorted(set(self.failures.loc[self.failures["stage"].isin(CASE_STAGES), "case_id"]))
 
 
 # ------------------------------------------------------------------------------ one chunk
@@ -690,7 +639,7 @@ def prepare_pixels(
     else:
         seg = _segmenter(cfg.segmenter).segment(pixels[None, None])[0]
         if seg.no_lesion:
-            raise InputError(where, "a lesion found by the segmenter", "an empty predicted mask")
+            raise NoLesion(where)
         mask, uncertainty = seg.mask, float(seg.uncertainty)
     if not mask.any():
         raise InputError(f"{where} mask", "at least one lesion pixel", "an empty mask")
@@ -715,37 +664,6 @@ def extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, 
         return _extract_chunk(cfg, cases)
 
 
-def _in_dask_worker() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _on_cpu(cfg: ExtractConfig) -> bool:
-    import torch
-
-    return (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads (None: unchanged), then restore the previous count."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str, Any]:
     rows, prows, failures = [], [], []
     prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -753,7 +671,8 @@ def _extract_chunk(cfg: ExtractConfig, cases: list[dict[str, Any]]) -> dict[str,
         try:
             prepared.append((case, _prepare(cfg, case, cfg.enhancer, cfg.masks)))
         except (InputError, ValueError, OSError) as exc:
-            failures.append({"case_id": case["case_id"], "stage": "features", "error": f"{type(exc).__name__}: {exc}"})
+            stage = NO_LESION_STAGE if isinstance(exc, NoLesion) else "features"
+            failures.append({"case_id": case["case_id"], "stage": stage, "error": f"{type(exc).__name__}: {exc}"})
     feats = frame_features(cfg, [(p["pixels"], p["mask"], p["spacing"]) for _, p in prepared])
     good: list[tuple[dict[str, Any], dict[str, Any], dict[str, float]]] = []
     for (case, p), f in zip(prepared, feats, strict=True):
@@ -908,19 +827,6 @@ def predicted_masks(
 
 
 # ------------------------------------------------------------------------------ the cohort
-def _write_parquet(path: Path, df: pd.DataFrame, metadata: dict[str, Any] | None = None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    if metadata is not None:
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"usher2": json.dumps(metadata, default=str).encode()}
-        )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A feature table and its provenance (from the Parquet metadata).
 
@@ -940,41 +846,6 @@ def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     if meta is None:
         raise InputError(p, "a feature table written by usher2 extract (provenance metadata)", "none")
     return table.to_pandas(), json.loads(meta)
-
-
-def _part_name(cases: list[dict[str, Any]]) -> str:
-    key = "\n".join(f"{c['case_id']}|{c['image_sha256']}|{c['mask_sha256']}" for c in cases)
-    return hashlib.sha256(key.encode()).hexdigest()[:20]
-
-
-def _write_part(folder: Path, name: str, result: dict[str, Any], cases: list[dict[str, Any]]) -> None:
-    """One finished chunk: its rows, perturbation rows and failures, then the index (written last)."""
-    if result["rows"]:
-        _write_parquet(folder / f"{name}.rows.parquet", pd.DataFrame(result["rows"]))
-    if result["perturbations"]:
-        _write_parquet(folder / f"{name}.perturb.parquet", pd.DataFrame(result["perturbations"]))
-    index = {
-        "cases": [{k: c[k] for k in ("case_id", "image_sha256", "mask_sha256")} for c in cases],
-        "failures": result["failures"],
-        "rows": bool(result["rows"]),
-        "perturbations": bool(result["perturbations"]),
-    }
-    atomic_write_text(folder / f"{name}.json", json.dumps(index))
-
-
-def _finished_parts(folder: Path) -> dict[tuple[str, str, str], tuple[str, dict[str, Any]]]:
-    """(case_id, image hash, mask hash) -> (part name, index) for every complete part."""
-    done: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
-    for f in sorted(folder.glob("*.json")):
-        try:
-            index = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        failed = {x["case_id"] for x in index["failures"] if x["stage"] == "features"}
-        for c in index["cases"]:
-            if c["case_id"] not in failed:  # failed cases are tried again
-                done[(c["case_id"], c["image_sha256"], c["mask_sha256"])] = (f.stem, index)
-    return done
 
 
 def _cases(manifest: str | Path | pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
@@ -1096,7 +967,7 @@ def extract_cohort(
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_text(parts.parent / "settings.json", json.dumps(cfg.to_dict(), indent=2, default=str))
 
-    done = _finished_parts(parts)
+    done = finished_parts(parts)
     pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
     n_reused = len(cases) - len(pending)
     if n_reused:
@@ -1108,7 +979,7 @@ def extract_cohort(
 
     def finish(chunk: list[dict[str, Any]], result: dict[str, Any]) -> None:
         nonlocal n_done
-        _write_part(parts, _part_name(chunk), result, chunk)
+        write_part(parts, part_name(chunk), result, chunk)
         n_done += len(chunk)
         if progress:
             progress(n_done, len(cases))
@@ -1150,7 +1021,7 @@ def collect_parts(
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[dict[str, Any]], dict[str, int]]:
     """The finished parts of a resumable extraction: feature frames, perturbation frames, failures
     (the latest attempt of a case still failing included) and each case's manifest position."""
-    done = _finished_parts(parts)
+    done = finished_parts(parts)
     wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
     order = {c["case_id"]: i for i, c in enumerate(cases)}
     by_part: dict[str, set[str]] = {}
@@ -1170,7 +1041,7 @@ def collect_parts(
         failures += [f for f in index["failures"] if f["case_id"] in keep]
     # the latest attempt of a case that failed (it is not in `done`, so read its newest part)
     failed_now = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
-    failures += _latest_failures(parts, failed_now)
+    failures += latest_failures(parts, failed_now)
     return frames, pframes, failures, order
 
 
@@ -1191,14 +1062,14 @@ def write_extraction(
     prov["n_cases"], prov["n_rows"], prov["n_failed"] = (
         len(order),
         len(table),
-        int((fail_df["stage"] == "features").sum()),
+        int(fail_df["stage"].isin(CASE_STAGES).sum()),
     )
     paths = {
         "table": out,
         "provenance": out.with_name(out.stem + ".provenance.json"),
         "failures": out.with_name(out.stem + ".failures.csv"),
     }
-    _write_parquet(out, table, prov)
+    write_parquet(out, table, prov)
     atomic_write_text(paths["provenance"], json.dumps(prov, indent=2, default=str))
     with atomic_path(paths["failures"]) as tmp:
         fail_df.to_csv(tmp, index=False)
@@ -1211,25 +1082,5 @@ def write_extraction(
             ["case_id", "perturbation"], key=lambda s: s.map(order) if s.name == "case_id" else s, kind="stable"
         ).reset_index(drop=True)
         paths["perturbations"] = out.with_name(out.stem + ".perturbations.parquet")
-        _write_parquet(paths["perturbations"], perturbations, {**prov, "table": "perturbations"})
+        write_parquet(paths["perturbations"], perturbations, {**prov, "table": "perturbations"})
     return ExtractResult(table, fail_df, perturbations, len(order), computed, paths)
-
-
-def _latest_failures(parts: Path, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The failure records of the newest part holding each of ``cases``."""
-    if not cases:
-        return []
-    wanted = {(c["case_id"], c["image_sha256"], c["mask_sha256"]) for c in cases}
-    newest: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-    for f in parts.glob("*.json"):
-        try:
-            index = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        mtime = os.path.getmtime(f)
-        for c in index["cases"]:
-            if (c["case_id"], c["image_sha256"], c["mask_sha256"]) in wanted:
-                recs = [x for x in index["failures"] if x["case_id"] == c["case_id"]]
-                if c["case_id"] not in newest or mtime >= newest[c["case_id"]][0]:
-                    newest[c["case_id"]] = (mtime, recs)
-    return [r for _, recs in newest.values() for r in recs]

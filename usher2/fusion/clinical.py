@@ -2,7 +2,7 @@
 
 ``usher2 fit`` records each clinical column's training range in the bundle
 (``config["clinical_ranges"]``: the smallest and largest finite training value). When a frame is
-scored, through any door (``usher2 score``, :class:`~usher2.fusion.scorer.FrameScorer`, the service),
+scored, through any door (``usher2 score``, :class:`~usher2.score.engine.FrameScorer`, the service),
 each clinical value is read by :func:`check_clinical`:
 
 * empty (None, NaN, an empty string): missing; the model imputes it and the result is flagged

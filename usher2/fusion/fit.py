@@ -22,7 +22,7 @@ fitted for them in three ways, recorded in the bundle as ``config["mask_robustne
 
 ``segmentation_confidence`` (from :func:`~usher2.fusion.confidence.calibrate_confidence`) sets
 the uncertainty above which ``usher2 score`` flags ``low_segmentation_confidence`` for this
-bundle (instead of :data:`~usher2.fusion.score.LOW_CONFIDENCE`).
+bundle (instead of :data:`~usher2.fusion.confidence.LOW_CONFIDENCE`).
 """
 
 from __future__ import annotations

@@ -116,10 +116,10 @@ few KB; the cap keeps a header made of one huge element from becoming the bomb i
 _INFLATE_STEP = 1 << 20  # output bytes per zlib call: a 64 KB zero block must not inflate to 64 MB at once
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """A DICOM value as plain Python (str, int, float or a list of them) for metadata."""
     if isinstance(value, MultiValue | list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()
     for base in (int, float):  # IS and DSfloat subclass these; keep the number, drop the class
@@ -148,7 +148,7 @@ def safe_metadata(ds: Dataset) -> dict[str, Any]:
         if keyword in ds:
             value = ds[keyword].value
             if value is not None and value != "":
-                meta[keyword] = _plain(value)
+                meta[keyword] = plain_value(value)
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None and "TransferSyntaxUID" in file_meta:
         meta["TransferSyntaxUID"] = str(file_meta.TransferSyntaxUID)

@@ -25,6 +25,21 @@ class InputError(ValueError):
         super().__init__(msg)
 
 
+class NoLesion(InputError):
+    """The segmenter found no lesion in a frame: a result ("nothing to score"), not a malfunction.
+
+    Every door reports it as the ``no_lesion`` flag with no probability; a cohort extraction
+    records it with stage ``no_lesion`` in its failures table.
+
+    Example:
+        >>> str(NoLesion("frame 3"))
+        'frame 3: expected a lesion found by the segmenter, got an empty predicted mask'
+    """
+
+    def __init__(self, where: str | Path) -> None:
+        super().__init__(where, "a lesion found by the segmenter", "an empty predicted mask")
+
+
 @dataclass(frozen=True)
 class Failure:
     """One case a batch could not process; the batch reports it and goes on."""

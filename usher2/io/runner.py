@@ -61,12 +61,11 @@ import numpy as np
 
 from usher2 import __version__
 from usher2.io.atomic import atomic_path, atomic_write_text
-from usher2.io.dicom import DICOM_SUFFIXES
 from usher2.io.errors import Failure, InputError
-from usher2.io.frames import IMAGE_SUFFIXES, frame_kind, iter_frames
+from usher2.io.frames import frame_kind, iter_frames
 from usher2.io.manifest import SUFFIXES as MANIFEST_SUFFIXES
 from usher2.io.manifest import read_manifest
-from usher2.io.video import VIDEO_SUFFIXES
+from usher2.io.scan import INPUT_SUFFIXES, is_inside, walk_files
 from usher2.types import Frame
 
 __all__ = [
@@ -81,7 +80,6 @@ __all__ = [
 
 FAILURES_FILE = "failures.csv"
 FRAMES_FILE = "frames.json"
-INPUT_SUFFIXES = tuple(sorted({*IMAGE_SUFFIXES, *DICOM_SUFFIXES, *VIDEO_SUFFIXES}))
 
 _KEYS = {"enhance": "enhancer", "segment": "segmenter"}  # stage -> its key in the settings file
 _PENDING_FACTOR = 4  # frames waiting for batch-mates are capped at this many batches
@@ -148,23 +146,10 @@ def _is_complete(out: Path, stem: Path) -> bool:
     return _single_png(out, stem).is_file() or (out / stem / FRAMES_FILE).is_file()
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def _scan_directory(root: Path, out: Path) -> list[tuple[str, Path, Path]]:
     """``(case, source, stem)`` for every frame file under ``root``, sorted by relative path."""
-    found: list[tuple[str, Path, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        # Prune in place so os.walk does not descend; never read our own outputs back in.
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not _is_inside((here / d).resolve(), out)]
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in INPUT_SUFFIXES:
-                continue
-            rel = (here / name).relative_to(root)
-            found.append((rel.as_posix(), here / name, rel.with_suffix("")))
-    return sorted(found, key=lambda t: t[0])
+    files = walk_files(root, INPUT_SUFFIXES, exclude=out)
+    return [(p.relative_to(root).as_posix(), p, p.relative_to(root).with_suffix("")) for p in files]
 
 
 def _scan_manifest(path: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
@@ -178,7 +163,7 @@ def _scan_manifest(path: Path) -> tuple[list[tuple[str, Path, Path]], Path]:
         lexical = Path(os.path.normpath(folder / str(cell)))
         rows.append((str(case_id), Path(resolved), lexical))
     base = folder
-    if not all(_is_inside(lex, folder) for _, _, lex in rows):
+    if not all(is_inside(lex, folder) for _, _, lex in rows):
         base = Path(os.path.commonpath([str(folder), *(str(lex.parent) for _, _, lex in rows)]))
     items: list[tuple[str, Path, Path]] = []
     seen: set[Path] = set()

@@ -68,19 +68,13 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from usher2.features.extract import (
-    ExtractResult,
-    _finished_parts,
-    _model,
-    _part_name,
-    _write_part,
-    collect_parts,
-    write_extraction,
-)
+from usher2.features.extract import ExtractResult, collect_parts, write_extraction
+from usher2.features.models import cached_model
 from usher2.features.morphology import ellipsoid_fit
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
+from usher2.io.parts import finished_parts, part_name, write_part
 from usher2.mri.adc import adc_map
 from usher2.mri.io import Volume, read_volume
 from usher2.mri.kinetics import kinetic_features
@@ -342,7 +336,7 @@ def _radiomics(cfg: MRIExtractConfig) -> Any:
     from usher2.features.radiomics import RadiomicsExtractor
 
     key = json.dumps(cfg.params, sort_keys=True, default=str)
-    return _model("mri-radiomics", key, lambda: RadiomicsExtractor(cfg.params))
+    return cached_model("mri-radiomics", key, lambda: RadiomicsExtractor(cfg.params))
 
 
 def _shell_radiomics(cfg: MRIExtractConfig) -> Any:
@@ -351,7 +345,7 @@ def _shell_radiomics(cfg: MRIExtractConfig) -> Any:
     setting = {k: v for k, v in cfg.params["setting"].items() if k != "resampledPixelSpacing"}
     params = {"imageType": {"Original": {}}, "featureClass": {"firstorder": None}, "setting": setting}
     key = json.dumps(params, sort_keys=True, default=str)
-    return _model("mri-radiomics", key, lambda: RadiomicsExtractor(params))
+    return cached_model("mri-radiomics", key, lambda: RadiomicsExtractor(params))
 
 
 def _deep(cfg: MRIExtractConfig, spec: str) -> Any:
@@ -362,7 +356,7 @@ def _deep(cfg: MRIExtractConfig, spec: str) -> Any:
             warnings.simplefilter("ignore", RandomInitWarning)  # asked for by name; noted in the provenance
             return DeepExtractor(spec, device=cfg.device, seed=cfg.seed, batch_size=16, input_size=cfg.deep_input_size)
 
-    return _model("mri-deep", f"{spec}|{cfg.device}|{cfg.seed}|{cfg.deep_input_size}", build)
+    return cached_model("mri-deep", f"{spec}|{cfg.device}|{cfg.seed}|{cfg.deep_input_size}", build)
 
 
 def _image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
@@ -475,7 +469,7 @@ def _shell_columns(cfg: MRIExtractConfig) -> list[str]:
         img = np.random.default_rng(0).random((6, 24, 24)).astype(np.float32)
         return list(_shell_radiomics(cfg).extract(img, ball))
 
-    return _model("mri-shell-columns", json.dumps(cfg.params["setting"], sort_keys=True, default=str), build)
+    return cached_model("mri-shell-columns", json.dumps(cfg.params["setting"], sort_keys=True, default=str), build)
 
 
 def _prepared(case: Mapping[str, Any], cfg: MRIExtractConfig) -> dict[str, Any]:
@@ -718,7 +712,7 @@ def extract_mri_cohort(
     parts = out.with_name(out.stem + ".parts") / cfg.digest()[:16]
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_text(parts.parent / "settings.json", json.dumps(cfg.to_dict(), indent=2, default=str))
-    done = _finished_parts(parts)
+    done = finished_parts(parts)
     pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
     if len(cases) > len(pending):
         say(f"{len(cases) - len(pending)} of {len(cases)} cases reused from {parts}")
@@ -729,7 +723,7 @@ def extract_mri_cohort(
 
     def finish(chunk: list[dict[str, Any]], result: dict[str, Any]) -> None:
         nonlocal n_done
-        _write_part(parts, _part_name(chunk), result, chunk)
+        write_part(parts, part_name(chunk), result, chunk)
         n_done += len(chunk)
         if progress:
             progress(n_done, len(cases))

@@ -38,7 +38,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from usher2.io.dicom import DICOM_SUFFIXES, _plain
+from usher2.io.dicom import DICOM_SUFFIXES, plain_value
 from usher2.io.errors import InputError
 
 __all__ = [
@@ -354,7 +354,7 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
         if keyword in ds:
             value = ds[keyword].value
             if value is not None and value != "":
-                meta[keyword] = _plain(value)
+                meta[keyword] = plain_value(value)
     return meta
 
 

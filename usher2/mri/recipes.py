@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions_table, write_predictions
 from usher2.fusion.models import check_selection
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
@@ -655,13 +656,15 @@ def reproduce(
             thresholds[spec.name] = fit.threshold
             oof = fit.cv.oof
             preds.append(
-                _pred_rows(spec.name, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
+                predictions_table(
+                    spec.name, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"]
+                )
             )
             row = _auc_row(rec, task, spec, fit, oracle)
             if "test" in sub:
                 X, y, ids, pids = _test_inputs(feats["test"], sub["test"], task.label, load_bundle(bdir))
                 p = load_bundle(bdir).predict_proba(X)
-                preds.append(_pred_rows(spec.name, "test", ids, pids, y, p))
+                preds.append(predictions_table(spec.name, "test", ids, pids, y, p))
                 row.update(_test_auc(y, p, row["oracle_auc"]))
             rows.append(row)
         if progress:
@@ -713,12 +716,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
-
-
-def _pred_rows(model: str, split: str, cases: Any, patients: Any, labels: Any, prob: Any) -> pd.DataFrame:
-    from usher2.pipeline import _predictions
-
-    return _predictions(model, split, cases, patients, labels, prob)
 
 
 def _auc_row(rec: Recipe, task: TaskSpec, spec: ModelSpec, fit: Any, oracle: dict[str, float]) -> dict[str, Any]:
@@ -791,17 +788,11 @@ def _write_eval_dir(
     models: list[ModelSpec],
     fit_on: str,
 ) -> None:
-    import usher2
-    from usher2.pipeline import _cohort_counts
-
-    predictions = pd.concat(preds, ignore_index=True)
-    with atomic_path(tdir / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    atomic_write_text(tdir / "thresholds.json", json.dumps(thresholds, indent=2))
+    write_predictions(tdir, preds, thresholds)
     cohort = {}
     for name, man in sub.items():
         y = pd.to_numeric(man[task.label], errors="coerce")
-        cohort["train" if name in ("train", "all") else "test"] = _cohort_counts(man["patient_id"], y)
+        cohort["train" if name in ("train", "all") else "test"] = CohortCounts.from_labels(man["patient_id"], y)
     # the cases the report analyses: the held-out cohort, or (nested) the pooled one's out-of-fold
     evaluated = "test" if "test" in sub else fit_on
     held, f = sub[evaluated], feats[evaluated]
@@ -810,15 +801,13 @@ def _write_eval_dir(
     with atomic_path(tdir / "features.parquet") as tmp:
         f[f["case_id"].isin(held["case_id"])].to_parquet(tmp, index=False)
     seqs = ", ".join(rec.sequences()) or "BI-RADS descriptors"
-    summary = {
-        "title": f"{rec.title} [{task.name}]",
-        "usher2": usher2.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cohort": cohort,
-        "oracle_auc": {m.name: oracle[m.name] for m in models if math.isfinite(oracle[m.name])},
-        "primary_model": task.primary,
-        "bundles": bundles,
-        "methods": {
+    EvaluationSummary(
+        title=f"{rec.title} [{task.name}]",
+        cohort=cohort,
+        oracle_auc={m.name: oracle[m.name] for m in models if math.isfinite(oracle[m.name])},
+        primary_model=task.primary,
+        bundles=bundles,
+        methods={
             "data": (
                 f"Recipe {rec.study} ({rec.reference}); synthetic MRI phantoms with known truth (usher2.mri.phantom)"
                 if rec.phantom
@@ -840,8 +829,7 @@ def _write_eval_dir(
             "the test cohort; thresholds (Youden) from training out-of-fold predictions.",
             "software": "usher2 (SimpleITK, pyradiomics, timm, scikit-learn, statsmodels, lifelines, shap).",
         },
-    }
-    atomic_write_text(tdir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+    ).write(tdir)
 
 
 # ----------------------------------------------------------------------------------- extras
@@ -859,7 +847,7 @@ def _extras(
     say: Callable[[str], None],
 ) -> list[tuple[str, str]]:
     """The study's own sections; a failing analysis shows its message instead."""
-    from usher2.report._html import _e
+    from usher2.report.html import escape
 
     split = "test" if "test" in sub else "train_oof"
     preds = pd.read_csv(tdir / "predictions.csv", dtype={"case_id": str})
@@ -884,7 +872,7 @@ def _extras(
             out.append((heading, fn()))
         except Exception as exc:  # one failing analysis must not lose the rest of the report
             say(f"[{task.name}] {heading} failed: {type(exc).__name__}: {exc}")
-            out.append((heading, f'<p class="fail">{_e(type(exc).__name__)}: {_e(str(exc))}</p>'))
+            out.append((heading, f'<p class="fail">{escape(type(exc).__name__)}: {escape(str(exc))}</p>'))
     return out
 
 
@@ -895,7 +883,7 @@ def _save_table(tdir: Path, name: str, df: pd.DataFrame) -> None:
 
 def _delong_matrix(preds: pd.DataFrame, tdir: Path) -> str:
     from usher2.evaluate import delong_test, roc_auc_ci
-    from usher2.report._html import _table
+    from usher2.report.html import table
 
     wide = preds.pivot_table(index="case_id", columns="model", values="probability")
     labels = preds.drop_duplicates("case_id").set_index("case_id")["label"]
@@ -914,7 +902,7 @@ def _delong_matrix(preds: pd.DataFrame, tdir: Path) -> str:
         rows.append(row)
     df = pd.DataFrame(rows)
     _save_table(tdir, "delong_matrix", df)
-    return "<p>DeLong p-values for every pair of models (row vs column) on the cases both scored.</p>" + _table(
+    return "<p>DeLong p-values for every pair of models (row vs column) on the cases both scored.</p>" + table(
         df.columns.tolist(), df.to_numpy().tolist()
     )
 
@@ -922,7 +910,7 @@ def _delong_matrix(preds: pd.DataFrame, tdir: Path) -> str:
 def _shap_ranking(tdir: Path, task: TaskSpec) -> str:
     from usher2.explain import shap_values
     from usher2.fusion.bundle import load_bundle
-    from usher2.report._html import _table
+    from usher2.report.html import table
 
     b = load_bundle(tdir / _model_dir(task.primary))
     f = pd.read_parquet(tdir / "features.parquet")
@@ -935,14 +923,14 @@ def _shap_ranking(tdir: Path, task: TaskSpec) -> str:
     rank = rank.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
     _save_table(tdir, "shap_ranking", rank)
     top = rank.head(15)
-    return f"<p>Mean |SHAP| of {task.primary} over {len(X)} test cases (top 15).</p>" + _table(
+    return f"<p>Mean |SHAP| of {task.primary} over {len(X)} test cases (top 15).</p>" + table(
         ["feature", "mean |SHAP|"], [[r.feature, f"{r.mean_abs_shap:.4f}"] for r in top.itertuples()]
     )
 
 
 def _survival(rec: Recipe, task: TaskSpec, tdir: Path, preds: pd.DataFrame, man: pd.DataFrame) -> str:
     from usher2.evaluate import logrank_test, plot_kaplan_meier, score_groups
-    from usher2.report._html import _fig_uri, _figure, _table
+    from usher2.report.html import fig_uri, figure, table
 
     time_col, event_col = rec.survival.get("time", "dfs_time"), rec.survival.get("event", "dfs_event")
     missing = [c for c in (time_col, event_col) if c not in man.columns]
@@ -958,17 +946,17 @@ def _survival(rec: Recipe, task: TaskSpec, tdir: Path, preds: pd.DataFrame, man:
         lr = logrank_test(t.to_numpy(), groups, e.to_numpy())
         rows.append({"grouping": kind, "groups": lr.n_groups, "chi2": lr.statistic, "df": lr.df, "p": lr.p})
         fig = plot_kaplan_meier(t.to_numpy(), e.to_numpy(), groups, time_label="Months", title=f"DFS by {kind}")
-        html += _figure(_fig_uri(fig), f"Kaplan-Meier of disease-free survival by {task.primary} score ({kind})")
+        html += figure(fig_uri(fig), f"Kaplan-Meier of disease-free survival by {task.primary} score ({kind})")
     df = pd.DataFrame(rows)
     _save_table(tdir, "logrank", df)
     note = (
         f"<p>Score groups of {task.primary} on {len(ids)} cases: at its training threshold {thr:.3f}, and tertiles.</p>"
     )
-    table = _table(
+    groups_table = table(
         ["grouping", "groups", "χ²", "df", "p"],
         [[r["grouping"], r["groups"], f"{r['chi2']:.2f}", r["df"], f"{r['p']:.3g}"] for r in rows],
     )
-    return note + table + html
+    return note + groups_table + html
 
 
 def _bootstrap(
@@ -986,7 +974,7 @@ def _bootstrap(
     from usher2.evaluate.bootstrap import bootstrap_validation
     from usher2.fusion.bundle import load_bundle
     from usher2.fusion.models import LateFusionClassifier
-    from usher2.report._html import _table
+    from usher2.report.html import table
 
     b = load_bundle(tdir / _model_dir(task.primary))
     model = b.model
@@ -1009,13 +997,13 @@ def _bootstrap(
         f"<p>Harrell's optimism-corrected bootstrap validation ({res.n_boot} resamples) of the {task.primary} "
         f"logistic model on its inputs ({', '.join(design.columns)}); the source scores are out-of-fold, so the "
         "feature selection that made them is validated by the nested CV, not here.</p>"
-        + _table(["metric", "apparent", "optimism", "corrected"], cells)
+        + table(["metric", "apparent", "optimism", "corrected"], cells)
     )
 
 
 def _icc(rec: Recipe, tdir: Path, perts: pd.DataFrame | None) -> str:
     from usher2.evaluate.agreement import icc_columns
-    from usher2.report._html import _table
+    from usher2.report.html import table
 
     if perts is None or perts.empty:
         raise InputError("perturbations", "a perturbation table (extract.perturbations in the recipe)", "none")
@@ -1047,7 +1035,7 @@ def _icc(rec: Recipe, tdir: Path, perts: pd.DataFrame | None) -> str:
         f"<p>ICC(3,1) of every feature over {int(complete.sum())} cases across the original and "
         f"{len(names) - 1} perturbed extractions ({', '.join(n for n in names if n != 'original')}); features "
         f"with ICC ≥ {rec.icc_threshold} are kept (inside the folds, by each model's ICC filter).</p>"
-        + _table(["source", "features", f"ICC ≥ {rec.icc_threshold}", "median ICC"], cells)
+        + table(["source", "features", f"ICC ≥ {rec.icc_threshold}", "median ICC"], cells)
     )
 
 

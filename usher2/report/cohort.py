@@ -67,9 +67,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.evaluate.summary import CohortCounts, EvaluationSummary
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
-from usher2.report._html import _CSS, _ci, _e, _f3, _fail, _fig_uri, _figure, _fmt_p, _rgb_uri, _table
+from usher2.report.html import CSS, ci_text, escape, f3, fail, fig_uri, figure, fmt_p, rgb_uri, table
 
 __all__ = ["METHOD_FIELDS", "SECTIONS", "write_cohort_report"]
 
@@ -103,19 +104,8 @@ NOT_REPORTED = "not reported"
 # ---------------------------------------------------------------- reading the directory
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, "summary.json of an evaluation directory (title, cohort, methods, ...)", "no such file")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, "summary.json as a JSON object", f"invalid JSON ({exc})") from exc
-    if not isinstance(summary, dict):
-        raise InputError(path, "summary.json as a JSON object", type(summary).__name__)
-    for key in ("cohort", "methods", "oracle_auc", "bundles"):
-        if summary.get(key) is not None and not isinstance(summary[key], dict):
-            raise InputError(path, f"{key!r} as a JSON object", type(summary[key]).__name__)
-    return summary
+def _read_summary(path: Path) -> EvaluationSummary:
+    return EvaluationSummary.read(path)
 
 
 def _read_predictions(path: Path) -> tuple[pd.DataFrame, int]:
@@ -171,7 +161,7 @@ class _Ctx:
     """Everything the sections share; loads the optional inputs lazily."""
 
     root: Path
-    summary: dict[str, Any]
+    summary: EvaluationSummary
     preds: pd.DataFrame
     dropped: int
     models: list[str]
@@ -192,7 +182,7 @@ class _Ctx:
         if key not in self._cache:
             from usher2.fusion.bundle import load_bundle
 
-            rel = (self.summary.get("bundles") or {}).get(model) or f"bundles/{model}"
+            rel = self.summary.bundles.get(model) or f"bundles/{model}"
             path = Path(rel) if Path(rel).is_absolute() else self.root / rel
             try:
                 self._cache[key] = load_bundle(path)
@@ -270,11 +260,11 @@ class _Ctx:
             return fn()
         except InputError as exc:
             self.errors.append({"section": section, "kind": "InputError", "message": f"{what}: {exc}"})
-            return _fail(f"{what}: {exc}")
+            return fail(f"{what}: {exc}")
         except Exception as exc:  # a report must not die on one analysis; the type says it was unexpected
             warnings.warn(f"report section {section!r} ({what}) failed: {type(exc).__name__}: {exc}", stacklevel=2)
             self.errors.append({"section": section, "kind": type(exc).__name__, "message": f"{what}: {exc}"})
-            return _fail(f"{what} failed ({type(exc).__name__}: {exc})")
+            return fail(f"{what} failed ({type(exc).__name__}: {exc})")
 
 
 def _resolve_thresholds(ctx: _Ctx, given: dict[str, float], note: str | None) -> None:
@@ -303,35 +293,36 @@ def _section_data(ctx: _Ctx) -> str:
     import usher2
 
     s = ctx.summary
-    cohort = s.get("cohort") or {}
     rows = []
     for split, name in (("train", "train_oof"), ("test", "test")):
         d = ctx.preds[ctx.preds["split"] == name].drop_duplicates("case_id")
-        c = cohort.get(split) or {}
-        n = c.get("n", len(d) if len(d) else None)
-        patients = c.get("patients", d["patient_id"].nunique() if "patient_id" in d.columns and len(d) else None)
-        pos = c.get("positives", int(d["label"].sum()) if len(d) else None)
+        c = s.cohort.get(split) or CohortCounts()  # counts not recorded: taken from the predictions
+        n = c.n if c.n is not None else (len(d) if len(d) else None)
+        patients = c.patients
+        if patients is None:
+            patients = d["patient_id"].nunique() if "patient_id" in d.columns and len(d) else None
+        pos = c.positives if c.positives is not None else (int(d["label"].sum()) if len(d) else None)
         try:
             prev = f"{100 * float(pos) / float(n):.1f}%" if n else "n/a"
         except (TypeError, ValueError):
             prev = "n/a"
         rows.append([split, *(NOT_REPORTED if v is None else v for v in (n, patients, pos)), prev])
-    created = s.get("created") or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    created = s.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     meta = (
-        f'<p class="meta">usher2 {_e(s.get("usher2", NOT_REPORTED))} (report rendered by usher2 '
-        f"{_e(usher2.__version__)}) &middot; created {_e(created)} &middot; primary model "
-        f"<b>{_e(ctx.primary)}</b> &middot; models: {_e(', '.join(ctx.models))}</p>"
+        f'<p class="meta">usher2 {escape(s.usher2)} (report rendered by usher2 '
+        f"{escape(usher2.__version__)}) &middot; created {escape(created)} &middot; primary model "
+        f"<b>{escape(ctx.primary)}</b> &middot; models: {escape(', '.join(ctx.models))}</p>"
     )
-    out = meta + _table(["Cohort", "Cases", "Patients", "Positives", "Prevalence"], rows, {1, 2, 3, 4})
+    out = meta + table(["Cohort", "Cases", "Patients", "Positives", "Prevalence"], rows, {1, 2, 3, 4})
     if ctx.dropped:
         out += f"<p>{ctx.dropped} prediction rows without a label or probability were left out.</p>"
-    if s.get("primary_model") and s["primary_model"] not in ctx.models:
-        out += _fail(f"primary model {s['primary_model']!r} has no predictions; using {ctx.primary!r}")
+    if s.primary_model and s.primary_model not in ctx.models:
+        out += fail(f"primary model {s.primary_model!r} has no predictions; using {ctx.primary!r}")
     return out
 
 
 def _section_methods(ctx: _Ctx) -> str:
-    methods = ctx.summary.get("methods") or {}
+    methods = ctx.summary.methods
     keys = list(METHOD_FIELDS) + [k for k in methods if k not in METHOD_FIELDS]
     items = []
     for k in keys:
@@ -339,15 +330,15 @@ def _section_methods(ctx: _Ctx) -> str:
         text = NOT_REPORTED if v is None or (isinstance(v, str) and not v.strip()) else v
         if not isinstance(text, str):
             text = json.dumps(text, default=str)
-        items.append(f"<li><b>{_e(_METHOD_LABELS.get(k, k))}:</b> {_e(text)}</li>")
+        items.append(f"<li><b>{escape(_METHOD_LABELS.get(k, k))}:</b> {escape(text)}</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
 
 def _section_roc(ctx: _Ctx) -> str:
     from usher2.evaluate import delong_test, plot_roc, roc_auc_ci
 
-    oracle = ctx.summary.get("oracle_auc") or {}
-    rows, table, valid = [], [], {s: [] for s in SPLITS}
+    oracle = ctx.summary.oracle_auc
+    rows, records, valid = [], [], {s: [] for s in SPLITS}
     for split in SPLITS:
         for m in ctx.models:
             d = ctx.split(m, split)
@@ -361,13 +352,11 @@ def _section_roc(ctx: _Ctx) -> str:
                 continue
             valid[split].append(m)
             o = oracle.get(m)
-            o_txt = _f3(o) if isinstance(o, int | float) else ""
-            rows.append(
-                [m, split, len(d), int(d["label"].sum()), _f3(r.auc), f"{_f3(r.ci_low)}-{_f3(r.ci_high)}", o_txt]
-            )
-            table.append({"model": m, "split": split, "n": len(d), **r.as_dict(), "oracle_auc": o})
-    ctx.tables["auc"] = pd.DataFrame(table)
-    out = _table(["Model", "Split", "Cases", "Positives", "AUC", "95% CI (DeLong)", "Oracle AUC"], rows, {2, 3, 4})
+            o_txt = f3(o) if isinstance(o, int | float) else ""
+            rows.append([m, split, len(d), int(d["label"].sum()), f3(r.auc), f"{f3(r.ci_low)}-{f3(r.ci_high)}", o_txt])
+            records.append({"model": m, "split": split, "n": len(d), **r.as_dict(), "oracle_auc": o})
+    ctx.tables["auc"] = pd.DataFrame(records)
+    out = table(["Model", "Split", "Cases", "Positives", "AUC", "95% CI (DeLong)", "Oracle AUC"], rows, {2, 3, 4})
     figs = []
     for split, label in (("test", "Test cohort"), ("train_oof", "Training cohort (out-of-fold)")):
         ms = valid[split]
@@ -380,7 +369,7 @@ def _section_roc(ctx: _Ctx) -> str:
                 raise InputError("predictions.csv", f"cases scored by every model ({split})", "none in common")
             y = joined[(ms[0], "label")]
             fig = plot_roc(y, {m: joined[(m, "probability")] for m in ms}, title=f"ROC: {label}")
-            return _figure(_fig_uri(fig), f"{label}: ROC curves, AUC with DeLong 95% CI ({len(joined)} cases)")
+            return figure(fig_uri(fig), f"{label}: ROC curves, AUC with DeLong 95% CI ({len(joined)} cases)")
 
         figs.append(ctx.guard(SECTIONS[2], f"ROC plot ({label})", plot))
     out += "".join(figs)
@@ -402,8 +391,8 @@ def _section_roc(ctx: _Ctx) -> str:
                 )
                 continue
             drows.append(
-                [ms[i], ms[j], len(common), _f3(r.auc_a), _f3(r.auc_b), f"{r.difference:.3f}",
-                 f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.z:.2f}", _fmt_p(r.p)]
+                [ms[i], ms[j], len(common), f3(r.auc_a), f3(r.auc_b), f"{r.difference:.3f}",
+                 f"{r.ci_low:.3f}-{r.ci_high:.3f}", f"{r.z:.2f}", fmt_p(r.p)]
             )  # fmt: skip
             dtable.append({"model_a": ms[i], "model_b": ms[j], "n": len(common), **r.as_dict()})
     ctx.tables["delong"] = pd.DataFrame(dtable)
@@ -411,13 +400,13 @@ def _section_roc(ctx: _Ctx) -> str:
     if len(ms) < 2:
         return out + "<p>Only one model: nothing to compare.</p>"
     header = ["Model A", "Model B", "Cases", "AUC A", "AUC B", "Difference (A-B)", "95% CI", "z", "p"]
-    return out + _table(header, drows, {2, 3, 4, 5, 7, 8})
+    return out + table(header, drows, {2, 3, 4, 5, 7, 8})
 
 
 def _section_threshold(ctx: _Ctx) -> str:
     from usher2.evaluate import threshold_metrics
 
-    rows, table = [], []
+    rows, records = [], []
     names = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
     for m in ctx.models:
         d = ctx.split(m)
@@ -431,11 +420,11 @@ def _section_threshold(ctx: _Ctx) -> str:
             rows.append([m, f"{t:.3f}", source, f"not computed: {exc}", *[""] * 8])
             ctx.errors.append({"section": SECTIONS[3], "kind": "InputError", "message": f"{m}: {exc}"})
             continue
-        cells = [_ci(getattr(r, k).value, getattr(r, k).ci_low, getattr(r, k).ci_high) for k in names]
+        cells = [ci_text(getattr(r, k).value, getattr(r, k).ci_low, getattr(r, k).ci_high) for k in names]
         rows.append([m, f"{t:.3f}", source, r.tp, r.fp, r.fn, r.tn, *cells])
         f = r.as_frame().assign(model=m, threshold=t, threshold_source=source, tp=r.tp, fp=r.fp, fn=r.fn, tn=r.tn)
-        table.append(f)
-    ctx.tables["threshold_metrics"] = pd.concat(table, ignore_index=True) if table else pd.DataFrame()
+        records.append(f)
+    ctx.tables["threshold_metrics"] = pd.concat(records, ignore_index=True) if records else pd.DataFrame()
     header = ["Model", "Threshold", "Threshold from", "TP", "FP", "FN", "TN",
               "Accuracy", "Sensitivity", "Specificity", "PPV", "NPV"]  # fmt: skip
     intro = (
@@ -443,7 +432,7 @@ def _section_threshold(ctx: _Ctx) -> str:
         "predictions); a case is called positive when its probability is at least the threshold. "
         "Values with Wilson 95% CIs; TP/FP/FN/TN is the confusion matrix.</p>"
     )
-    return intro + _table(header, rows, {1, 3, 4, 5, 6})
+    return intro + table(header, rows, {1, 3, 4, 5, 6})
 
 
 def _section_calibration(ctx: _Ctx) -> str:
@@ -461,12 +450,12 @@ def _section_calibration(ctx: _Ctx) -> str:
     m = ctx.primary
     d = ctx.split(m)
     y, p = d["label"], d["probability"]
-    out = f"<h3>Calibration of {_e(m)} (test cohort)</h3>"
+    out = f"<h3>Calibration of {escape(m)} (test cohort)</h3>"
     n_bins = int(max(3, min(10, len(d) // 10)))  # 10 bins from 100 cases on; at least 3 (Hosmer-Lemeshow's minimum)
 
     def plot() -> str:
         ctx.tables["calibration"] = calibration_curve(y, p, n_bins=n_bins).assign(model=m)
-        return _figure(_fig_uri(plot_calibration(y, {m: p}, n_bins=n_bins)), f"Calibration of {m} ({n_bins} bins)")
+        return figure(fig_uri(plot_calibration(y, {m: p}, n_bins=n_bins)), f"Calibration of {m} ({n_bins} bins)")
 
     out += ctx.guard(sec, "calibration plot", plot)
     summary: list[dict[str, Any]] = []
@@ -474,8 +463,8 @@ def _section_calibration(ctx: _Ctx) -> str:
 
     def slope() -> str:
         f = calibration_slope_intercept(y, p)
-        rows.append(["Calibration slope (ideal 1)", _ci(f.slope, f.slope_ci_low, f.slope_ci_high)])
-        rows.append(["Calibration intercept (ideal 0)", _ci(f.intercept, f.intercept_ci_low, f.intercept_ci_high)])
+        rows.append(["Calibration slope (ideal 1)", ci_text(f.slope, f.slope_ci_low, f.slope_ci_high)])
+        rows.append(["Calibration intercept (ideal 0)", ci_text(f.intercept, f.intercept_ci_low, f.intercept_ci_high)])
         for stat, v, lo, hi in (
             ("slope", f.slope, f.slope_ci_low, f.slope_ci_high),
             ("intercept", f.intercept, f.intercept_ci_low, f.intercept_ci_high),
@@ -485,19 +474,19 @@ def _section_calibration(ctx: _Ctx) -> str:
 
     def brier() -> str:
         b = brier_score(y, p)
-        rows.append(["Brier score", _f3(b)])
+        rows.append(["Brier score", f3(b)])
         summary.append({"model": m, "statistic": "brier", "value": b})
         return ""
 
     def hl() -> str:
         h = hosmer_lemeshow(y, p, g=n_bins)
-        rows.append([f"Hosmer-Lemeshow (g={h.g})", f"chi2 {h.statistic:.2f}, df {h.df}, p {_fmt_p(h.p)}"])
+        rows.append([f"Hosmer-Lemeshow (g={h.g})", f"chi2 {h.statistic:.2f}, df {h.df}, p {fmt_p(h.p)}"])
         summary.append({"model": m, "statistic": "hosmer_lemeshow", "value": h.statistic, "df": h.df, "p": h.p})
         return ""
 
     msgs = "".join(ctx.guard(sec, what, fn) for what, fn in (("slope/intercept", slope), ("Brier", brier), ("HL", hl)))
     ctx.tables["calibration_summary"] = pd.DataFrame(summary)
-    out += (_table(["Statistic", "Value (95% CI)"], rows) if rows else "") + msgs
+    out += (table(["Statistic", "Value (95% CI)"], rows) if rows else "") + msgs
     out += "<h3>Decision curves (test cohort)</h3>"
 
     def dca() -> str:
@@ -517,8 +506,8 @@ def _section_calibration(ctx: _Ctx) -> str:
         ctx.tables["net_benefit"] = net_benefit(yy, risk, _DCA_THRESHOLDS)
         fig = plot_decision_curve(yy, risk, _DCA_THRESHOLDS)
         left = [n for n in ctx.models if n not in ok]
-        note = f"<p>Left out (unusable test scores): {_e(', '.join(left))}.</p>" if left else ""
-        return _figure(_fig_uri(fig), f"Net benefit, thresholds 0.01-0.60 ({len(joined)} cases)") + note
+        note = f"<p>Left out (unusable test scores): {escape(', '.join(left))}.</p>" if left else ""
+        return figure(fig_uri(fig), f"Net benefit, thresholds 0.01-0.60 ({len(joined)} cases)") + note
 
     return out + ctx.guard(sec, "decision curves", dca)
 
@@ -536,11 +525,11 @@ def _section_nomogram(ctx: _Ctx) -> str:
             why.append(f"{m}: {exc}")
             continue
         ctx.tables["nomogram"] = nomo.coefficients.assign(model=m)
-        note = "" if m == ctx.primary else f"<p>The primary model is not drawn: {_e(why[0])}</p>"
+        note = "" if m == ctx.primary else f"<p>The primary model is not drawn: {escape(why[0])}</p>"
         fig = nomo.plot(title=f"Nomogram: {m}")
-        return note + _figure(_fig_uri(fig), f"Nomogram of {m} (axes span the test cohort's values)")
+        return note + figure(fig_uri(fig), f"Nomogram of {m} (axes span the test cohort's values)")
     ctx.errors.append({"section": SECTIONS[5], "kind": "InputError", "message": "; ".join(why)})
-    items = "".join(f"<li>{_e(w)}</li>" for w in why)
+    items = "".join(f"<li>{escape(w)}</li>" for w in why)
     return f'<p class="fail">No model could be drawn as a nomogram:</p><ul>{items}</ul>'
 
 
@@ -551,7 +540,7 @@ def _section_waterfall(ctx: _Ctx) -> str:
     t = ctx.threshold(m)
     d = ctx.split(m)
     fig, _ = plot_waterfall(d["probability"].to_numpy(), d["label"].to_numpy(), threshold=t, score_name="Probability")
-    return _figure(_fig_uri(fig), f"{m}: test probabilities minus the training threshold {t:.3f}, sorted")
+    return figure(fig_uri(fig), f"{m}: test probabilities minus the training threshold {t:.3f}, sorted")
 
 
 def _section_shap(ctx: _Ctx) -> str:
@@ -561,7 +550,7 @@ def _section_shap(ctx: _Ctx) -> str:
     b, X = ctx.model_input(m)
     exp = shap_values(b.model, X, seed=ctx.seed)
     fig, _ = plot_shap_summary(exp, max_display=15)
-    return _figure(_fig_uri(fig), f"SHAP values of {m} on {len(X)} test cases (classifier margin; top 15 features)")
+    return figure(fig_uri(fig), f"SHAP values of {m} on {len(X)} test cases (classifier margin; top 15 features)")
 
 
 def _path(root: Path, v: Any) -> Path | None:
@@ -616,11 +605,11 @@ def _section_cam(ctx: _Ctx, k: int) -> str:
     if icol not in man.columns or mcol not in man.columns:
         raise InputError(ctx.root / "manifest.csv", "image and mask columns", f"columns {list(man.columns)[:8]}")
     ex, spec = _cam_backbone(ctx)
-    out = [f"<p>Grad-CAM of the deep backbone <code>{_e(spec)}</code> on each ROI crop (pooled features), "
-           f"pasted back into the frame; {_e(m)} at threshold {t:.3f}.</p>"]  # fmt: skip
+    out = [f"<p>Grad-CAM of the deep backbone <code>{escape(spec)}</code> on each ROI crop (pooled features), "
+           f"pasted back into the frame; {escape(m)} at threshold {t:.3f}.</p>"]  # fmt: skip
     unreadable = []
     for title, g in groups.items():
-        out.append(f"<h3>{_e(title)}</h3>")
+        out.append(f"<h3>{escape(title)}</h3>")
         if g.empty:
             out.append("<p>None.</p>")
             continue
@@ -643,11 +632,11 @@ def _section_cam(ctx: _Ctx, k: int) -> str:
             where[y0:y1, x0:x1] = True
             cap = f"{case} | label {int(row['label'])} | p = {row['probability']:.3f}"
             full = overlay(frame, r.frame_heat, where=where)
-            figs.append(_figure(_rgb_uri(full), f"{cap} (frame)"))
-            figs.append(_figure(_rgb_uri(overlay(r.roi, r.roi_heat)), f"{cap} (ROI)"))
+            figs.append(figure(rgb_uri(full), f"{cap} (frame)"))
+            figs.append(figure(rgb_uri(overlay(r.roi, r.roi_heat)), f"{cap} (ROI)"))
         out.append('<div class="cams">' + "".join(figs) + "</div>")
     if unreadable:
-        out.append("<h3>Cases that could not be read</h3>" + _table(["Case", "Problem"], unreadable))
+        out.append("<h3>Cases that could not be read</h3>" + table(["Case", "Problem"], unreadable))
         ctx.errors.extend(
             {"section": SECTIONS[8], "kind": "InputError", "message": f"{c}: {msg}"} for c, msg in unreadable
         )
@@ -701,7 +690,7 @@ def write_cohort_report(
     if oof_only:  # a bundle's report: its out-of-fold predictions take the evaluated cohort's place
         preds = preds[preds["split"] == "train_oof"].assign(split="test").reset_index(drop=True)
     models = list(dict.fromkeys(preds["model"].astype(str)))
-    wanted = str(summary.get("primary_model") or "combined")
+    wanted = summary.primary_model or "combined"
     primary = wanted if wanted in models else models[0]
     ctx = _Ctx(root, summary, preds, dropped, models, primary, int(seed))
     given, note = _read_thresholds(root / "thresholds.json")
@@ -718,11 +707,11 @@ def write_cohort_report(
         ctx.guard(SECTIONS[7], "SHAP summary", lambda: _section_shap(ctx)),
         ctx.guard(SECTIONS[8], "Grad-CAM examples", lambda: _section_cam(ctx, int(cam_examples))),
     ]
-    title = str(summary.get("title") or "usher2 cohort report")
+    title = summary.title
     names = [*SECTIONS, *(f"{len(SECTIONS) + i + 1}. {h}" for i, (h, _) in enumerate(extra_sections))]
     bodies += [body for _, body in extra_sections]
     sections = "".join(
-        f'<section id="s{i + 1}"><h2>{_e(name)}</h2>{body}</section>'
+        f'<section id="s{i + 1}"><h2>{escape(name)}</h2>{body}</section>'
         for i, (name, body) in enumerate(zip(names, bodies, strict=True))
     )
     if oof_only:
@@ -735,8 +724,8 @@ def write_cohort_report(
         )
     seconds = time.perf_counter() - t0
     doc = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>{sections}"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{sections}"
         f'<p class="meta">Rendered in {seconds:.1f} s. Numbers: report_tables/*.csv.</p></body></html>\n'
     )
     tables_dir = root / "report_tables"

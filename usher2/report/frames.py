@@ -1,6 +1,6 @@
 """The per-frame report of ``usher2 score``: one self-contained HTML file (images embedded, no scripts).
 
-It reads a score folder written by :func:`usher2.fusion.score_frames.score_to_dir` (``scores.json``
+It reads a score folder written by :func:`usher2.score.folder.score_to_dir` (``scores.json``
 plus the overlay PNGs and contact sheets) and shows:
 
 1. **Model**: the bundle's name, family, classifier, usher2 version, SHA-256, threshold, and what
@@ -25,7 +25,7 @@ import numpy as np
 
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
-from usher2.report._html import _CSS, _e, _f3, _fail, _fig_uri, _figure, _rgb_uri, _table
+from usher2.report.html import CSS, escape, f3, fail, fig_uri, figure, rgb_uri, table
 
 __all__ = ["FLAG_TEXT", "write_frame_report"]
 
@@ -47,7 +47,7 @@ def _image(root: Path, rel: str | None, max_side: int) -> str | None:
     bgr = cv2.imread(str(root / rel), cv2.IMREAD_COLOR)
     if bgr is None:
         return None
-    return _rgb_uri(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side=max_side)
+    return rgb_uri(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side=max_side)
 
 
 def _sequence_plot(rec: dict[str, Any], threshold: float) -> str:
@@ -71,14 +71,14 @@ def _sequence_plot(rec: dict[str, Any], threshold: float) -> str:
             ax.axhline(agg, color="C2", lw=1, label=f"aggregate {agg:.3f}")
         ax.set(xlabel="frame", ylabel="probability", ylim=(0, 1))
         ax.legend(fontsize=7, loc="upper right", frameon=False)
-    return _fig_uri(fig)
+    return fig_uri(fig)
 
 
 def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_images: int = 200) -> Path:
     """Write the per-frame report of a score folder (see the module docstring).
 
     Args:
-        score_dir: A folder written by :func:`~usher2.fusion.score_frames.score_to_dir`.
+        score_dir: A folder written by :func:`~usher2.score.folder.score_to_dir`.
         out_html: The HTML file (written atomically).
         max_images: At most this many overlays embedded.
 
@@ -106,14 +106,14 @@ def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_image
     heat = model.get("heatmap") or {}
     parts = ['<section id="model"><h2>1. Model</h2>']
     parts.append(
-        _table(
+        table(
             ["field", "value"],
             [
                 ["bundle", model.get("name")],
                 ["family / classifier", f"{model.get('family')} / {model.get('classifier')}"],
                 ["usher2 version", model.get("version")],
                 ["SHA-256 (config + model)", model.get("sha256")],
-                ["decision threshold", _f3(thr)],
+                ["decision threshold", f3(thr)],
                 ["heat map", f"{heat.get('method') or 'none'} on {heat.get('backbone') or '-'}: {heat.get('target')}"],
             ],
         )
@@ -124,7 +124,7 @@ def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_image
     counts = {k: sum(bool(f.get(k)) for f in frames) for k in FLAG_TEXT}
     parts.append('<section id="summary"><h2>2. Summary</h2>')
     parts.append(
-        _table(
+        table(
             ["inputs", "sequences", "frames", "scored", *FLAG_TEXT, "failed inputs"],
             [
                 [
@@ -139,7 +139,7 @@ def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_image
             num=set(range(8)),
         )
     )
-    parts.append("<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in FLAG_TEXT.items()) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in FLAG_TEXT.items()) + "</ul>")
     parts.append("</section>")
     parts.append('<section id="cases"><h2>3. Cases</h2>')
     rows = []
@@ -150,55 +150,55 @@ def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_image
                 r["case_id"],
                 r["kind"],
                 f"{a['n_scored']}/{a['n_frames']}",
-                _f3(a["probability"]) if a["probability"] is not None else "-",
+                f3(a["probability"]) if a["probability"] is not None else "-",
                 "-" if a["label"] is None else a["label"],
                 a["rule"],
             ]
         )
-    parts.append(_table(["case", "kind", "scored/frames", "probability", "label", "rule"], rows, num={2, 3}))
+    parts.append(table(["case", "kind", "scored/frames", "probability", "label", "rule"], rows, num={2, 3}))
     parts.append("</section>")
     parts.append('<section id="frames"><h2>4. Frames</h2>')
     embedded = 0
     for r in inputs:
         a = r["aggregate"]
-        parts.append(f'<h3 id="case-{_e(r["case_id"])}">{_e(r["case_id"])}</h3>')
+        parts.append(f'<h3 id="case-{escape(r["case_id"])}">{escape(r["case_id"])}</h3>')
         if r["kind"] == "sequence":
             parts.append(
                 f"<p>{a['n_frames']} frames, {a['n_scored']} scored, {a['n_confident']} confident; "
-                f"aggregate {_f3(a['probability']) if a['probability'] is not None else '-'} ({_e(a['rule'])}); "
-                f"median {_f3(a['median'])}, max {_f3(a['max'])}.</p>"
+                f"aggregate {f3(a['probability']) if a['probability'] is not None else '-'} ({escape(a['rule'])}); "
+                f"median {f3(a['median'])}, max {f3(a['max'])}.</p>"
             )
             if a["n_scored"]:
-                parts.append(_figure(_sequence_plot(r, thr), "Probability per frame"))
+                parts.append(figure(_sequence_plot(r, thr), "Probability per frame"))
             sheet = _image(root, r.get("contact_sheet"), 1100)
             if sheet:
-                parts.append(_figure(sheet, "Contact sheet (red border: at or above the threshold)"))
+                parts.append(figure(sheet, "Contact sheet (red border: at or above the threshold)"))
             if r.get("video"):
-                parts.append(f'<p>Annotated video: <a href="{_e(r["video"])}">{_e(r["video"])}</a></p>')
+                parts.append(f'<p>Annotated video: <a href="{escape(r["video"])}">{escape(r["video"])}</a></p>')
             continue
         f = r["frames"][0]
         uri = _image(root, f.get("overlay"), 360) if embedded < max_images else None
         embedded += uri is not None
-        p = "-" if f["probability"] is None else _f3(f["probability"])
+        p = "-" if f["probability"] is None else f3(f["probability"])
         caption = f"p = {p}, label {f['label'] if f['label'] is not None else '-'}; flags: {_flags(f)}"
         if f.get("error"):
             caption += f"; {f['error']}"
-        parts.append(_figure(uri, caption) if uri else f"<p>{_e(caption)}</p>")
+        parts.append(figure(uri, caption) if uri else f"<p>{escape(caption)}</p>")
     if embedded >= max_images:
         parts.append(f"<p>Only the first {max_images} overlays are embedded; all are in overlays/.</p>")
     parts.append("</section>")
     parts.append('<section id="failures"><h2>5. Failures</h2>')
     if failures:
-        parts.append(_table(["case", "error"], [[x["case_id"], x["error"]] for x in failures]))
+        parts.append(table(["case", "error"], [[x["case_id"], x["error"]] for x in failures]))
     else:
         parts.append("<p>None: every input was read.</p>")
     parts.append("</section>")
     title = f"usher2 scores: {model.get('name')}"
     if n_scored == 0 and frames:
-        parts.insert(0, _fail("No frame could be scored (see the flags and failures)."))
+        parts.insert(0, fail("No frame could be scored (see the flags and failures)."))
     doc_html = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>{''.join(parts)}</body></html>\n"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(parts)}</body></html>\n"
     )
     out_html = Path(out_html)
     atomic_write_text(out_html, doc_html)

@@ -1,4 +1,4 @@
-"""The scoring service: HTTP API and web page around :class:`~usher2.fusion.scorer.FrameScorer`.
+"""The scoring service: HTTP API and web page around :class:`~usher2.score.engine.FrameScorer`.
 
 ``create_app(bundle, ...)`` builds the FastAPI app (see :mod:`usher2.service.app`); ``serve(bundle,
 host, port, ...)`` runs it with uvicorn. Masks come back as PNG and as COCO run-length encoding

@@ -1,4 +1,4 @@
-"""The scoring service: a FastAPI app around :class:`~usher2.fusion.scorer.FrameScorer`.
+"""The scoring service: a FastAPI app around :class:`~usher2.score.engine.FrameScorer`.
 
 **Endpoints**
 
@@ -8,7 +8,7 @@
                    ``frame`` (frame index of a multi-frame DICOM, default 0). Returns
                    :class:`ScoreResponse`. A frame where no lesion is found is a 200 with
                    ``probability`` null and the flag ``no_lesion``.
-``GET /v1/model``  the model's :attr:`~usher2.fusion.scorer.FrameScorer.model_info`.
+``GET /v1/model``  the model's :attr:`~usher2.score.engine.FrameScorer.model_info`.
 ``GET /healthz``   ``{"status": "ok", "model_loaded": true, ...}``; never needs the token.
 ``GET /``          a self-contained web page (:mod:`usher2.service.page`) to score one frame.
 ``/docs``          FastAPI's OpenAPI UI (it loads its JavaScript from a CDN); ``/openapi.json``.
@@ -16,7 +16,8 @@
 
 **Images in the response** are base64 PNGs: ``mask_png`` (grey, 255 on the lesion), ``heatmap_png``
 (grey, ``round(255 * heat)``; 0 outside the ROI box) and ``overlay_png`` (RGB: the frame as scored,
-the Grad-CAM map blended inside the ROI box (:func:`heat_box`), the lesion contour in green). ``mask_rle`` is COCO
+the Grad-CAM map blended inside the ROI box, the lesion contour in green, drawn by
+:func:`~usher2.explain.render.render_overlay` as ``usher2 score DIR`` draws it). ``mask_rle`` is COCO
 uncompressed RLE, column-major (see :mod:`usher2.service.rle`; :func:`~usher2.service.rle.rle_decode`
 reads it back).
 
@@ -88,6 +89,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from usher2.explain.render import render_overlay
 from usher2.fusion.clinical import check_clinical
 from usher2.io.errors import InputError
 from usher2.io.limits import DecodedSizeError, PixelLimits
@@ -306,54 +308,6 @@ def _png_b64(img: np.ndarray) -> str:
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def heat_box(mask: np.ndarray | None, heat: np.ndarray) -> np.ndarray:
-    """Where the overlay blends the heat map: the ROI box the CAM was pasted into, ``(H, W)`` bool.
-
-    That is :func:`~usher2.features.deep.roi_box` of the mask (the deep extractors' default
-    margin) clipped to the frame, grown to cover every pixel with heat > 0 should a backbone use
-    a wider margin.
-
-    Example:
-        >>> m = np.zeros((40, 60), bool); m[10:20, 20:30] = True
-        >>> h = np.zeros((40, 60), np.float32); h[12, 22] = 0.5
-        >>> b = heat_box(m, h); int(b.sum()), bool(b[6, 16]), bool(b[5, 16])
-        (324, True, False)
-    """
-    from usher2.features.deep import roi_box
-
-    h, w = heat.shape
-    boxes = []
-    if mask is not None and mask.any():
-        y0, y1, x0, x1 = roi_box(mask)
-        boxes.append((max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)))
-    if np.any(heat > 0):
-        ys, xs = np.nonzero(heat > 0)
-        boxes.append((int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1))
-    where = np.zeros((h, w), bool)
-    if boxes:
-        y0, y1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
-        x0, x1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
-        where[y0:y1, x0:x1] = True
-    return where
-
-
-def _overlay(pixels: np.ndarray, mask: np.ndarray | None, heat: np.ndarray | None) -> np.ndarray:
-    """RGB uint8: the heat map blended inside its ROI box (:func:`heat_box`), then the mask's outer contour in green."""
-    from usher2.explain.frame import overlay
-
-    if heat is not None:
-        rgb = overlay(pixels, heat, alpha=0.4, where=heat_box(mask, heat))
-    else:
-        grey = np.uint8(np.clip(pixels, 0, 1) * 255.0 + 0.5)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-    if mask is not None and mask.any():
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        thickness = max(1, round(min(mask.shape) / 256))
-        rgb = np.ascontiguousarray(rgb)
-        cv2.drawContours(rgb, contours, -1, (0, 255, 0), thickness)
-    return rgb
-
-
 # ------------------------------------------------------------------------------- the runner
 @dataclass
 class _Settings:
@@ -449,7 +403,7 @@ class _Runner:
             "mask_png": None if mask is None else _png_b64(np.where(mask, np.uint8(255), np.uint8(0))),
             "mask_rle": None if mask is None else rle_encode(mask),
             "heatmap_png": None if heat is None else _png_b64(np.uint8(np.clip(heat, 0, 1) * 255.0 + 0.5)),
-            "overlay_png": _png_b64(_overlay(pixels, mask, heat)),
+            "overlay_png": _png_b64(render_overlay(pixels, mask, heat)),
             "frame": {
                 "height": frame.shape[0],
                 "width": frame.shape[1],
@@ -627,7 +581,7 @@ def create_app(
 
     Args:
         bundle: A bundle folder (from ``usher2 fit``), or a loaded
-            :class:`~usher2.fusion.scorer.FrameScorer` (anything with ``score_frame`` and
+            :class:`~usher2.score.engine.FrameScorer` (anything with ``score_frame`` and
             ``model_info``).
         max_upload_mb: Largest request body in MiB (the file plus a 64 KiB allowance for the
             form fields); larger requests get 413.
@@ -681,7 +635,7 @@ def create_app(
         scorer = bundle
     else:
         from usher2.fusion.bundle import Bundle, load_bundle
-        from usher2.fusion.scorer import FrameScorer
+        from usher2.score.engine import FrameScorer
 
         if verify_key is not None and not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, verify_key=verify_key)

@@ -186,7 +186,7 @@ def render_page(model_info: Mapping[str, Any], *, token_required: bool, max_uplo
     """The web page for a model, and its Content-Security-Policy header value.
 
     Args:
-        model_info: :attr:`usher2.fusion.scorer.FrameScorer.model_info` (name, version, sha256,
+        model_info: :attr:`usher2.score.engine.FrameScorer.model_info` (name, version, sha256,
             threshold, clinical).
         token_required: Show the API token field.
         max_upload_mb: The upload limit, shown next to the file input.

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 _DPI = 100
-_CSS = """
+CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -24,48 +24,48 @@ img{max-width:100%;height:auto}.cams figure img{width:220px}
 """
 
 
-def _e(x: Any) -> str:
+def escape(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _f3(x: float) -> str:
+def f3(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     """A p-value as printed in the report.
 
     Example:
-        >>> _fmt_p(0.00001), _fmt_p(0.04321)
+        >>> fmt_p(0.00001), fmt_p(0.04321)
         ('<0.001', '0.043')
     """
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _ci(value: float, lo: float, hi: float) -> str:
+def ci_text(value: float, lo: float, hi: float) -> str:
     """A value with its CI as printed, e.g. ``0.812 (0.640-0.917)``."""
-    return f"{_f3(value)} ({_f3(lo)}-{_f3(hi)})"
+    return f"{f3(value)} ({f3(lo)}-{f3(hi)})"
 
 
-def _table(header: list[str], rows: list[list[Any]], num: set[int] | None = None) -> str:
+def table(header: list[str], rows: list[list[Any]], num: set[int] | None = None) -> str:
     num = num or set()
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if j in num else ''}>{_e(c)}</td>" for j, c in enumerate(r)) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=num' if j in num else ''}>{escape(c)}</td>" for j, c in enumerate(r)) + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _fail(text: str) -> str:
-    return f'<p class="fail">{_e(text)}</p>'
+def fail(text: str) -> str:
+    return f'<p class="fail">{escape(text)}</p>'
 
 
-def _png_uri(png: bytes) -> str:
+def png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _fig_uri(fig: Any) -> str:
+def fig_uri(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -73,14 +73,14 @@ def _fig_uri(fig: Any) -> str:
         fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
     finally:
         plt.close(fig)
-    return _png_uri(buf.getvalue())
+    return png_uri(buf.getvalue())
 
 
-def _figure(uri: str, caption: str) -> str:
-    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+def figure(uri: str, caption: str) -> str:
+    return f'<figure><img src="{uri}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
-def _rgb_uri(rgb: np.ndarray, max_side: int = 320) -> str:
+def rgb_uri(rgb: np.ndarray, max_side: int = 320) -> str:
     """An RGB uint8 image as a PNG data URI, shrunk to at most ``max_side`` pixels (keeps the report small)."""
     import cv2
 
@@ -91,4 +91,4 @@ def _rgb_uri(rgb: np.ndarray, max_side: int = 320) -> str:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError("could not encode a PNG")
-    return _png_uri(buf.tobytes())
+    return png_uri(buf.tobytes())

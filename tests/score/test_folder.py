@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from usher2.cli import app
 from usher2.evaluate import roc_auc_ci
-from usher2.fusion.score_frames import temporal_aggregate
+from usher2.score.folder import temporal_aggregate
 
 sys.path.insert(0, str(Path(__file__).parent / "io"))  # tests/io is no package ("io" is taken)
 from io_helpers import PHI, write_dicom

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 import usher2.features.extract as extract
+import usher2.score.engine as engine
 from usher2.fusion.needed import needed_columns
-from usher2.fusion.score import score_inputs
-from usher2.fusion.scorer import FrameScore, FrameScorer
 from usher2.io.frames import read_frame
+from usher2.score.engine import FrameScore, FrameScorer
+from usher2.score.table import score_inputs
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def spy(monkeypatch):
         calls.append((None if columns is None else list(columns), rows))
         return rows
 
-    monkeypatch.setattr(extract, "frame_features", wrapped)
+    monkeypatch.setattr(engine, "frame_features", wrapped)
     return calls
 
 

@@ -1,0 +1,441 @@
+"""In-memory scoring of frames with a bundle: the core of ``usher2 score DIR`` and of the service.
+
+:class:`FrameScorer` loads a bundle once (its fusion model, and the enhancer, segmenter, radiomics
+extractor and backbones its extraction settings name) and scores frames held in memory:
+
+1. the bundle's enhancer (if any), then the segmenter's mask and its uncertainty;
+2. the features the model can read: :func:`~usher2.fusion.needed.needed_columns` walks the
+   fitted model (selection steps, zero coefficients, unused tree features) and only those
+   columns are computed (:func:`~usher2.features.extract.frame_features` with ``columns``: the
+   pyradiomics image types, classes and features they name, the regions, lexicon and backbones
+   they use; see :attr:`FrameScorer.groups`); every other input column is filled with 0.0, a
+   value the model provably ignores. The computed values are those of ``usher2 extract``, so a
+   frame's probability here equals its probability from ``usher2 score FILE --out SCORES.csv``;
+3. the probability, the label at the bundle's threshold, and the flags of
+   :mod:`usher2.score.table` (``no_lesion``, ``low_segmentation_confidence``,
+   ``clinical_missing``);
+4. optionally a Grad-CAM heat map of the deep backbone's ROI crop, pasted into the frame
+   (:func:`~usher2.explain.frame.explain_frame`). When the model is linear in that backbone's
+   features the map shows the evidence for the *predicted* class: its target is the model's own
+   logit restricted to those features (:class:`~usher2.explain.targets.LinearTarget` from the
+   model's linear form) for a frame labelled 1, and its negative for a frame labelled 0
+   (Grad-CAM keeps positive evidence only, so one sign alone leaves the other class's frames
+   blank). Otherwise the target is the sum of the pooled features (``heatmap_target`` says which).
+
+**Batches.** Frames of the same shape go through the enhancer, the segmenter and the backbone
+together, :data:`BATCH` at a time (:data:`GPU_BATCH` on CUDA). While one such step's features
+are extracted (pyradiomics runs on one core), the networks already run on the next step's
+frames in the calling thread, so a call with many frames keeps two cores busy. On the CPU a
+network's float32 output for a frame can differ in the last bits with the batch it is in, so a
+frame scored in a batch matches ``usher2 score`` on a folder to about 1e-6, and scored alone
+(``score_frame``) it matches ``usher2 score FILE`` to rounding (both with
+``torch.set_num_threads(1)``).
+
+A frame that cannot be scored (no lesion found, a radiomics failure) gives a :class:`FrameScore`
+with ``error`` set and ``probability`` None; it never raises, so one bad frame of a video does
+not stop the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from usher2.features.extract import ExtractConfig, frame_features
+from usher2.features.models import (
+    deep_extractor,
+    enhancer,
+    on_cpu,
+    segmenter,
+    torch_threads,
+    with_segmenter_weights,
+)
+from usher2.fusion.bundle import Bundle, load_bundle
+from usher2.fusion.clinical import check_clinical
+from usher2.fusion.confidence import LOW_CONFIDENCE, confidence_threshold
+from usher2.fusion.introspect import linear_form
+from usher2.fusion.needed import find_needed
+from usher2.io.errors import InputError, NoLesion
+from usher2.io.hashing import file_sha256
+from usher2.io.overlay import detect_overlays, inpaint_overlays
+from usher2.types import Frame
+
+__all__ = ["BATCH", "GPU_BATCH", "FrameScore", "FrameScorer", "bundle_extract_config"]
+
+#: Frames of one shape that go through the networks together: one step of the two-stage
+#: pipeline (networks | features). Small steps overlap the stages best: 32 frames at 256 px on
+#: 2 CPU cores run at about 12.5 frames/s in steps of 4 and 11.5 in steps of 8.
+BATCH = 4
+#: The step on CUDA, where the networks want large batches and nothing else runs on the device.
+GPU_BATCH = 256
+#: The shipped pix2pix enhancer on 256-px frames is fastest per frame at 1-4 frames a call on
+#: the CPU (49 ms) and slower at 8 or more (75-100 ms: its full-resolution activations leave the
+#: cache); on CUDA a call takes the whole batch.
+ENHANCE_CPU_BATCH = 4
+#: Worker threads extracting features while the networks run. pyradiomics holds the GIL for much
+#: of its work: two threads extract about 1.4x as fast as one, and on 2 cores a second worker
+#: gained nothing measurable against the networks it competes with.
+FEATURE_THREADS = 1
+
+
+@dataclass
+class FrameScore:
+    """The result for one frame.
+
+    Attributes:
+        probability: P(class 1), or None when the frame could not be scored.
+        label: 1 when ``probability >= threshold``; None when not scored.
+        threshold: The bundle's decision threshold.
+        no_lesion: The segmenter found no lesion.
+        low_segmentation_confidence: Mask uncertainty above the bundle's flag threshold
+            (:func:`~usher2.fusion.confidence.confidence_threshold`).
+        mask_uncertainty: The segmenter's mean binary entropy (NaN for a given mask).
+        clinical_missing: Clinical values the model reads were missing (imputed by the model).
+        clinical_out_of_range: A clinical value lay outside the bundle's training range (within
+            :data:`~usher2.fusion.clinical.CLINICAL_MARGIN` of it; farther is an error).
+        mask: ``(H, W)`` bool lesion mask, or None.
+        heat: ``(H, W)`` float32 heat map in [0, 1] (0 outside the ROI box), or None.
+        pixels: The frame as scored (after the enhancer), ``(H, W)`` float32 in [0, 1].
+        error: Why the frame was not scored, or None.
+        seconds: Time per stage and frame (a batch's time divided by its frames): ``enhance``,
+            ``segment``, ``prepare`` (both, with overlay handling), ``features``, ``model``, ``heatmap``.
+    """
+
+    probability: float | None
+    label: int | None
+    threshold: float
+    no_lesion: bool = False
+    low_segmentation_confidence: bool = False
+    mask_uncertainty: float = float("nan")
+    clinical_missing: bool = False
+    clinical_out_of_range: bool = False
+    mask: np.ndarray | None = None
+    heat: np.ndarray | None = None
+    pixels: np.ndarray | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def flags(self) -> list[str]:
+        """The names of the flags that are set.
+
+        Example:
+            >>> FrameScore(0.5, 1, 0.4, low_segmentation_confidence=True).flags()
+            ['low_segmentation_confidence']
+        """
+        names = ("no_lesion", "low_segmentation_confidence", "clinical_missing", "clinical_out_of_range")
+        return [n for n in names if getattr(self, n)]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-ready fields (no arrays)."""
+        return {
+            "probability": self.probability,
+            "label": self.label,
+            "threshold": self.threshold,
+            "no_lesion": self.no_lesion,
+            "low_segmentation_confidence": self.low_segmentation_confidence,
+            "mask_uncertainty": None if not np.isfinite(self.mask_uncertainty) else round(self.mask_uncertainty, 6),
+            "clinical_missing": self.clinical_missing,
+            "clinical_out_of_range": self.clinical_out_of_range,
+            "mask_area_px": None if self.mask is None else int(self.mask.sum()),
+            "error": self.error,
+        }
+
+
+def bundle_extract_config(bundle_config: Mapping[str, Any], masks: str) -> ExtractConfig:
+    """The extraction settings a bundle was fitted with, for scoring with ``masks`` (no perturbations).
+
+    Raises:
+        InputError: The bundle's config has no extraction settings.
+    """
+    settings = dict(bundle_config.get("extraction", {}).get("settings", {}))
+    if not settings:
+        raise InputError("bundle", "extraction settings in config.json (a bundle from usher2 fit)", "none")
+    settings["backbones"] = tuple(settings.get("backbones", ()))
+    settings.update(masks=masks, perturb=False)
+    return ExtractConfig(**{k: v for k, v in settings.items() if k in ExtractConfig.__dataclass_fields__})
+
+
+def _pixels(frame: Frame | np.ndarray, i: int) -> tuple[np.ndarray, tuple[float, float] | None]:
+    if isinstance(frame, Frame):
+        return frame.pixels, frame.spacing
+    arr = np.asarray(frame)
+    if arr.ndim != 2:
+        raise InputError(f"frame {i}", "a grey (H, W) array", f"shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise InputError(f"frame {i}", "float pixels in [0, 1] (usher2.io.read_frame gives them)", str(arr.dtype))
+    return arr.astype(np.float32, copy=False), None
+
+
+class FrameScorer:
+    """Score in-memory frames with a bundle (see the module docstring).
+
+    Args:
+        bundle: A bundle folder (from ``usher2 fit``) or a loaded :class:`~usher2.fusion.bundle.Bundle`.
+        cam: CAM method for the heat map (``gradcam``, ...), or None for no heat maps.
+        device: Torch device for the networks (None: CUDA when available).
+        segmenter_weights: Other weights of the bundle's segmenter network (None: its own).
+
+    The ``low_segmentation_confidence`` flag uses the bundle's calibrated threshold when it has one
+    (:mod:`usher2.fusion.confidence`), else :data:`~usher2.fusion.confidence.LOW_CONFIDENCE`.
+
+    Raises:
+        InputError: A bad bundle, or one without extraction settings.
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        cam: str | None = "gradcam",
+        device: str | None = None,
+        segmenter_weights: str | Path | None = None,
+    ) -> None:
+        self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        cfg = with_segmenter_weights(bundle_extract_config(self.bundle.config, "predicted"), segmenter_weights)
+        self.low_confidence = confidence_threshold(self.bundle.config, LOW_CONFIDENCE)
+        self.cam = cam
+        self.clinical = list(self.bundle.config.get("clinical", []))
+        self.clinical_ranges = dict(self.bundle.config.get("clinical_ranges") or {})
+        self.needed = find_needed(self.bundle.model, self.bundle.columns)
+        clinical = set(self.clinical)
+        self._columns = [c for c in self.needed.columns if c not in clinical]  # the ones to compute
+        need = set(self._columns)
+        self._extractors = {spec: deep_extractor(replace(cfg, device=device), spec) for spec in cfg.backbones}
+        used = set(self.bundle.columns)
+        self._used_backbones = tuple(s for s, ex in self._extractors.items() if used & set(ex.columns))
+        backbones = tuple(s for s, ex in self._extractors.items() if need & set(ex.columns))
+        rad = {c for c in need if c.startswith("radiomics_")}
+        regions = tuple(r for r in cfg.regions if r == "lesion" or any(c.startswith(f"radiomics_{r}_") for c in rad))
+        lexicon = cfg.lexicon and any(c.startswith("radiomics_lexicon_") for c in rad)
+        # a model that reads no imaging column still needs a lesion: the frame is segmented, nothing extracted
+        self.config = replace(
+            cfg,
+            radiomics=bool(rad) or not backbones,
+            backbones=backbones,
+            regions=regions,
+            lexicon=lexicon,
+            device=device,
+        )
+        self.groups = {
+            "radiomics": bool(rad),
+            "regions": [r for r in regions if r != "lesion"],
+            "lexicon": lexicon,
+            "backbones": list(backbones),
+        }
+        self._index = {c: i for i, c in enumerate(self.bundle.columns)}
+        self._step = BATCH if on_cpu(self.config) else GPU_BATCH
+        self._cam_spec = (
+            self._used_backbones[0] if self._used_backbones else (cfg.backbones[0] if cfg.backbones else None)
+        )
+        self._target, self.heatmap_target = self._cam_target()
+        files = ("config.json", "model.skops")
+        digest = "".join(file_sha256(self.bundle.path / f) for f in files)
+        self.model_info = {
+            "name": self.bundle.path.name,
+            "family": self.bundle.config.get("family"),
+            "classifier": self.bundle.config.get("classifier"),
+            "version": self.bundle.config.get("versions", {}).get("usher2"),
+            "format": self.bundle.config.get("format"),
+            "sha256": hashlib.sha256(digest.encode()).hexdigest(),
+            "threshold": self.bundle.threshold,
+            "low_confidence_threshold": self.low_confidence,
+            "segmenter": cfg.segmenter,
+            "clinical": self.clinical,
+            "clinical_ranges": self.clinical_ranges,
+            "features": len(self.bundle.columns),
+            "heatmap": {"method": cam, "backbone": self._cam_spec, "target": self.heatmap_target},
+        }
+
+    # ------------------------------------------------------------------ heat-map target
+    def _cam_target(self) -> tuple[Any, str]:
+        if self._cam_spec is None or self.cam is None:
+            return None, "none"
+        from usher2.explain.targets import LinearTarget
+
+        ex = self._extractors[self._cam_spec]
+        if self._cam_spec not in self._used_backbones:
+            return None, "pooled features (sum): the model reads no deep features"
+        try:
+            form = linear_form(self.bundle.model, None)
+        except InputError:
+            return None, "pooled features (sum): the model is not linear in the deep features"
+        coef = dict(zip(form.names, form.coef, strict=True))
+        w = np.array([coef.get(c, 0.0) for c in ex.columns])
+        if not np.any(w):
+            return None, "pooled features (sum): the model gives this backbone's features no weight"
+        return (LinearTarget(w), LinearTarget(-w)), (
+            "evidence for the predicted class: the model's logit from this backbone's features (label 1) "
+            "or its negative (label 0)"
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def _prepare(self, pixels: list[np.ndarray], index: list[int]) -> list[dict[str, Any] | InputError]:
+        """Overlays, enhancer and segmenter on frames of one shape, as one batch: what
+        :func:`~usher2.features.extract.prepare_pixels` does to one frame."""
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        if cfg.overlays == "inpaint":
+            for j, px in enumerate(pixels):
+                found = detect_overlays(px)
+                if found.has_overlay:
+                    pixels[j] = inpaint_overlays(px, found.mask)
+        x = np.stack(pixels)[:, None]
+        if cfg.enhancer:
+            net = enhancer(cfg.enhancer)
+            device = getattr(net, "device", None)
+            step = len(x) if device is not None and device.type == "cuda" else ENHANCE_CPU_BATCH
+            x = np.concatenate([np.asarray(net(x[k : k + step]), np.float32) for k in range(0, len(x), step)])
+        t1 = time.perf_counter()
+        segs = segmenter(cfg.segmenter).segment(x)
+        t2 = time.perf_counter()
+        n = len(pixels)
+        times = {"enhance": (t1 - t0) / n, "segment": (t2 - t1) / n, "prepare": (t2 - t0) / n}
+        out: list[dict[str, Any] | InputError] = []
+        for j, seg in enumerate(segs):
+            where = f"frame {index[j]}"
+            if seg.no_lesion:
+                out.append(NoLesion(where))
+            elif not seg.mask.any():  # pragma: no cover - no_lesion says the same
+                out.append(InputError(f"{where} mask", "at least one lesion pixel", "an empty mask"))
+            else:
+                out.append(
+                    {"pixels": x[j, 0], "mask": seg.mask, "uncertainty": float(seg.uncertainty), "seconds": times}
+                )
+        return out
+
+    def score(
+        self,
+        frames: Sequence[Frame | np.ndarray],
+        clinical: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        heatmaps: bool = True,
+    ) -> list[FrameScore]:
+        """Score frames (each independently; one frame's failure does not affect the others).
+
+        Args:
+            frames: :class:`~usher2.types.Frame` objects or ``(H, W)`` float arrays in [0, 1].
+            clinical: One mapping of clinical values for every frame, or one per frame (None:
+                none given; the model imputes and ``clinical_missing`` is set). Values are read by
+                :func:`~usher2.fusion.clinical.check_clinical`: a frame with a non-numeric value or
+                one far outside the training range is not scored (its ``error`` says why).
+            heatmaps: Compute heat maps (when the scorer has a CAM method).
+
+        Returns:
+            One :class:`FrameScore` per frame, in order.
+        """
+        n = len(frames)
+        if clinical is None or isinstance(clinical, Mapping):
+            clinical = [clinical] * n
+        if len(clinical) != n:
+            raise InputError("clinical", f"one mapping per frame ({n})", str(len(clinical)))
+        thr = self.bundle.threshold
+        results: list[FrameScore | None] = [None] * n
+        inputs = [_pixels(f, i) for i, f in enumerate(frames)]
+        values: list[tuple[dict[str, float], list[str]] | None] = [None] * n
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (px, _) in enumerate(inputs):
+            try:  # before any network runs: a frame with bad clinical values is not scored
+                values[i] = check_clinical(clinical[i], self.clinical, self.clinical_ranges)
+            except InputError as exc:
+                results[i] = FrameScore(None, None, thr, pixels=px, error=str(exc))
+                continue
+            by_shape.setdefault(px.shape, []).append(i)
+        steps = [idx[k : k + self._step] for idx in by_shape.values() for k in range(0, len(idx), self._step)]
+
+        def extract(ready: list[tuple[int, dict[str, Any]]]) -> tuple[list, list, float]:
+            t0 = time.perf_counter()
+            items = [(p["pixels"], p["mask"], inputs[i][1]) for i, p in ready]
+            rows = frame_features(self.config, items, columns=self._columns)
+            return ready, rows, (time.perf_counter() - t0) / len(ready)
+
+        # networks of step k+1 in this thread while a worker extracts the features of step k
+        pool = ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="usher2-features") if len(steps) > 1 else None
+        extracted: list[Any] = []
+        try:
+            for step in steps:
+                ready = []
+                for i, p in zip(step, self._prepare([inputs[i][0] for i in step], step), strict=True):
+                    if isinstance(p, InputError):
+                        no_lesion = isinstance(p, NoLesion)
+                        results[i] = FrameScore(None, None, thr, no_lesion=no_lesion, pixels=inputs[i][0], error=str(p))
+                    else:
+                        ready.append((i, p))
+                if ready:
+                    extracted.append(pool.submit(extract, ready) if pool is not None else extract(ready))
+            extracted = [e.result() if pool is not None else e for e in extracted]
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        ok: list[int] = []
+        n_ready = sum(len(ready) for ready, _, _ in extracted)
+        X = np.zeros((n_ready, len(self._index)))  # 0.0: a value the model provably ignores
+        for ready, rows, t_feat in extracted:
+            for (i, p), fe in zip(ready, rows, strict=True):
+                unc = p["uncertainty"]
+                base = FrameScore(
+                    None,
+                    None,
+                    thr,
+                    low_segmentation_confidence=bool(unc > self.low_confidence),
+                    mask_uncertainty=unc,
+                    mask=p["mask"],
+                    pixels=p["pixels"],
+                    seconds={**p["seconds"], "features": t_feat},
+                )
+                results[i] = base
+                if isinstance(fe, Exception):
+                    base.error = f"{type(fe).__name__}: {fe}"
+                    continue
+                row = X[len(ok)]
+                for c, v in fe.items():
+                    row[self._index[c]] = v
+                clin, outside = values[i]
+                for c, v in clin.items():
+                    row[self._index[c]] = v
+                base.clinical_missing = any(np.isnan(v) for v in clin.values())
+                base.clinical_out_of_range = bool(outside)
+                ok.append(i)
+        if ok:
+            t0 = time.perf_counter()
+            prob = self.bundle.predict_proba(pd.DataFrame(X[: len(ok)], columns=self.bundle.columns))
+            t_model = (time.perf_counter() - t0) / len(ok)
+            for i, pr in zip(ok, prob, strict=True):
+                r = results[i]
+                r.probability, r.label = float(pr), int(pr >= thr)
+                r.seconds["model"] = t_model
+        if heatmaps and self.cam and self._cam_spec is not None:
+            from usher2.explain.frame import explain_frame
+
+            with torch_threads(None), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for i in ok:
+                    r = results[i]
+                    t0 = time.perf_counter()
+                    fc = explain_frame(
+                        r.pixels,
+                        r.mask,
+                        backbone=self._extractors[self._cam_spec],
+                        method=self.cam,
+                        target=self._target[0 if r.label == 1 else 1]
+                        if isinstance(self._target, tuple)
+                        else self._target,
+                    )
+                    r.heat = fc.frame_heat
+                    r.seconds["heatmap"] = time.perf_counter() - t0
+        return [r for r in results if r is not None]
+
+    def score_frame(
+        self, frame: Frame | np.ndarray, clinical: Mapping[str, Any] | None = None, **kw: Any
+    ) -> FrameScore:
+        """Score one frame (see :meth:`score`)."""
+        return self.score([frame], clinical, **kw)[0]
