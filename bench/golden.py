@@ -15,6 +15,9 @@ too) on small fixed inputs and keeps their outputs under ``WORK/golden/``:
 * ``service.json``: ``POST /v1/score`` of the same 8 frames (FastAPI's test client, the DLR bundle);
 * ``mri/auc.csv``: ``usher2 mri reproduce breast-mpmri --quick``.
 
+``record --reuse-demo OLD/demo`` skips the demo and scores with OLD's bundle: when a change alters
+the fit on purpose, the scoring doors are still compared on equal bundles.
+
 ``compare`` matches each table by its key columns and reports, per file, whether it is identical,
 equal within the float tolerance (``--rtol`` 1e-6 relative, ``--atol`` 1e-9 absolute: float32
 feature paths whose arithmetic order changed), or different (with the largest difference).
@@ -60,13 +63,19 @@ def _usher2(*args: str) -> None:
     print(f"  usher2 {' '.join(args)}  ({time.perf_counter() - t0:.0f} s)")
 
 
-def record(work: Path) -> None:
+def record(work: Path, reuse_demo: Path | None = None) -> None:
     gold = work / "golden"
     if gold.exists():
         shutil.rmtree(gold)
     (gold / "demo" / "oof").mkdir(parents=True)
     demo = work / "demo"
-    _usher2("demo", "--out", str(demo), "--n-train", "40", "--n-test", "20", "--workers", "1")
+    if reuse_demo is None:
+        _usher2("demo", "--out", str(demo), "--n-train", "40", "--n-test", "20", "--workers", "1")
+    else:  # the scoring doors on another run's demo bundle: a change of the fit does not hide a scoring change
+        if demo.exists():
+            shutil.rmtree(demo)
+        shutil.copytree(reuse_demo, demo)
+        print(f"  demo reused from {reuse_demo}")
     run = demo / "run"
     for name in ("auc.csv", "predictions.csv"):
         shutil.copy(run / name, gold / "demo" / name)
@@ -157,6 +166,12 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record")
     r.add_argument("--work", type=Path, required=True)
+    r.add_argument(
+        "--reuse-demo",
+        type=Path,
+        default=None,
+        help="Score with this earlier record's demo folder (WORK/demo) instead of running the demo.",
+    )
     c = sub.add_parser("compare")
     c.add_argument("new", type=Path)
     c.add_argument("--against", type=Path, required=True)
@@ -164,7 +179,7 @@ def main() -> None:
     c.add_argument("--atol", type=float, default=1e-9)
     a = ap.parse_args()
     if a.cmd == "record":
-        record(a.work)
+        record(a.work, a.reuse_demo)
     else:
         raise SystemExit(compare(a.new, a.against, a.rtol, a.atol))
 

@@ -95,3 +95,12 @@ def test_out_of_range_setting_is_one_clear_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "image_size" in result.output and "5000" in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_is_one_command_for_every_network(tmp_path):
+    # usher2 train KIND: the three trainers behind one command; a bad kind or file is named, exit 2
+    bad = CliRunner().invoke(app, ["train", "gan", "--config", str(tmp_path / "c.yaml"), "--no-track"])
+    assert bad.exit_code == 2 and "one of enhancer, segmenter, backbone" in bad.output
+    for kind in ("enhancer", "segmenter", "backbone"):
+        r = CliRunner().invoke(app, ["train", kind, "--config", str(tmp_path / "c.yaml"), "--no-track"])
+        assert r.exit_code == 2 and "c.yaml" in r.output and "no such file" in r.output, (kind, r.output)

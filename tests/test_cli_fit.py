@@ -47,7 +47,17 @@ def test_fit_writes_a_bundle_with_cv_metrics_and_training_hashes(cohort, tmp_pat
 
 def test_bad_options_exit_2_with_named_errors(cohort, tmp_path):
     manifest = cohort / "cohort" / "manifest.csv"
-    base = ["fit", str(manifest), "--features", str(cohort / "f.parquet"), "--out", str(tmp_path / "x")]
+    # --model dlr: the default model (combined) needs --clinical, a settings error found before the data is read
+    base = [
+        "fit",
+        str(manifest),
+        "--features",
+        str(cohort / "f.parquet"),
+        "--out",
+        str(tmp_path / "x"),
+        "--model",
+        "dlr",
+    ]
     for extra, message in (
         (["--label", "her2"], "her2"),
         (["--clinical", "case_id"], "numbers"),

@@ -36,10 +36,6 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Build a manifest from a public dataset's folder layout.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
-train_app = typer.Typer(
-    help="Train the enhancement and segmentation networks from a config file.", no_args_is_help=True
-)
-app.add_typer(train_app, name="train")
 mri_app = typer.Typer(
     help="The 3D MRI adapter: the four MRI study recipes on the same fusion core.", no_args_is_help=True
 )
@@ -135,6 +131,12 @@ def _rate(manifest: pd.DataFrame, seconds: float) -> str:
     if reused:
         text += f", {reused} reused from disk"
     return text
+
+
+#: --device of the commands that run networks
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
+]
 
 
 @app.command()
@@ -345,9 +347,7 @@ def segment(
         Path | None, typer.Option("--weights", help="A safetensors weights file instead of the shipped one.")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Flip test-time augmentation (twice the compute).")] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
-    ] = None,
+    device: DeviceOption = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Frames of equal shape segmented together.")
     ] = 8,
@@ -425,9 +425,7 @@ def extract(
         bool, typer.Option("--perturb", help="Also write FEATURES.perturbations.parquet (for the ICC filter).")
     ] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Cases per unit of work.")] = 16,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
-    ] = None,
+    device: DeviceOption = None,
 ) -> None:
     """Extract the named feature table (radiomics + deep features) of a cohort.
 
@@ -513,96 +511,126 @@ def _load_params(path: Path | None) -> dict[str, Any] | None:
     return None if path is None else load_params(path)
 
 
+# the longer options of usher2 fit
+FitFeaturesOption = Annotated[
+    Path | None,
+    typer.Option("--features", help="Feature table from usher2 extract; without it extraction runs first."),
+]
+
+FitClinicalOption = Annotated[
+    list[str] | None, typer.Option("--clinical", help="Clinical column, repeatable (numeric).")
+]
+
+FitModelOption = Annotated[
+    str, typer.Option("--model", help="clinical, radiomics, deep (deep:BACKBONE), dlr or combined.")
+]
+
+FitClassifierOption = Annotated[
+    str, typer.Option("--classifier", help="lr, rf, xgboost, lightgbm, svm or mlp (early fusion).")
+]
+
+FitSequenceOption = Annotated[
+    list[str] | None,
+    typer.Option("--sequence", help="MRI: use only <SEQUENCE>_radiomics_/_deep_ columns; repeatable."),
+]
+
+FitFusionOption = Annotated[
+    str, typer.Option("--fusion", help="early (concatenated features) or late (stacked scores).")
+]
+
+FitTestIdsOption = Annotated[
+    Path | None, typer.Option("--test-ids", help="File of case ids (one per line): a fixed test split.")
+]
+
+FitFoldsColumnOption = Annotated[
+    str | None, typer.Option("--folds-column", help="Manifest column of predefined outer folds (e.g. fold).")
+]
+
+ScoringMasksOption = Annotated[
+    str,
+    typer.Option(
+        "--scoring-masks",
+        help="The masks the model will be scored on: predicted (usher2 score's default) or given. predicted: "
+        "when fit extracts, it also redraws every lesion contour at a segmenter's error scale (contour-1); the "
+        "ICC filter then keeps only features robust to that, and the redrawn frames are trained on too "
+        "(--augment 1), the best of the variants measured on held-out devices (issue 23, see the README).",
+    ),
+]
+
+AugmentOption = Annotated[
+    int | None,
+    typer.Option(
+        "--augment",
+        min=0,
+        help="Train also on N copies of every training frame whose lesion contour is redrawn at a segmenter's "
+        "error scale (contour-1..N rows of FEATURES.perturbations.parquet; extracted when fit extracts). "
+        "Copies stay with their patient in every fold and are never evaluated. Default: 1 with "
+        "--scoring-masks predicted when the table has contour-1 rows, else 0.",
+    ),
+]
+
+IccOption = Annotated[
+    bool,
+    typer.Option("--icc/--no-icc", help="ICC filter over the perturbation table beside the features, if any."),
+]
+
+IccPerturbationOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--icc-perturbation",
+        help="Compute the ICC over only this perturbation (+ original), repeatable; e.g. mask_predicted: "
+        "features reproducible between given and predicted masks. Default: every one in the table.",
+    ),
+]
+
+TrainingMasksOption = Annotated[
+    str | None,
+    typer.Option(
+        "--training-masks",
+        help="What the training masks are, for the bundle's record: given, predicted or out-of-fold (a "
+        "segmenter's predictions for patients it did not train on). Default: the extraction's mask source.",
+    ),
+]
+
+ConfidenceProbsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--confidence-probs",
+        help="Folder of a segmenter's out-of-fold probability maps (<case_id>.png), repeatable: calibrate the "
+        "low_segmentation_confidence threshold on them against the manifest's masks (the uncertainty that flags "
+        "80% of the masks at Dice < 0.5) and store it in the bundle.",
+    ),
+]
+
+
 @app.command()
 def fit(
     manifest: Annotated[
         Path, typer.Argument(metavar="MANIFEST", help="Manifest with labels (.csv/.parquet).", show_default=False)
     ],
     out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
-    features: Annotated[
-        Path | None,
-        typer.Option("--features", help="Feature table from usher2 extract; without it extraction runs first."),
-    ] = None,
+    features: FitFeaturesOption = None,
     label: Annotated[str, typer.Option("--label", help="Label column (0/1).")] = "label",
-    clinical: Annotated[
-        list[str] | None, typer.Option("--clinical", help="Clinical column, repeatable (numeric).")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="clinical, radiomics, deep (deep:BACKBONE), dlr or combined.")
-    ] = "combined",
-    classifier: Annotated[
-        str, typer.Option("--classifier", help="lr, rf, xgboost, lightgbm, svm or mlp (early fusion).")
-    ] = "lr",
-    sequence: Annotated[
-        list[str] | None,
-        typer.Option("--sequence", help="MRI: use only <SEQUENCE>_radiomics_/_deep_ columns; repeatable."),
-    ] = None,
-    fusion: Annotated[
-        str, typer.Option("--fusion", help="early (concatenated features) or late (stacked scores).")
-    ] = "early",
+    clinical: FitClinicalOption = None,
+    model: FitModelOption = "combined",
+    classifier: FitClassifierOption = "lr",
+    sequence: FitSequenceOption = None,
+    fusion: FitFusionOption = "early",
     outer_folds: Annotated[int, typer.Option("--outer-folds", min=2, help="Outer CV folds (by patient).")] = 5,
     inner_folds: Annotated[int, typer.Option("--inner-folds", min=2, help="Inner CV folds (tuning).")] = 3,
     calibration: Annotated[str, typer.Option("--calibration", help="sigmoid, isotonic or none.")] = "sigmoid",
-    test_ids: Annotated[
-        Path | None, typer.Option("--test-ids", help="File of case ids (one per line): a fixed test split.")
-    ] = None,
-    folds_column: Annotated[
-        str | None, typer.Option("--folds-column", help="Manifest column of predefined outer folds (e.g. fold).")
-    ] = None,
+    test_ids: FitTestIdsOption = None,
+    folds_column: FitFoldsColumnOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every split.")] = 0,
     perturb: Annotated[
         bool, typer.Option("--perturb", help="When extracting: also the perturbation table (ICC filter).")
     ] = False,
-    scoring_masks: Annotated[
-        str,
-        typer.Option(
-            "--scoring-masks",
-            help="The masks the model will be scored on: predicted (usher2 score's default) or given. predicted: "
-            "when fit extracts, it also redraws every lesion contour at a segmenter's error scale (contour-1); the "
-            "ICC filter then keeps only features robust to that, and the redrawn frames are trained on too "
-            "(--augment 1), the best of the variants measured on held-out devices (issue 23, see the README).",
-        ),
-    ] = "predicted",
-    augment: Annotated[
-        int | None,
-        typer.Option(
-            "--augment",
-            min=0,
-            help="Train also on N copies of every training frame whose lesion contour is redrawn at a segmenter's "
-            "error scale (contour-1..N rows of FEATURES.perturbations.parquet; extracted when fit extracts). "
-            "Copies stay with their patient in every fold and are never evaluated. Default: 1 with "
-            "--scoring-masks predicted when the table has contour-1 rows, else 0.",
-        ),
-    ] = None,
-    icc: Annotated[
-        bool,
-        typer.Option("--icc/--no-icc", help="ICC filter over the perturbation table beside the features, if any."),
-    ] = True,
-    icc_perturbation: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--icc-perturbation",
-            help="Compute the ICC over only this perturbation (+ original), repeatable; e.g. mask_predicted: "
-            "features reproducible between given and predicted masks. Default: every one in the table.",
-        ),
-    ] = None,
-    training_masks: Annotated[
-        str | None,
-        typer.Option(
-            "--training-masks",
-            help="What the training masks are, for the bundle's record: given, predicted or out-of-fold (a "
-            "segmenter's predictions for patients it did not train on). Default: the extraction's mask source.",
-        ),
-    ] = None,
-    confidence_probs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--confidence-probs",
-            help="Folder of a segmenter's out-of-fold probability maps (<case_id>.png), repeatable: calibrate the "
-            "low_segmentation_confidence threshold on them against the manifest's masks (the uncertainty that flags "
-            "80% of the masks at Dice < 0.5) and store it in the bundle.",
-        ),
-    ] = None,
+    scoring_masks: ScoringMasksOption = "predicted",
+    augment: AugmentOption = None,
+    icc: IccOption = True,
+    icc_perturbation: IccPerturbationOption = None,
+    training_masks: TrainingMasksOption = None,
+    confidence_probs: ConfidenceProbsOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
     sign: Annotated[
         Path | None,
@@ -620,122 +648,48 @@ def fit(
 
     Prints the out-of-fold AUC with its DeLong 95% CI. Exit code 2 on bad input.
     """
-    import tempfile
-
-    import pandas as pd
-
-    from usher2.features.extract import PERTURBATION_CHOICES, ExtractConfig, extract_cohort, read_feature_table
-    from usher2.fusion.fit import fit_cohort
-    from usher2.io.hashing import file_sha256
-    from usher2.io.manifest import read_manifest
+    from usher2.pipeline import Pipeline, PipelineConfig
 
     with _user_errors():
         key = _bundle_key(sign)  # before the fit, so a bad key file fails now and not after it
         uri = _tracking(track, no_track)
-        df = read_manifest(manifest, check_files=features is None)
-        if scoring_masks not in ("predicted", "given"):
-            raise InputError("--scoring-masks", "predicted or given", repr(scoring_masks))
-        # predicted scoring masks: at least one redrawn contour per frame (ICC filter, training copy)
-        n_contours = max(augment or 0, 1 if scoring_masks == "predicted" else 0)
-        contours = [f"contour-{k}" for k in range(1, n_contours + 1)]
-        if features is None:
-            features = out.with_name(out.name + ".features.parquet")
-            console.print(f"no --features: extracting first -> {features}")
-            chosen = None  # the default perturbations (--perturb), plus the redrawn contours
-            if contours:
-                chosen = (*PERTURBATION_CHOICES, *contours) if perturb else tuple(contours)
-            cfg = ExtractConfig(perturb=perturb or bool(contours), perturbations=chosen)
-            with _progress("extracting") as progress:
-                result = extract_cohort(manifest, features, cfg, progress=progress)
-            if result.failed_cases:
-                console.print(f"[yellow]{len(result.failed_cases)} cases failed extraction[/] (not used)")
-        table, prov = read_feature_table(features)
-        ppath = features.with_name(features.stem + ".perturbations.parquet")
-        table_p = pd.read_parquet(ppath) if ppath.is_file() else None
-        if augment is None:  # the default: one training copy when the table holds it and predicted masks are ahead
-            held = set(table_p["perturbation"].astype(str)) if table_p is not None else set()
-            augment = 1 if scoring_masks == "predicted" and "contour-1" in held else 0
-        augment_table = None
-        if augment:
-            if table_p is None:
-                raise InputError(ppath, "the perturbation table with contour-<k> rows (--augment)", "no such file")
-            augment_table = table_p
-        names = sorted(set(table_p["perturbation"].astype(str)) - {"original"}) if table_p is not None else []
-        perturbations = None
-        if icc and names:
-            perturbations = table_p
-            icc_perturbation = list(icc_perturbation or names)
-        if scoring_masks == "predicted" and not any(n.startswith("contour-") for n in names):
-            console.print(
-                "[yellow]note:[/] the model will be scored on predicted masks, but the perturbation table has no "
-                "contour-<k> rows, so the fit cannot prepare for segmentation error (ICC filter, training copies): "
-                "let fit extract, or extract with ExtractConfig(perturb=True, perturbations=('contour-1', ...))"
-            )
-        icc_text = "off"
-        if perturbations is not None:
-            icc_text = f"perturbation table {ppath} ({', '.join(icc_perturbation or [])})"
-        aug_text = f"; augmentation: {augment} contour copies per training frame" if augment else ""
-        console.print(f"ICC filter: {icc_text}{aug_text}")
-        confidence = None
-        if confidence_probs:
-            from usher2.features.extract import predicted_masks
-            from usher2.fusion.confidence import calibrate_confidence
-
-            if "mask_path" not in df.columns or df["mask_path"].isna().all():
-                raise InputError(manifest, "a mask column (to calibrate --confidence-probs against)", "no masks")
-            with tempfile.TemporaryDirectory(prefix="usher2-oof-masks-") as tmp:
-                pm = predicted_masks(df[df["mask_path"].notna()], confidence_probs, tmp)
-            found = pm[~pm["no_lesion"] & pm["dice"].notna()]
-            cal = calibrate_confidence(
-                found["uncertainty"], found["dice"], source=", ".join(str(p) for p in confidence_probs)
-            )
-            confidence = cal.to_dict()
-            console.print(
-                f"low_segmentation_confidence: threshold {cal.threshold:.3f} bits from {cal.n} out-of-fold masks "
-                f"({cal.n_flagged} flagged; Dice unflagged {cal.dice_unflagged:.3f}, flagged {cal.dice_flagged:.3f})"
-            )
+        cfg = PipelineConfig(
+            models=(model,),
+            classifier=classifier,
+            fusion=fusion,
+            clinical=tuple(clinical or ()) if model in ("clinical", "combined") else (),
+            label=label,
+            outer_folds=outer_folds,
+            inner_folds=inner_folds,
+            calibration=calibration,
+            seed=seed,
+            perturb=perturb,
+            scoring_masks=scoring_masks,
+            augment=augment,
+            icc=icc,
+            icc_perturbations=tuple(icc_perturbation or ()),
+        )
         ids = None
         if test_ids is not None:
             if not test_ids.is_file():
                 raise InputError(test_ids, "a file of case ids, one per line", "no such file")
             ids = [s.strip() for s in test_ids.read_text(encoding="utf-8").splitlines() if s.strip()]
-        training = {
-            "features_sha256": file_sha256(features),
-            "manifest_sha256": file_sha256(manifest),
-            "inputs": prov.get("inputs", []),
-        }
-        extraction = {k: v for k, v in prov.items() if k != "inputs"}
-        with _progress(f"nested CV ({model}, {classifier})") as progress:
-            res = fit_cohort(
-                table,
-                df,
-                out,
-                label=label,
-                clinical=clinical or [],
-                family=model,
-                sequences=sequence,
-                classifier=classifier,
-                fusion=fusion,
-                outer_folds=outer_folds,
-                inner_folds=inner_folds,
-                calibration=None if calibration == "none" else calibration,
-                seed=seed,
-                perturbations=perturbations,
-                test_ids=ids,
-                folds_column=folds_column,
-                provenance=extraction,
-                training_data=training,
-                overwrite=overwrite,
-                progress=progress,
-                sign_key=key,
-                track=uri,
-                augment=augment_table,
-                augment_perturbations=contours[:augment] or None,
-                icc_perturbations=icc_perturbation if perturbations is not None else None,
-                training_masks=training_masks,
-                segmentation_confidence=confidence,
-                scoring_masks=scoring_masks,
-            )
+        pipe = Pipeline(cfg, progress=_progress, log=lambda msg: console.print(msg, highlight=False))
+        res = pipe.fit_model(
+            manifest,
+            out,
+            model,
+            features=features,
+            overwrite=overwrite,
+            clinical=clinical or [],
+            sequences=sequence,
+            test_ids=ids,
+            folds_column=folds_column,
+            training_masks=training_masks,
+            confidence_probs=confidence_probs,
+            sign_key=key,
+            track=uri,
+        )
     a = res.cv.auc
     n_folds = res.cv.oof["fold"].nunique()
     what = "fixed test split" if ids else f"{n_folds}-fold nested CV" + (f" ({folds_column})" if folds_column else "")
@@ -794,6 +748,7 @@ def score(
             "segmenter) instead of its own.",
         ),
     ] = None,
+    device: DeviceOption = None,
 ) -> None:
     """Score frames with a bundle: enhance, segment, extract, predict, explain.
 
@@ -810,7 +765,7 @@ def score(
         with _user_errors():
             model = load_bundle(bundle, verify_key=_bundle_key(verify))
     if out.suffix.lower() == ".csv":
-        _score_csv(input_path, model, out, clinical, masks, workers, segmenter_weights)
+        _score_csv(input_path, model, out, clinical, masks, workers, segmenter_weights, device)
         return
     from usher2.score.folder import score_to_dir
 
@@ -831,6 +786,7 @@ def score(
                 report=report,
                 progress=progress,
                 segmenter_weights=segmenter_weights,
+                device=device,
             )
     f, c = res.frames, res.cases
     console.print(
@@ -904,6 +860,7 @@ def _score_csv(
     masks: str,
     workers: int | None,
     segmenter_weights: Path | None = None,
+    device: str | None = None,
 ) -> None:
     """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
     from usher2.score.table import score_inputs
@@ -919,6 +876,7 @@ def _score_csv(
                 workers=workers,
                 progress=progress,
                 segmenter_weights=segmenter_weights,
+                device=device,
             )
     s = res.scores
     scored = s["probability"].notna()
@@ -966,52 +924,18 @@ def evaluate(
 
 
 def _overrides(out: Path | None, export: Path | None) -> dict[str, str | None]:
-    """The --out/--export options of the train commands as config overrides (None keeps the file's)."""
+    """The --out/--export options of ``usher2 train`` as config overrides (None keeps the file's)."""
     return {"out": str(out) if out else None, "export": str(export) if export else None}
 
 
-@train_app.command("enhancer")
-def train_enhancer(
-    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
-    export: Annotated[Path | None, typer.Option("--export", help="Override where the best weights go.")] = None,
-    track: TrackOption = DEFAULT_TRACKING_URI,
-    no_track: NoTrackOption = False,
-) -> None:
-    """Train an enhancer (pix2pix or CycleGAN); a killed run resumes from its checkpoint."""
-    from usher2.enhance.training import load_train_config
-    from usher2.enhance.training import train_enhancer as run
-
-    with _user_errors():
-        cfg = load_train_config(config, **_overrides(out, export))
-        uri = _tracking(track, no_track)
-        with _progress(f"training {cfg.model}") as progress:
-            command = f"usher2 train enhancer --config {config}"
-            result = run(cfg, log=console.print, progress=progress, command=command, track=uri)
+def _print_enhancer(cfg: Any, result: Any) -> None:
     console.print(
         f"best epoch {result.best_epoch} of {len(result.history)}, {result.steps} steps in "
         f"{result.wall_seconds:.0f} s; validation {result.best_metrics} -> {result.weights}"
     )
 
 
-@train_app.command("segmenter")
-def train_segmenter(
-    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
-    export: Annotated[Path | None, typer.Option("--export", help="Override where the final weights go.")] = None,
-    track: TrackOption = DEFAULT_TRACKING_URI,
-    no_track: NoTrackOption = False,
-) -> None:
-    """Cross-validate and train a segmenter (U-Net and friends); a killed run resumes where it stopped."""
-    from usher2.segment.training import load_segmenter_config
-    from usher2.segment.training import train_segmenter as run
-
-    with _user_errors():
-        cfg = load_segmenter_config(config, **_overrides(out, export))
-        uri = _tracking(track, no_track)
-        with _progress(f"training {cfg.network.arch}/{cfg.network.encoder}") as progress:
-            command = f"usher2 train segmenter --config {config}"
-            result = run(cfg, log=console.print, progress=progress, command=command, track=uri)
+def _print_segmenter(cfg: Any, result: Any) -> None:
     if result.cv:
         d = result.cv["dice"]
         console.print(
@@ -1023,30 +947,67 @@ def train_segmenter(
     console.print(f"{result.steps} steps, {result.wall_seconds:.0f} s -> {result.weights}")
 
 
-@train_app.command("backbone")
-def train_backbone(
-    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
-    export: Annotated[Path | None, typer.Option("--export", help="Override where the weights go.")] = None,
-    track: TrackOption = DEFAULT_TRACKING_URI,
-    no_track: NoTrackOption = False,
-) -> None:
-    """Train the ultrasound deep-feature backbone (usresnet10t); a killed run resumes after its last epoch."""
-    from usher2.features.pretrain import load_backbone_config
-    from usher2.features.pretrain import train_backbone as run
-
-    with _user_errors():
-        cfg = load_backbone_config(config, **_overrides(out, export))
-        uri = _tracking(track, no_track)
-        with _progress(f"training {cfg.arch}") as progress:
-            command = f"usher2 train backbone --config {config}"
-            metrics = run(cfg, log=console.print, progress=progress, command=command, track=uri)
+def _print_backbone(cfg: Any, metrics: Any) -> None:
     for key in ("bus_bra_pathology", "simulated_her2"):
         if key in metrics:
             v = metrics[key]
             ci = f"95% CI {v['ci_low']:.3f}-{v['ci_high']:.3f}"
             console.print(f"held-out {key} AUC {v['auc']:.3f} ({ci}, n={v['n']})")
     console.print(f"-> {cfg.export}")
+
+
+#: ``usher2 train KIND``: (module, config loader, trainer, the model's name on the progress bar, summary)
+_TRAINERS: dict[str, tuple[str, str, str, Callable[[Any], str], Callable[[Any, Any], None]]] = {
+    "enhancer": ("usher2.enhance.training", "load_train_config", "train_enhancer", lambda c: c.model, _print_enhancer),
+    "segmenter": (
+        "usher2.segment.training",
+        "load_segmenter_config",
+        "train_segmenter",
+        lambda c: f"{c.network.arch}/{c.network.encoder}",
+        _print_segmenter,
+    ),
+    "backbone": (
+        "usher2.features.pretrain",
+        "load_backbone_config",
+        "train_backbone",
+        lambda c: c.arch,
+        _print_backbone,
+    ),
+}
+
+
+@app.command(no_args_is_help=True)
+def train(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            metavar="KIND",
+            help="enhancer (pix2pix or CycleGAN; a killed run resumes from its checkpoint), segmenter (cross-"
+            "validated U-Net and friends; resumes where it stopped) or backbone (the ultrasound deep-feature "
+            "backbone usresnet10t; resumes after its last epoch).",
+            show_default=False,
+        ),
+    ],
+    config: Annotated[Path, typer.Option("--config", help="YAML/JSON training config (see train/configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Override the config's run folder.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Override where the weights go.")] = None,
+    track: TrackOption = DEFAULT_TRACKING_URI,
+    no_track: NoTrackOption = False,
+) -> None:
+    """Train the enhancement, segmentation or deep-feature network from a config file."""
+    import importlib
+
+    with _user_errors():
+        if kind not in _TRAINERS:
+            raise InputError("KIND", f"one of {', '.join(_TRAINERS)}", repr(kind))
+        module, load_name, run_name, what, summary = _TRAINERS[kind]
+        mod = importlib.import_module(module)
+        cfg = getattr(mod, load_name)(config, **_overrides(out, export))
+        uri = _tracking(track, no_track)
+        with _progress(f"training {what(cfg)}") as progress:
+            command = f"usher2 train {kind} --config {config}"
+            result = getattr(mod, run_name)(cfg, log=console.print, progress=progress, command=command, track=uri)
+    summary(cfg, result)
 
 
 DEMO_CLINICAL = ("age", "tumour_size_mm", "ln_status", "er", "pr", "grade", "ki67")
@@ -1241,6 +1202,14 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     cam_examples: Annotated[int, typer.Option("--cam-examples", min=0, help="Grad-CAM examples per group.")] = 3,
     verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
+    nomogram: Annotated[
+        str,
+        typer.Option(
+            "--nomogram",
+            help="imaging: one axis for the imaging score (Radscore, Deep Score, DLR score) plus one per clinical "
+            "variable; features: one axis per selected feature.",
+        ),
+    ] = "imaging",
 ) -> None:
     """Write the self-contained HTML cohort report of an evaluation directory or of a bundle.
 
@@ -1258,7 +1227,7 @@ def report(
 
                 load_bundle(source, verify_key=_bundle_key(verify))
             source = evaluation_from_bundle(source, out.with_name(out.stem + "_files"))
-        path = write_cohort_report(source, out, cam_examples=cam_examples)
+        path = write_cohort_report(source, out, cam_examples=cam_examples, nomogram=nomogram)
     console.print(f"report: {path}")
 
 
@@ -1281,6 +1250,7 @@ def serve(
     cam: Annotated[str, typer.Option("--cam", help="Heat-map method (gradcam, ..., none).")] = "gradcam",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
+    device: DeviceOption = None,
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/score, GET /v1/model, GET /healthz, the web page at /, /docs.
 
@@ -1303,6 +1273,7 @@ def serve(
             cam=None if cam == "none" else cam,
             log_level=log_level,
             verify_key=_bundle_key(verify),
+            device=device,
         )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,9 +40,21 @@ import pandas as pd
 
 from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions_table, write_predictions
 from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
 
-__all__ = ["FAMILY_ORACLE", "Pipeline", "PipelineConfig", "RunResult", "evaluate_scores", "evaluation_from_bundle"]
+__all__ = [
+    "FAMILY_ORACLE",
+    "FitInputs",
+    "Pipeline",
+    "PipelineConfig",
+    "RunResult",
+    "calibrate_segmentation_confidence",
+    "evaluate_scores",
+    "evaluation_from_bundle",
+    "fit_inputs",
+    "training_record",
+]
 
 # The oracle subset each family is compared with on simulated cohorts.
 FAMILY_ORACLE = {"clinical": "clinical", "radiomics": "image", "deep": "image", "dlr": "image", "combined": "all"}
@@ -80,6 +92,25 @@ class PipelineConfig:
         seed: Seed of every split.
         workers: Dask workers for extraction (None: in-process).
         cam_examples: Grad-CAM examples per group in the report.
+        overlays: ``keep`` or ``inpaint`` burned-in text and calipers before anything else.
+        regions: Radiomics regions: ``lesion`` plus any of ``peritumoral``, ``posterior``.
+        device: Torch device for the networks (None: CUDA when available).
+        perturb: When fitting extracts: also the default perturbation table (ICC filter).
+        scoring_masks: The masks the models will be scored on, ``predicted`` or ``given``, as
+            ``usher2 fit --scoring-masks``. ``predicted``: fitting redraws every training lesion
+            contour at a segmenter's error scale (``contour-1``), the ICC filter keeps only
+            features robust to it and the redrawn frames are trained on too (``augment`` 1), the
+            recipe issue 23 measured best on held-out devices. None (the default here; the CLI's is
+            ``predicted``): no preparation, which keeps ``usher2 demo`` at its speed (with
+            ``predicted``, ``usher2 demo --n-train 40 --n-test 20`` took 415 s instead of 117-135 s
+            on 2 cores: the contour extraction and the doubled training rows).
+        augment: Training copies per frame with a redrawn contour (``contour-1..N``); None: 1 with
+            predicted scoring masks when the perturbation table holds contour-1 rows, else 0.
+        icc: Apply the ICC filter when a perturbation table lies beside the features.
+        icc_perturbations: Compute the ICC over only these perturbations (+ original); empty: all.
+
+    The CLI's ``usher2 fit`` flags have the same names (``--scoring-masks``, ``--augment``,
+    ``--icc/--no-icc``, ``--icc-perturbation``, ``--perturb``) and build this record.
     """
 
     enhancer: str | None = None
@@ -100,11 +131,19 @@ class PipelineConfig:
     seed: int = 0
     workers: int | None = None
     cam_examples: int = 3
+    overlays: str = "keep"
+    regions: tuple[str, ...] = ("lesion", "peritumoral", "posterior")
+    device: str | None = None
+    perturb: bool = False
+    scoring_masks: str | None = None
+    augment: int | None = None
+    icc: bool = True
+    icc_perturbations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from usher2.fusion.models import FAMILIES
 
-        for name in ("backbones", "models", "clinical"):
+        for name in ("backbones", "models", "clinical", "regions", "icc_perturbations"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
@@ -118,7 +157,9 @@ class PipelineConfig:
             raise InputError("models", f"names among {', '.join(FAMILIES)}", str(bad))
         need = [m for m in self.models if m in _NEEDS_CLINICAL]
         if need and not self.clinical:
-            raise InputError("clinical", f"clinical columns for the {need} models", "none", fix="set clinical: [...]")
+            raise InputError(
+                "clinical", f"clinical columns for the {need} models", "none", fix="set clinical: [...] or --clinical"
+            )
         primary = self.primary_model or self.models[-1]
         if primary not in self.models:
             raise InputError("primary_model", f"one of the fitted models {list(self.models)}", repr(primary))
@@ -127,34 +168,40 @@ class PipelineConfig:
             object.__setattr__(self, "calibration", None)
         if self.enhancer in ("none", ""):
             object.__setattr__(self, "enhancer", None)
-        self.extract_config()  # checks masks, enhancer, backbones and the radiomics parameters
+        if self.scoring_masks not in (None, "predicted", "given"):
+            raise InputError("scoring_masks", "predicted or given", repr(self.scoring_masks))
+        if self.augment is not None and self.augment < 0:
+            raise InputError("augment", "a number of training copies >= 0", str(self.augment))
+        self.extract_config(fit=True)  # checks masks, enhancer, backbones, regions and the radiomics parameters
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineConfig:
         """Read a YAML file of the attributes; an unknown key is an error that lists the known ones."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "a pipeline YAML file", "no such file")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(p, "valid YAML", f"a parse error: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError(p, "a mapping of settings", type(data).__name__)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(p, f"keys among {', '.join(sorted(known))}", f"unknown keys {unknown}")
+        data = read_mapping(path, "a pipeline YAML file")
+        check_keys(path, data, (f.name for f in fields(cls)))
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def extract_config(self) -> Any:
-        from usher2.features.extract import ExtractConfig
+    def contours(self) -> list[str]:
+        """The redrawn contours a fit extracts (``contour-1..N``): at least one for predicted scoring masks.
 
+        Example:
+            >>> PipelineConfig(scoring_masks="predicted").contours(), PipelineConfig(augment=2).contours()
+            (['contour-1'], ['contour-1', 'contour-2'])
+        """
+        n = max(self.augment or 0, 1 if self.scoring_masks == "predicted" else 0)
+        return [f"contour-{k}" for k in range(1, n + 1)]
+
+    def extract_config(self, *, fit: bool = False) -> Any:
+        """The extraction settings; ``fit``: with the perturbations a fit uses (:meth:`contours`, ``perturb``)."""
+        from usher2.features.extract import PERTURBATION_CHOICES, ExtractConfig
+
+        contours = self.contours() if fit else []
+        chosen = None  # the default perturbations (perturb), plus the redrawn contours
+        if contours:
+            chosen = (*PERTURBATION_CHOICES, *contours) if self.perturb else tuple(contours)
         return ExtractConfig(
             params=self.radiomics,
             lexicon=self.lexicon,
@@ -162,6 +209,11 @@ class PipelineConfig:
             masks=self.masks,
             enhancer=self.enhancer,
             segmenter=self.segmenter,
+            overlays=self.overlays,
+            regions=self.regions,
+            device=self.device,
+            perturb=fit and (self.perturb or bool(contours)),
+            perturbations=chosen,
         )
 
 
@@ -209,13 +261,18 @@ class Pipeline:
         self.log = log or (lambda msg: None)
 
     # ------------------------------------------------------------------ stages
-    def extract(self, manifest: str | Path, out: str | Path) -> tuple[pd.DataFrame, dict[str, Any], Any]:
-        """Features of every case of ``manifest`` into ``out`` (Parquet); returns (table, provenance, result)."""
+    def extract(
+        self, manifest: str | Path, out: str | Path, *, fit: bool = False
+    ) -> tuple[pd.DataFrame, dict[str, Any], Any]:
+        """Features of every case of ``manifest`` into ``out`` (Parquet); returns (table, provenance, result).
+
+        ``fit``: also the perturbation table a fit reads (see :meth:`PipelineConfig.extract_config`).
+        """
         from usher2.features.extract import extract_cohort, read_feature_table
 
         with self.progress(f"extract {Path(manifest).parent.name or Path(manifest).stem}") as update:
             res = extract_cohort(
-                manifest, out, self.config.extract_config(), workers=self.config.workers, progress=update
+                manifest, out, self.config.extract_config(fit=fit), workers=self.config.workers, progress=update
             )
         if res.failed_cases:
             self.log(f"{len(res.failed_cases)} cases failed extraction and are left out (see {res.paths['failures']})")
@@ -230,49 +287,104 @@ class Pipeline:
         Returns:
             ``{model: FitResult}``.
         """
-        from usher2.features.extract import read_feature_table
-        from usher2.fusion.fit import fit_cohort
-        from usher2.io.hashing import file_sha256
-        from usher2.io.manifest import read_manifest
-
         out = Path(out)
-        cfg = self.config
-        df = read_manifest(manifest, check_files=features is None)
         if features is None:
             features = out / "train_features.parquet"
-            table, prov, _ = self.extract(manifest, features)
-        else:
-            table, prov = read_feature_table(features)
-        training = {
-            "features_sha256": file_sha256(features),
-            "manifest_sha256": file_sha256(manifest),
-            "inputs": prov.get("inputs", []),
-        }
-        extraction = {k: v for k, v in prov.items() if k != "inputs"}
+            self.extract(manifest, features, fit=True)
         results = {}
-        for model in cfg.models:
-            with self.progress(f"nested CV: {model}") as update:
-                results[model] = fit_cohort(
-                    table,
-                    df,
-                    out / _bundle_dir(model),
-                    label=cfg.label,
-                    clinical=list(cfg.clinical) if model in _NEEDS_CLINICAL else [],
-                    family=model,
-                    classifier=cfg.classifier,
-                    fusion=cfg.fusion,
-                    outer_folds=cfg.outer_folds,
-                    inner_folds=cfg.inner_folds,
-                    calibration=cfg.calibration,
-                    seed=cfg.seed,
-                    provenance=extraction,
-                    training_data=training,
-                    overwrite=overwrite,
-                    progress=update,
-                )
+        for model in self.config.models:
+            results[model] = self.fit_model(
+                manifest, out / _bundle_dir(model), model, features=features, overwrite=overwrite
+            )
             auc = results[model].cv.auc
             self.log(f"{model}: nested-CV AUC {auc['auc']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})")
         return results
+
+    def fit_model(
+        self,
+        manifest: str | Path,
+        out: str | Path,
+        model: str,
+        *,
+        features: str | Path | None = None,
+        overwrite: bool = True,
+        clinical: Sequence[str] | None = None,
+        sequences: Sequence[str] | None = None,
+        test_ids: Sequence[str] | None = None,
+        folds_column: str | None = None,
+        training_masks: str | None = None,
+        confidence_probs: Sequence[str | Path] | None = None,
+        sign_key: bytes | None = None,
+        track: str | None = None,
+    ) -> Any:
+        """Nested CV and the final bundle of one model family into the folder ``out`` (``usher2 fit``).
+
+        Args:
+            manifest: The labelled training manifest.
+            out: The bundle folder.
+            model: A family (``clinical``, ``radiomics``, ``deep``/``deep:BACKBONE``, ``dlr``, ``combined``).
+            features: The feature table (``usher2 extract``); None: extracted first beside ``out``
+                (``OUT.features.parquet``, with the perturbations the fit uses).
+            overwrite: Replace an existing bundle folder.
+            clinical: The clinical columns this model reads; None: the configured ones for the
+                clinical and combined families, none for the imaging ones.
+            sequences: MRI: use only these sequences' columns.
+            test_ids: A fixed test split (case ids) instead of the nested CV's outer folds.
+            folds_column: A manifest column of predefined outer folds.
+            training_masks: What the training masks are, for the bundle's record.
+            confidence_probs: Folders of a segmenter's out-of-fold probability maps: calibrate the
+                ``low_segmentation_confidence`` threshold on them (:func:`calibrate_segmentation_confidence`).
+            sign_key: Sign the bundle with this key.
+            track: MLflow tracking URI (None: no tracking).
+
+        Returns:
+            The :class:`~usher2.fusion.fit.FitResult`.
+        """
+        from usher2.fusion.fit import fit_cohort
+        from usher2.io.manifest import read_manifest
+
+        cfg = self.config
+        out = Path(out)
+        df = read_manifest(manifest, check_files=features is None)
+        if features is None:
+            features = out.with_name(out.name + ".features.parquet")
+            self.log(f"no feature table: extracting first -> {features}")
+            self.extract(manifest, features, fit=True)
+        inputs = fit_inputs(Path(features), cfg, log=self.log)
+        confidence = calibrate_segmentation_confidence(df, manifest, confidence_probs, log=self.log)
+        if clinical is None:
+            clinical = list(cfg.clinical) if model in _NEEDS_CLINICAL else []
+        with self.progress(f"nested CV ({model}, {cfg.classifier})") as update:
+            return fit_cohort(
+                inputs.table,
+                df,
+                out,
+                label=cfg.label,
+                clinical=list(clinical),
+                family=model,
+                sequences=sequences,
+                classifier=cfg.classifier,
+                fusion=cfg.fusion,
+                outer_folds=cfg.outer_folds,
+                inner_folds=cfg.inner_folds,
+                calibration=cfg.calibration,
+                seed=cfg.seed,
+                perturbations=inputs.perturbations,
+                test_ids=test_ids,
+                folds_column=folds_column,
+                provenance=inputs.extraction,
+                training_data=training_record(features, manifest, inputs.provenance),
+                overwrite=overwrite,
+                progress=update,
+                sign_key=sign_key,
+                track=track,
+                augment=inputs.augment_table,
+                augment_perturbations=inputs.augment_perturbations,
+                icc_perturbations=inputs.icc_perturbations,
+                training_masks=training_masks,
+                segmentation_confidence=confidence,
+                scoring_masks=cfg.scoring_masks,
+            )
 
     def score(self, source: Any, bundle: str | Path, out: str | Path | None = None, **kwargs: Any) -> Any:
         """Score frames with a bundle.
@@ -360,13 +472,7 @@ class Pipeline:
                 }
             )
         write_predictions(out, preds, thresholds)
-        with atomic_path(out / "manifest.csv") as tmp:
-            base = Path(manifest).resolve().parent
-            mm = m.reset_index()
-            for col in ("image", "mask"):
-                if col in mm.columns:
-                    mm[col] = [str((base / v).resolve()) if isinstance(v, str) and v else v for v in mm[col]]
-            mm.to_csv(tmp, index=False)
+        _write_manifest_copy(out, m, manifest, keep_resolved=True)
         train_oof = next(iter(fits.values())).cv.oof
         EvaluationSummary(
             title=title,
@@ -451,6 +557,120 @@ class Pipeline:
         return RunResult(table=table, out=out, report=path, seconds=seconds)
 
 
+@dataclass
+class FitInputs:
+    """What a fit reads beside its feature table (see :func:`fit_inputs`).
+
+    Attributes:
+        table: The feature table.
+        provenance: Its provenance (the extraction settings and per-case input hashes).
+        perturbations: The perturbation table for the ICC filter, or None (no table, or ``icc`` off).
+        icc_perturbations: The perturbations the ICC is computed over, or None.
+        augment_table: The perturbation table the training copies come from, or None.
+        augment_perturbations: The redrawn contours trained on (``contour-1..N``), or None.
+    """
+
+    table: pd.DataFrame
+    provenance: dict[str, Any]
+    perturbations: pd.DataFrame | None
+    icc_perturbations: list[str] | None
+    augment_table: pd.DataFrame | None
+    augment_perturbations: list[str] | None
+
+    @property
+    def extraction(self) -> dict[str, Any]:
+        """The provenance without the per-case inputs: the bundle's extraction record."""
+        return {k: v for k, v in self.provenance.items() if k != "inputs"}
+
+
+def fit_inputs(features: Path, cfg: PipelineConfig, *, log: Callable[[str], None] = print) -> FitInputs:
+    """The feature table and, from the perturbation table beside it, the ICC filter and training copies.
+
+    The one place ``usher2 fit`` and :meth:`Pipeline.fit` decide them: the ICC filter runs over
+    ``FEATURES.perturbations.parquet`` when it exists and ``cfg.icc`` is on (over
+    ``cfg.icc_perturbations``, else every perturbation in it); ``cfg.augment`` copies (default: 1 with
+    predicted scoring masks when the table holds ``contour-1`` rows) are trained on.
+
+    Raises:
+        InputError: ``augment`` asked for without a perturbation table.
+    """
+    from usher2.features.extract import read_feature_table
+
+    table, prov = read_feature_table(features)
+    ppath = features.with_name(features.stem + ".perturbations.parquet")
+    table_p = pd.read_parquet(ppath) if ppath.is_file() else None
+    held = sorted(set(table_p["perturbation"].astype(str)) - {"original"}) if table_p is not None else []
+    augment = cfg.augment
+    if augment is None:  # the default: one training copy when the table holds it and predicted masks are ahead
+        augment = 1 if cfg.scoring_masks == "predicted" and "contour-1" in held else 0
+    if augment and table_p is None:
+        raise InputError(ppath, "the perturbation table with contour-<k> rows (augment)", "no such file")
+    perturbations = table_p if cfg.icc and held else None
+    icc = list(cfg.icc_perturbations or held) if perturbations is not None else None
+    if cfg.scoring_masks == "predicted" and not any(n.startswith("contour-") for n in held):
+        log(
+            "note: the model will be scored on predicted masks, but the perturbation table has no contour-<k> "
+            "rows, so the fit cannot prepare for segmentation error (ICC filter, training copies): let fit "
+            "extract, or extract with ExtractConfig(perturb=True, perturbations=('contour-1', ...))"
+        )
+    icc_text = f"perturbation table {ppath} ({', '.join(icc or [])})" if perturbations is not None else "off"
+    aug_text = f"; augmentation: {augment} contour copies per training frame" if augment else ""
+    log(f"ICC filter: {icc_text}{aug_text}")
+    return FitInputs(
+        table=table,
+        provenance=prov,
+        perturbations=perturbations,
+        icc_perturbations=icc,
+        augment_table=table_p if augment else None,
+        augment_perturbations=cfg.contours()[:augment] or None,
+    )
+
+
+def calibrate_segmentation_confidence(
+    df: pd.DataFrame,
+    manifest: str | Path,
+    probs: Sequence[str | Path] | None,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The ``low_segmentation_confidence`` threshold calibrated on a segmenter's out-of-fold
+    probability maps against the manifest's masks (:func:`~usher2.fusion.confidence.calibrate_confidence`);
+    None without ``probs``.
+
+    Raises:
+        InputError: The manifest has no masks.
+    """
+    if not probs:
+        return None
+    import tempfile
+
+    from usher2.features.extract import predicted_masks
+    from usher2.fusion.confidence import calibrate_confidence
+
+    if "mask_path" not in df.columns or df["mask_path"].isna().all():
+        raise InputError(manifest, "a mask column (to calibrate --confidence-probs against)", "no masks")
+    with tempfile.TemporaryDirectory(prefix="usher2-oof-masks-") as tmp:
+        pm = predicted_masks(df[df["mask_path"].notna()], list(probs), tmp)
+    found = pm[~pm["no_lesion"] & pm["dice"].notna()]
+    cal = calibrate_confidence(found["uncertainty"], found["dice"], source=", ".join(str(p) for p in probs))
+    log(
+        f"low_segmentation_confidence: threshold {cal.threshold:.3f} bits from {cal.n} out-of-fold masks "
+        f"({cal.n_flagged} flagged; Dice unflagged {cal.dice_unflagged:.3f}, flagged {cal.dice_flagged:.3f})"
+    )
+    return cal.to_dict()
+
+
+def training_record(features: str | Path, manifest: str | Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's training-data record: the feature table's and manifest's SHA-256 and the per-case inputs."""
+    from usher2.io.hashing import file_sha256
+
+    return {
+        "features_sha256": file_sha256(features),
+        "manifest_sha256": file_sha256(manifest),
+        "inputs": provenance.get("inputs", []),
+    }
+
+
 def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Any, Path | None]:
     """(scores, model name, loaded bundle or None, feature table or None) of one SCORES input.
 
@@ -489,6 +709,56 @@ def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Any, Path | None]:
     return df, name, bundle, features
 
 
+def _evaluate_one(
+    path: Path, taken: Mapping[str, float], man: pd.DataFrame, y: pd.Series, labelled: pd.Index
+) -> tuple[str, list[pd.DataFrame], dict[str, Any], float | None, str | None, Path | None]:
+    """One SCORES input of :func:`evaluate_scores`: (model name, prediction rows, AUC row, threshold,
+    bundle folder, feature table)."""
+    import numpy as np
+
+    from usher2.evaluate import roc_auc_ci
+
+    df, name, bundle, features = _read_scores(path)
+    if name in taken:
+        name = f"{name}-{len(taken) + 1}"
+    df = df.drop_duplicates("case_id").set_index("case_id")
+    prob = pd.to_numeric(df["probability"], errors="coerce").reindex(labelled)
+    ok = prob.notna()
+    if not ok.any():
+        raise InputError(path, f"scores for the manifest's labelled cases ({len(labelled)})", "none match by case_id")
+    ids = labelled[ok.to_numpy()]
+    preds = [predictions_table(name, "test", ids, man.loc[ids, "patient_id"], y.loc[ids].astype(int), prob[ok])]
+    r = roc_auc_ci(y.loc[ids].astype(int).to_numpy(), prob[ok].to_numpy())
+    row = {"model": name, "n": int(ok.sum()), "n_unscored": int((~ok).sum()), "test_auc": r.auc}
+    row.update(test_ci_low=r.ci_low, test_ci_high=r.ci_high, cv_auc=np.nan)
+    threshold = None
+    if "threshold" in df.columns and df["threshold"].notna().any():
+        threshold = float(df["threshold"].dropna().iloc[0])
+    folder = None
+    if bundle is not None:
+        folder = str(bundle.path.resolve())
+        oof = pd.read_csv(bundle.path / "oof.csv", dtype={"case_id": str})
+        preds.append(
+            predictions_table(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
+        )
+        row["cv_auc"] = bundle.metrics.get("auc", {}).get("auc", np.nan)
+    return name, preds, row, threshold, folder, features
+
+
+def _write_manifest_copy(out: Path, table: pd.DataFrame, manifest: str | Path, *, keep_resolved: bool) -> None:
+    """``out/manifest.csv``: the evaluated cases with absolute ``image``/``mask`` paths (the report's
+    Grad-CAM reads them); ``keep_resolved`` keeps the reader's ``image_path``/``mask_path`` columns."""
+    base = Path(manifest).resolve().parent
+    mm = table.reset_index()
+    for col in ("image", "mask"):
+        if col in mm.columns:
+            mm[col] = [str((base / v).resolve()) if isinstance(v, str) and v else v for v in mm[col]]
+    if not keep_resolved:
+        mm = mm.drop(columns=[c for c in ("image_path", "mask_path") if c in mm.columns])
+    with atomic_path(out / "manifest.csv") as tmp:
+        mm.to_csv(tmp, index=False)
+
+
 def evaluate_scores(
     scores: Sequence[str | Path],
     manifest: str | Path,
@@ -520,9 +790,7 @@ def evaluate_scores(
     Raises:
         InputError: Unreadable scores or manifest, no label column, or no scored labelled case.
     """
-    import numpy as np
 
-    from usher2.evaluate import roc_auc_ci
     from usher2.io.manifest import read_manifest
 
     out = Path(out)
@@ -534,41 +802,17 @@ def evaluate_scores(
     labelled = man.index[y.notna()]
     preds, rows, thresholds, bundles, feature_files = [], [], {}, {}, []
     for s in scores:
-        df, name, bundle, features = _read_scores(Path(s))
-        if name in thresholds:
-            name = f"{name}-{len(thresholds) + 1}"
-        df = df.drop_duplicates("case_id").set_index("case_id")
-        prob = pd.to_numeric(df["probability"], errors="coerce").reindex(labelled)
-        ok = prob.notna()
-        if not ok.any():
-            raise InputError(s, f"scores for the manifest's labelled cases ({len(labelled)})", "none match by case_id")
-        ids = labelled[ok.to_numpy()]
-        preds.append(predictions_table(name, "test", ids, man.loc[ids, "patient_id"], y.loc[ids].astype(int), prob[ok]))
-        r = roc_auc_ci(y.loc[ids].astype(int).to_numpy(), prob[ok].to_numpy())
-        row = {"model": name, "n": int(ok.sum()), "n_unscored": int((~ok).sum()), "test_auc": r.auc}
-        row.update(test_ci_low=r.ci_low, test_ci_high=r.ci_high, cv_auc=np.nan)
-        if "threshold" in df.columns and df["threshold"].notna().any():
-            thresholds[name] = float(df["threshold"].dropna().iloc[0])
+        name, model_preds, row, threshold, bundle, features = _evaluate_one(Path(s), thresholds, man, y, labelled)
+        preds += model_preds
+        if threshold is not None:
+            thresholds[name] = threshold
         if bundle is not None:
-            bundles[name] = str(bundle.path.resolve())
-            oof = pd.read_csv(bundle.path / "oof.csv", dtype={"case_id": str})
-            preds.append(
-                predictions_table(
-                    name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"]
-                )
-            )
-            row["cv_auc"] = bundle.metrics.get("auc", {}).get("auc", np.nan)
+            bundles[name] = bundle
         if features is not None:
             feature_files.append(features)
         rows.append(row)
     write_predictions(out, preds, thresholds)
-    base = Path(manifest).resolve().parent
-    mm = man.loc[labelled].reset_index()
-    for col in ("image", "mask"):
-        if col in mm.columns:
-            mm[col] = [str((base / v).resolve()) if isinstance(v, str) and v else v for v in mm[col]]
-    with atomic_path(out / "manifest.csv") as tmp:
-        mm.drop(columns=[c for c in ("image_path", "mask_path") if c in mm.columns]).to_csv(tmp, index=False)
+    _write_manifest_copy(out, man.loc[labelled], manifest, keep_resolved=False)
     if feature_files:
         import shutil
 

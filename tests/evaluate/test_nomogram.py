@@ -165,3 +165,25 @@ def test_plot_saved_as_png_and_svg(tmp_path):
     plt.close(fig)
     assert (tmp_path / "nomogram.png").stat().st_size > 0
     assert "Total Points" in (tmp_path / "nomogram.svg").read_text()
+
+
+def test_combined_imaging_axis_is_exact_and_draws_one_axis():
+    # Radscore + clinical, as Huang's nomogram: the imaging features' summed log-odds on one axis
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["radiomics_a", "radiomics_b", "deep_c", "age"])
+    y = (X.sum(axis=1) + rng.normal(size=300) > 0).astype(int)
+    X.iloc[5, 0] = np.nan  # a missing feature is scored at the model's fill value
+    model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression()).fit(X, y)
+    nomo = nomogram(model, X=X, combine={"Imaging score": ["radiomics_a", "radiomics_b", "deep_c"]})
+    assert nomo.predictors == ["Imaging score", "age"]
+    assert set(nomo.axes["predictor"]) >= {"Imaging score", "age", "Points", "Total Points"}
+    lp = nomo.linear_predictor_from_points(nomo.total_points(X))
+    # float64 sums in another order than sklearn's: equal to ~1e-12 relative
+    np.testing.assert_allclose(lp, model.decision_function(X), rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="unknown"):
+        nomogram(model, X=X, combine={"Radscore": ["radiomics_z"]})

@@ -75,3 +75,17 @@ def test_selection_settings_reach_both_blocks(fusion):
         assert block.named_steps["univariate"].support_.sum() == expected
     with pytest.raises(InputError, match="unknown keys \\['lassocv'\\]"):
         build_model(cols, fusion=fusion, selector_params={"lassocv": 3})
+
+
+def test_the_classifier_registry_is_consistent():
+    # one entry per classifier: what it builds is the type it declares, and its grid names real parameters
+    from usher2.fusion.bundle import TRUSTED_TYPES
+    from usher2.fusion.models import CLASSIFIER_SPECS
+
+    assert tuple(s.name for s in CLASSIFIER_SPECS) == CLASSIFIERS
+    for spec in CLASSIFIER_SPECS:
+        est = spec.build(0)
+        assert type(est).__name__ == spec.fitted_type
+        assert set(spec.grid) <= set(est.get_params())
+        assert spec.reads in ("coefficients", "sklearn-trees", "xgboost", "lightgbm", "all")
+        assert set(spec.trusted_types) <= set(TRUSTED_TYPES)

@@ -212,3 +212,13 @@ def test_missing_or_invalid_inputs_raise(eval_dir, tmp_path, broken):
     with pytest.raises(InputError, match=broken):
         write_cohort_report(ev, ev / "r.html")
     assert not (ev / "r.html").exists()
+
+
+def test_nomogram_draws_one_imaging_axis(eval_dir, report):
+    # the radiomics model (no clinical columns): its selected features summed into one Radscore axis,
+    # whose coefficient is 1 by construction (the axis is already in log-odds)
+    nomo = pd.read_csv(eval_dir / "report_tables" / "nomogram.csv")
+    assert nomo["model"].unique().tolist() == ["radiomics"]
+    assert nomo["predictor"].tolist() == ["Radscore"] and nomo["coef"].tolist() == [1.0]
+    with pytest.raises(InputError, match="'imaging' or 'features'"):
+        write_cohort_report(eval_dir, eval_dir / "x.html", nomogram="axes")

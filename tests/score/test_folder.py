@@ -56,7 +56,8 @@ def inputs(scoring_bundle, tmp_path_factory):
 def scored(scoring_bundle, inputs, tmp_path_factory, torch_one_thread):
     src, _ = inputs
     out = tmp_path_factory.mktemp("score_out") / "run"
-    args = ["score", str(src), "--bundle", str(scoring_bundle["bundle"]), "--out", str(out)]
+    # --device cpu: the flag reaches the scorer (the suite runs on CPU; CUDA would pick itself otherwise)
+    args = ["score", str(src), "--bundle", str(scoring_bundle["bundle"]), "--out", str(out), "--device", "cpu"]
     result = runner.invoke(app, args)
     return out, result, args
 
@@ -104,7 +105,8 @@ def test_frame_probability_equals_the_csv_path(scored, scoring_bundle, inputs, t
     folder.mkdir()
     for p in imgs[:2]:
         shutil.copy(p, folder / p.name)
-    r = runner.invoke(app, ["score", str(folder), "--bundle", str(scoring_bundle["bundle"]), "--out", str(csv)])
+    args = ["score", str(folder), "--bundle", str(scoring_bundle["bundle"]), "--out", str(csv), "--device", "cpu"]
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     ref = pd.read_csv(csv, dtype={"case_id": str}).set_index("case_id")["probability"]
     frames = pd.read_csv(out / "frames.csv", dtype={"case_id": str}).set_index("case_id")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import usher2.training as scaffold
 from usher2.enhance.networks import GeneratorConfig, PatchDiscriminator, UNetGenerator, ssim_loss
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
-from usher2.tracking import Tracker, track_run
-from usher2.training import dist_info, load_config_file, save_checkpoint
+from usher2.tracking import Tracker
 
 __all__ = [
     "TARGETS",
@@ -219,12 +218,12 @@ class EnhancerTrainConfig:
         for k, v in _NEW_DATA_DEFAULTS.items():
             if k in data and (tuple(data[k]) if isinstance(data[k], list | tuple) else data[k]) == v:
                 del data[k]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return scaffold.config_sha256(d)
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> EnhancerTrainConfig:
     """Read an :class:`EnhancerTrainConfig` from YAML or JSON; unknown keys are errors."""
-    return load_config_file(
+    return scaffold.load_config_file(
         path,
         EnhancerTrainConfig,
         nested={"generator": GeneratorConfig, "data": DataConfig},
@@ -248,12 +247,7 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------------- data
 def _read_grey(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InputError(path, "a readable PNG", "a file OpenCV cannot decode")
-    return img.astype(np.float32) / 255.0
+    return scaffold.read_grey(path, "a readable PNG").astype(np.float32) / 255.0
 
 
 def simulated_pairs(out: Path, n: int, seed: int, size: int = 256) -> dict[str, torch.Tensor]:
@@ -467,20 +461,34 @@ def train_enhancer(
     Returns:
         The best epoch, its validation metrics, the per-epoch history and the exported file.
     """
-    rank = dist_info()[1]
-    with track_run(
-        track if rank == 0 else None,
-        experiment="usher2-enhancer",
-        run_name=Path(config.out).name,
-        params=config.to_dict(),
-        tags={"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()},
-    ) as tracker:
+    rank = scaffold.dist_info()[1]
+    tags = {"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()}
+    with scaffold.tracked_run(track if rank == 0 else None, "usher2-enhancer", config, tags) as tracker:
         return _train(config, tracker, log=log, progress=progress, command=command)
 
 
 def _log_epoch(tracker: Tracker, epoch: int, metrics: dict[str, float], losses: dict[str, float] | None) -> None:
     val = {f"val_{k}": v for k, v in metrics.items() if k != "epoch"}
     tracker.log_metrics({**val, **(losses or {})}, step=epoch)
+
+
+@dataclass
+class _State:
+    """A run's networks, optimisers and crop generator, and where its epochs stand (what a checkpoint holds)."""
+
+    nets: dict[str, Any]
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    crop_gen: torch.Generator
+    start_epoch: int = 0
+    best: float = -np.inf
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_before: float = 0.0
+
+    @property
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
 
 def _train(
@@ -491,18 +499,30 @@ def _train(
     progress: Callable[[int, int], None] | None,
     command: str | None,
 ) -> TrainResult:
-    from usher2.enhance.gan import save_generator
-
-    world, rank, local_rank = dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
-    use_amp = config.amp and device.type == "cuda"
+    world, rank, local_rank = scaffold.init_distributed()
+    device = scaffold.pick_device(config.device, local_rank)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
 
     data = _load_data(config, out, log)
+    state = _setup(config, device, rank, log)
+    _resume(config, state, out / "checkpoint.pt", device, tracker, log)
+    clock = _fit_epochs(config, state, data, device, tracker, world=world, rank=rank, log=log, progress=progress)
+
+    wall = clock()
+    history, best_epoch = state.history, state.best_epoch
+    steps = len(history) * config.steps_per_epoch
+    best_metrics = {k: v for k, v in history[best_epoch].items() if k != "epoch"} if history else {}
+    export = Path(config.export) if config.export else out / f"enhancer_{config.model}.safetensors"
+    result = TrainResult(best_epoch, best_metrics, history, export, wall, steps)
+    if rank == 0:
+        _export(config, result, out, tracker, log=log, command=command)
+    return result
+
+
+def _setup(config: EnhancerTrainConfig, device: torch.device, rank: int, log: Callable[[str], None]) -> _State:
+    """The networks (warm-started with ``init``), their optimisers and this rank's crop generator."""
     nets = _build(config, device)
     if config.init:
         from usher2.enhance.gan import load_generator
@@ -517,131 +537,150 @@ def _train(
     opt_g = torch.optim.Adam(nets["g_params"], lr=config.lr, betas=(config.beta1, 0.999))
     opt_d = torch.optim.Adam(nets["d_params"], lr=config.lr, betas=(config.beta1, 0.999))
     crop_gen = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    return _State(nets, opt_g, opt_d, crop_gen)
 
-    ckpt_path = out / "checkpoint.pt"
-    start_epoch, best, best_epoch, history, wall_before = 0, -np.inf, -1, [], 0.0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["digest"] != config.digest():
-            raise InputError(
-                ckpt_path,
-                f"a checkpoint of this config (digest {config.digest()[:12]})",
-                f"one of another config (digest {state['digest'][:12]})",
-                fix="use a new --out folder or delete the old run",
-            )
-        for k, module in nets["modules"].items():
-            module.load_state_dict(state["modules"][k])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        crop_gen.set_state(state["crop_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-        history, wall_before = state["history"], state["wall_seconds"]
-        log(f"resumed from {ckpt_path} at epoch {start_epoch}")
-        tracker.set_tags({"resumed_at_epoch": start_epoch})
-        for past in history:  # so that this run's curves start at epoch 0 (losses were not checkpointed)
-            _log_epoch(tracker, int(past["epoch"]), past, None)
 
-    models = nets["modules"]
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+def _resume(
+    config: EnhancerTrainConfig,
+    state: _State,
+    ckpt_path: Path,
+    device: torch.device,
+    tracker: Tracker,
+    log: Callable[[str], None],
+) -> None:
+    """Continue from the checkpoint, if there is one: networks, optimisers, random streams and history."""
+    saved = scaffold.load_checkpoint(ckpt_path, device, config.digest())
+    if saved is None:
+        return
+    scaffold.restore_states(saved["modules"], state.nets["modules"])
+    scaffold.restore_states(saved, state.optimisers)
+    state.crop_gen.set_state(saved["crop_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.start_epoch, state.best, state.best_epoch = saved["epoch"] + 1, saved["best"], saved["best_epoch"]
+    state.history, state.wall_before = saved["history"], saved["wall_seconds"]
+    log(f"resumed from {ckpt_path} at epoch {state.start_epoch}")
+    tracker.set_tags({"resumed_at_epoch": state.start_epoch})
+    for past in state.history:  # so that this run's curves start at epoch 0 (losses were not checkpointed)
+        _log_epoch(tracker, int(past["epoch"]), past, None)
 
-        models = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for k, m in models.items()}
 
+def _fit_epochs(
+    config: EnhancerTrainConfig,
+    state: _State,
+    data: dict[str, Any],
+    device: torch.device,
+    tracker: Tracker,
+    *,
+    world: int,
+    rank: int,
+    log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None,
+) -> scaffold.WallClock:
+    """The epochs left (until early stopping); rank 0 validates and checkpoints each. Returns the run's clock."""
+    use_amp = config.amp and device.type == "cuda"
+    models = {k: scaffold.wrap_ddp(m, device, world) for k, m in state.nets["modules"].items()}
     step_fn = _pix2pix_step if config.model == "pix2pix" else _cyclegan_step
     total = config.epochs * config.steps_per_epoch
-    t0 = time.perf_counter()
-    stale = len(history) - 1 - best_epoch if best_epoch >= 0 else 0
-    for epoch in range(start_epoch, config.epochs):
+    clock = scaffold.WallClock(state.wall_before)
+    stale = len(state.history) - 1 - state.best_epoch if state.best_epoch >= 0 else 0
+    for epoch in scaffold.epoch_range(state.start_epoch, config.epochs, world):
         if stale >= config.patience:
-            log(f"early stop: no validation gain in {config.patience} epochs (best epoch {best_epoch})")
+            log(f"early stop: no validation gain in {config.patience} epochs (best epoch {state.best_epoch})")
             break
         loss_sum = torch.zeros(2, device=device)  # summed on the device: no sync per step
-        for step in range(config.steps_per_epoch):
-            batch = data["sample"](crop_gen)
+        for _ in scaffold.step_range(epoch, config.steps_per_epoch, total, progress, rank):
+            batch = data["sample"](state.crop_gen)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss_sum += step_fn(models, batch, opt_g, opt_d, config)
-            if progress is not None and rank == 0:
-                progress(epoch * config.steps_per_epoch + step + 1, total)
+                loss_sum += step_fn(models, batch, state.opt_g, state.opt_d, config)
         if rank == 0:
-            metrics = _validate(nets["modules"]["g"], data["val"], device)
-            metrics["epoch"] = float(epoch)
-            history.append(metrics)
-            score = _score(metrics)
-            improved = score > best
-            if improved:
-                best, best_epoch, stale = score, epoch, 0
-                save_generator(nets["modules"]["g"], out / "best_generator.safetensors")
-            else:
-                stale += 1
-            extra = "".join(
-                f"  {k} {metrics[k]:.3f}" for k in ("fidelity_r", "psnr_target", "ssim_target") if k in metrics
-            )
-            log(
-                f"epoch {epoch:3d}  val PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}  "
-                f"lesion gCNR {metrics['gcnr']:.3f}{extra}{'  *best' if improved else ''}"
-            )
+            stale = 0 if _end_epoch(config, state, data["val"], device, epoch, log) else stale + 1
             loss_g, loss_d = (loss_sum / config.steps_per_epoch).tolist()
-            _log_epoch(tracker, epoch, metrics, {"train_loss_g": loss_g, "train_loss_d": loss_d})
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "digest": config.digest(),
-                    "modules": {k: m.state_dict() for k, m in nets["modules"].items()},
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "crop_rng": crop_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                    "wall_seconds": wall_before + time.perf_counter() - t0,
-                },
-            )
-        if world > 1:
-            torch.distributed.barrier()
+            _log_epoch(tracker, epoch, state.history[-1], {"train_loss_g": loss_g, "train_loss_d": loss_d})
+            _save_checkpoint(config, state, epoch, clock)
+    return clock
 
-    wall = wall_before + time.perf_counter() - t0
-    steps = len(history) * config.steps_per_epoch
-    best_metrics = {k: v for k, v in history[best_epoch].items() if k != "epoch"} if history else {}
-    export = Path(config.export) if config.export else out / f"enhancer_{config.model}.safetensors"
-    if rank == 0:
-        from usher2.enhance.gan import load_generator
 
-        generator, _ = load_generator(out / "best_generator.safetensors")
-        meta = {
-            "model": config.model,
-            "train_config": json.dumps(config.to_dict(), sort_keys=True),
-            "train_config_sha256": config.digest(),
-            "best_epoch": str(best_epoch),
-            "val_metrics": json.dumps(best_metrics),
-            "steps": str(steps),
-            "wall_seconds": f"{wall:.1f}",
-            "torch": torch.__version__,
-            "command": command or "",
-        }
-        save_generator(generator, export, metadata=meta)
-        atomic_write_text(
-            out / "history.json",
-            json.dumps({"history": history, "best_epoch": best_epoch, "wall_seconds": wall}, indent=2),
-        )
-        card = write_model_card(export)
-        log(f"best epoch {best_epoch}: {best_metrics}; exported {export}")
-        tracker.log_metrics(
-            {
-                **{f"best_val_{k}": v for k, v in best_metrics.items()},
-                "best_epoch": best_epoch,
-                "steps": steps,
-                "wall_seconds": wall,
-            }
-        )
-        tracker.set_tags({"weights": str(export)})
-        tracker.log_dict(config.to_dict(), "config.json")
-        tracker.log_artifact(card)
-        tracker.log_artifact(out / "history.json")
-    return TrainResult(best_epoch, best_metrics, history, export, wall, steps)
+def _end_epoch(
+    config: EnhancerTrainConfig,
+    state: _State,
+    val: dict[str, torch.Tensor],
+    device: torch.device,
+    epoch: int,
+    log: Callable[[str], None],
+) -> bool:
+    """Validate the generator, keep it when it is the best so far and log the epoch; returns whether it improved."""
+    from usher2.enhance.gan import save_generator
+
+    generator = state.nets["modules"]["g"]
+    metrics = _validate(generator, val, device)
+    metrics["epoch"] = float(epoch)
+    state.history.append(metrics)
+    score = _score(metrics)
+    improved = score > state.best
+    if improved:
+        state.best, state.best_epoch = score, epoch
+        save_generator(generator, Path(config.out) / "best_generator.safetensors")
+    extra = "".join(f"  {k} {metrics[k]:.3f}" for k in ("fidelity_r", "psnr_target", "ssim_target") if k in metrics)
+    log(
+        f"epoch {epoch:3d}  val PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.3f}  "
+        f"lesion gCNR {metrics['gcnr']:.3f}{extra}{'  *best' if improved else ''}"
+    )
+    return improved
+
+
+def _save_checkpoint(config: EnhancerTrainConfig, state: _State, epoch: int, clock: scaffold.WallClock) -> None:
+    scaffold.save_checkpoint(
+        Path(config.out) / "checkpoint.pt",
+        {
+            "digest": config.digest(),
+            "modules": scaffold.state_dicts(state.nets["modules"]),
+            **scaffold.state_dicts(state.optimisers),
+            "crop_rng": state.crop_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+            "history": state.history,
+            "wall_seconds": clock(),
+        },
+    )
+
+
+def _export(
+    config: EnhancerTrainConfig,
+    result: TrainResult,
+    out: Path,
+    tracker: Tracker,
+    *,
+    log: Callable[[str], None],
+    command: str | None,
+) -> None:
+    """Export the best generator with its provenance, write the history and the model card, track the outcome."""
+    from usher2.enhance.gan import load_generator, save_generator
+
+    generator, _ = load_generator(out / "best_generator.safetensors")
+    meta = {
+        "model": config.model,
+        **scaffold.config_metadata(config),
+        "best_epoch": str(result.best_epoch),
+        "val_metrics": json.dumps(result.best_metrics),
+        "steps": str(result.steps),
+        "wall_seconds": f"{result.wall_seconds:.1f}",
+        **scaffold.provenance(command),
+    }
+    save_generator(generator, result.weights, metadata=meta)
+    history = {"history": result.history, "best_epoch": result.best_epoch, "wall_seconds": result.wall_seconds}
+    atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+    card = write_model_card(result.weights)
+    log(f"best epoch {result.best_epoch}: {result.best_metrics}; exported {result.weights}")
+    metrics = {
+        **{f"best_val_{k}": v for k, v in result.best_metrics.items()},
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "wall_seconds": result.wall_seconds,
+    }
+    scaffold.log_outcome(tracker, config, metrics, weights=result.weights, artifacts=(card, out / "history.json"))
 
 
 def _load_data(config: EnhancerTrainConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -844,47 +883,13 @@ def write_model_card(weights: str | Path, *, extra: str = "") -> Path:
     The card gives the training data, the command that reproduces the file, steps, wall time and
     the validation metrics; ``extra`` is appended (e.g. benchmark tables measured afterwards).
     """
-    from safetensors import safe_open
-
     weights = Path(weights)
-    with safe_open(str(weights), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    meta = scaffold.read_weights_metadata(weights)
     cfg = json.loads(meta["train_config"])
     val = json.loads(meta.get("val_metrics", "{}"))
     data = cfg["data"]
-    settings, target = int(data.get("settings", 0)), data.get("target", "clean")
-    target_text = {
-        "clean": "clean rendering",
-        "echogenicity": "true echogenicity map (reflectivity in dB, shown like the clean frame: 60 dB, "
-        "white 10 dB above gland)",
-        "blend": f"blend {1 - float(data.get('blend', 0.5)):.2f} x clean rendering + "
-        f"{float(data.get('blend', 0.5)):.2f} x true echogenicity map (60 dB display)",
-    }[target]
-    if settings:
-        source = (
-            f"{data['n_train']} simulated patients (cohort seed {data['train_seed']}, {data['image_size']} x "
-            f"{data['image_size']} px), inputs rendered with {settings} degraded settings drawn from "
-            f"usher2.simulate.randomise.TRAINING_RANGES (`randomised_configs({settings}, {data['train_seed']})`: "
-            "centre frequency, bandwidth, beam width, focus, depth of field, compounding, noise, clutter, "
-            f"dynamic range, gain and TGC errors; patient i uses setting i mod {settings}) -> {target_text}"
-        )
-    elif cfg["model"] == "pix2pix" or data["source"] == "simulated":
-        source = (
-            f"{data['n_train']} simulated patients (usher2.simulate, cohort seed {data['train_seed']}, "
-            f"{data['image_size']} x {data['image_size']} px): degraded rendering -> {target_text}"
-        )
-    else:
-        source = (
-            f"BUS-BRA official folds 2-5 ({data['root']}); domain A = other devices, "
-            f"domain B = {', '.join(data['target_devices'])}"
-        )
-    if float(cfg.get("lambda_selfsup", 0.0)) > 0:
-        source += (
-            f"; plus a Neighbor2Neighbor self-supervised term (weight {cfg['lambda_selfsup']}) on BUS-BRA "
-            f"official folds {', '.join(map(str, data.get('real_folds', ())))} ({data.get('real_root')})"
-        )
-    if cfg.get("init"):
-        source += f"; generator warm-started from `{cfg['init']}`"
+    settings = int(data.get("settings", 0))
+    source = _card_source(cfg)
     val_sets = (
         f"`randomised_configs({min(settings, 8)}, {data['val_seed']})` cycled"
         if settings
@@ -927,3 +932,42 @@ def write_model_card(weights: str | Path, *, extra: str = "") -> Path:
     card = weights.with_suffix(".md")
     atomic_write_text(card, "\n".join(lines) + "\n")
     return card
+
+
+def _card_source(cfg: dict[str, Any]) -> str:
+    """The model card's training-data sentence: frames, settings and target, plus warm start and extra terms."""
+    data = cfg["data"]
+    settings, target = int(data.get("settings", 0)), data.get("target", "clean")
+    target_text = {
+        "clean": "clean rendering",
+        "echogenicity": "true echogenicity map (reflectivity in dB, shown like the clean frame: 60 dB, "
+        "white 10 dB above gland)",
+        "blend": f"blend {1 - float(data.get('blend', 0.5)):.2f} x clean rendering + "
+        f"{float(data.get('blend', 0.5)):.2f} x true echogenicity map (60 dB display)",
+    }[target]
+    if settings:
+        source = (
+            f"{data['n_train']} simulated patients (cohort seed {data['train_seed']}, {data['image_size']} x "
+            f"{data['image_size']} px), inputs rendered with {settings} degraded settings drawn from "
+            f"usher2.simulate.randomise.TRAINING_RANGES (`randomised_configs({settings}, {data['train_seed']})`: "
+            "centre frequency, bandwidth, beam width, focus, depth of field, compounding, noise, clutter, "
+            f"dynamic range, gain and TGC errors; patient i uses setting i mod {settings}) -> {target_text}"
+        )
+    elif cfg["model"] == "pix2pix" or data["source"] == "simulated":
+        source = (
+            f"{data['n_train']} simulated patients (usher2.simulate, cohort seed {data['train_seed']}, "
+            f"{data['image_size']} x {data['image_size']} px): degraded rendering -> {target_text}"
+        )
+    else:
+        source = (
+            f"BUS-BRA official folds 2-5 ({data['root']}); domain A = other devices, "
+            f"domain B = {', '.join(data['target_devices'])}"
+        )
+    if float(cfg.get("lambda_selfsup", 0.0)) > 0:
+        source += (
+            f"; plus a Neighbor2Neighbor self-supervised term (weight {cfg['lambda_selfsup']}) on BUS-BRA "
+            f"official folds {', '.join(map(str, data.get('real_folds', ())))} ({data.get('real_root')})"
+        )
+    if cfg.get("init"):
+        source += f"; generator warm-started from `{cfg['init']}`"
+    return source

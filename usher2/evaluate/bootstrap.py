@@ -181,6 +181,113 @@ def _predict(model: Any, X: Any) -> np.ndarray:
     return proba[:, col].astype(np.float64)
 
 
+def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` as a tuple (one name may be given as a string); an :class:`InputError` for an
+    empty selection or an unknown name."""
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise InputError("metrics", f"a non-empty selection of {list(METRICS)}", repr(unknown or list(metrics)))
+    return metrics
+
+
+def _check_table(X: Any, n: int) -> Any:
+    """``X`` as a 2-D table of ``n`` rows: a DataFrame as it is, anything else as an array (a 1-D one
+    as a column)."""
+    if not hasattr(X, "iloc"):
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[:, None]
+    if X.ndim != 2 or X.shape[0] != n:
+        raise InputError("X", f"a 2-D table with one row per case ({n})", f"shape {X.shape}")
+    return X
+
+
+def _group_members(groups: object, n: int) -> list[np.ndarray]:
+    """The row numbers of each group (groups in sorted order, rows in their order)."""
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise InputError("groups", f"one label per case ({n})", f"shape {g.shape}")
+    _, inv = np.unique(g, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    counts = np.bincount(inv)
+    return np.split(order, np.cumsum(counts)[:-1])
+
+
+def _apparent(estimator: Any, X: Any, y: np.ndarray, metrics: tuple[str, ...]) -> np.ndarray:
+    """The metrics of the estimator fitted on all rows and scored on them.
+
+    Raises:
+        InputError: A metric that cannot be computed (e.g. the slope of a perfectly separating model).
+    """
+    from sklearn.base import clone
+
+    full = clone(estimator).fit(X, y)
+    apparent = _scores(y, _predict(full, X), metrics)
+    if not np.isfinite(apparent).all():
+        bad = [m for m, v in zip(metrics, apparent, strict=True) if not np.isfinite(v)]
+        raise InputError(
+            "estimator",
+            "predictions whose metrics can be computed on the full data",
+            f"no value for {bad}",
+            "a model that separates the outcomes perfectly has an infinite calibration slope",
+        )
+    return apparent
+
+
+def _optimism_draws(
+    estimator: Any,
+    X: Any,
+    y: np.ndarray,
+    metrics: tuple[str, ...],
+    *,
+    n_boot: int,
+    seed: int,
+    members: list[np.ndarray] | None,
+) -> tuple[np.ndarray, int]:
+    """Draw resamples (rows, or whole groups of ``members``) until ``n_boot`` are usable.
+
+    Returns:
+        ``(diffs, skipped)``: per resample used, training minus test performance of a fit on it;
+        and the resamples skipped (one class only, or a metric not computable).
+
+    Raises:
+        InputError: Too many unusable resamples (more than ``100 * n_boot + 100`` draws in all).
+    """
+    from sklearn.base import clone
+
+    n = y.size
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((n_boot, len(metrics)))
+    used = skipped = 0
+    max_draws = 100 * n_boot + 100
+    while used < n_boot:
+        if used + skipped >= max_draws:
+            raise InputError(
+                "y", "resamples that hold both classes", f"{skipped} of {used + skipped} resamples unusable"
+            )
+        if members is None:
+            idx = rng.integers(0, n, n)
+        else:
+            idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        yb = y[idx]
+        k = int(yb.sum())
+        if k == 0 or k == yb.size:
+            skipped += 1
+            continue
+        Xb = _take(X, idx)
+        model = clone(estimator).fit(Xb, yb)
+        d = _scores(yb, _predict(model, Xb), metrics) - _scores(y, _predict(model, X), metrics)
+        if not np.isfinite(d).all():
+            skipped += 1
+            continue
+        diffs[used] = d
+        used += 1
+    return diffs, skipped
+
+
 def bootstrap_validation(
     estimator: Any,
     X: Any,
@@ -220,73 +327,18 @@ def bootstrap_validation(
         >>> r.n_boot, r.corrected["auc"] < r.apparent["auc"]
         (50, True)
     """
-    from sklearn.base import clone
-
     yy, _ = check_binary(y)
     n = yy.size
     if not isinstance(n_boot, int | np.integer) or isinstance(n_boot, bool) or n_boot < 1:
         raise InputError("n_boot", "a whole number of resamples, at least 1", repr(n_boot))
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    metrics = tuple(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise InputError("metrics", f"a non-empty selection of {list(METRICS)}", repr(unknown or list(metrics)))
-    if not hasattr(X, "iloc"):
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[:, None]
-    if X.ndim != 2 or X.shape[0] != n:
-        raise InputError("X", f"a 2-D table with one row per case ({n})", f"shape {X.shape}")
-    if groups is not None:
-        g = np.asarray(groups)
-        if g.shape != (n,):
-            raise InputError("groups", f"one label per case ({n})", f"shape {g.shape}")
-        _, inv = np.unique(g, return_inverse=True)
-        order = np.argsort(inv, kind="stable")
-        counts = np.bincount(inv)
-        members = np.split(order, np.cumsum(counts)[:-1])
+    metrics = _check_metrics(metrics)
+    X = _check_table(X, n)
+    members = None if groups is None else _group_members(groups, n)
     if not hasattr(estimator, "fit"):
         raise InputError("estimator", "a scikit-learn classifier with fit and predict_proba", type(estimator).__name__)
 
-    full = clone(estimator).fit(X, yy)
-    apparent = _scores(yy, _predict(full, X), metrics)
-    if not np.isfinite(apparent).all():
-        bad = [m for m, v in zip(metrics, apparent, strict=True) if not np.isfinite(v)]
-        raise InputError(
-            "estimator",
-            "predictions whose metrics can be computed on the full data",
-            f"no value for {bad}",
-            "a model that separates the outcomes perfectly has an infinite calibration slope",
-        )
-
-    rng = np.random.default_rng(seed)
-    diffs = np.empty((n_boot, len(metrics)))
-    used = skipped = 0
-    max_draws = 100 * n_boot + 100
-    while used < n_boot:
-        if used + skipped >= max_draws:
-            raise InputError(
-                "y", "resamples that hold both classes", f"{skipped} of {used + skipped} resamples unusable"
-            )
-        if groups is None:
-            idx = rng.integers(0, n, n)
-        else:
-            idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
-        yb = yy[idx]
-        k = int(yb.sum())
-        if k == 0 or k == yb.size:
-            skipped += 1
-            continue
-        Xb = _take(X, idx)
-        model = clone(estimator).fit(Xb, yb)
-        d = _scores(yb, _predict(model, Xb), metrics) - _scores(yy, _predict(model, X), metrics)
-        if not np.isfinite(d).all():
-            skipped += 1
-            continue
-        diffs[used] = d
-        used += 1
-
+    apparent = _apparent(estimator, X, yy, metrics)
+    diffs, skipped = _optimism_draws(estimator, X, yy, metrics, n_boot=n_boot, seed=seed, members=members)
     optimism = diffs.mean(axis=0)
     corrected = apparent - optimism
     return BootstrapValidation(
@@ -294,7 +346,7 @@ def bootstrap_validation(
         apparent={m: float(v) for m, v in zip(metrics, apparent, strict=True)},
         optimism={m: float(v) for m, v in zip(metrics, optimism, strict=True)},
         corrected={m: float(v) for m, v in zip(metrics, corrected, strict=True)},
-        n_boot=used,
+        n_boot=len(diffs),
         n_skipped=skipped,
         seed=int(seed),
         grouped=groups is not None,

@@ -42,7 +42,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +123,19 @@ class Nomogram:
         the model's input columns in order.
         """
         preds = self.predictors
-        if isinstance(X, pd.DataFrame):
-            if not set(preds) <= set(map(str, X.columns)):
-                if self.to_predictors is None:
-                    missing = sorted(set(preds) - set(map(str, X.columns)))
-                    raise InputError("X", "a table holding the nomogram's predictors", f"missing {missing}")
-                X = self.to_predictors(X)
-            values = X.rename(columns=str)[preds].astype(np.float64)
-        else:
+        if not isinstance(X, pd.DataFrame):
             arr = np.asarray(X, dtype=np.float64)
             if arr.ndim != 2 or arr.shape[1] != len(self.input_names):
                 raise InputError(
                     "X", f"an array of shape (n, {len(self.input_names)}) (the model's input columns)", str(arr.shape)
                 )
-            values = pd.DataFrame(arr, columns=self.input_names)[preds]
+            X = pd.DataFrame(arr, columns=self.input_names)
+        if not set(preds) <= set(map(str, X.columns)):
+            if self.to_predictors is None:
+                missing = sorted(set(preds) - set(map(str, X.columns)))
+                raise InputError("X", "a table holding the nomogram's predictors", f"missing {missing}")
+            X = self.to_predictors(X)
+        values = X.rename(columns=str)[preds].astype(np.float64)
         fill = dict(zip(preds, self.coefficients["fill"], strict=True))
         return values.fillna({k: v for k, v in fill.items() if np.isfinite(v)})
 
@@ -245,57 +244,52 @@ class Nomogram:
         return fig
 
 
-def nomogram(
-    model: Any,
-    feature_names: Sequence[str] | None = None,
-    ranges: Mapping[str, tuple[float, float]] | None = None,
-    *,
-    X: pd.DataFrame | np.ndarray | None = None,
-    outcome: str = "Probability",
-) -> Nomogram:
-    """The points-scale nomogram of a fitted logistic model (see the module docstring).
+def _combined(form: Any, combine: Mapping[str, Sequence[str]]) -> Any:
+    """``form`` with each group of input columns replaced by one predictor: its summed contribution."""
+    from usher2.fusion.introspect import Affine, LinearForm
 
-    Args:
-        model: A fitted model of :data:`SUPPORTED_MODELS`.
-        feature_names: Names of the model's input columns, for a model fitted without them.
-        ranges: ``{predictor: (low, high)}`` of the drawn axes, in original units.
-        X: Data for the ranges of the predictors ``ranges`` does not give (their observed
-            min and max; a predictor with two values, such as a 0/1 variable, gets ticks at just
-            those); for a late-fusion model the raw feature table works (scores are computed).
-            Without either, a predictor that a StandardScaler in the model standardised spans
-            its training mean +/- 2 SD.
-        outcome: Label of the probability axis.
+    index = {n: i for i, n in enumerate(form.names)}
+    grouped: dict[str, list[int]] = {}
+    for axis, cols in combine.items():
+        unknown = sorted(set(map(str, cols)) - set(index))
+        if unknown:
+            raise InputError(f"combine[{axis!r}]", "input columns of the model", f"unknown {unknown}")
+        grouped[str(axis)] = [index[str(c)] for c in cols]
+    taken = {i for idx in grouped.values() for i in idx}
+    rest = [i for i in range(len(form.names)) if i not in taken]
+    names = [*grouped, *(form.names[i] for i in rest)]
+    coef = np.r_[np.ones(len(grouped)), form.coef[rest]]
+    cols = [Affine(k) for k in range(len(grouped))]
+    cols += [replace(form.cols[i], source=len(grouped) + k) for k, i in enumerate(rest)]
+    inner = form.to_predictors
 
-    Raises:
-        InputError: An unsupported model (the message names the supported ones), a model
-            with no non-zero coefficient, or a predictor without a range.
+    def to_predictors(X: pd.DataFrame) -> pd.DataFrame:
+        X = X.rename(columns=str)
+        base = inner(X) if inner is not None and not set(form.names) <= set(X.columns) else X
+        out = {}
+        for axis, idx in grouped.items():
+            parts = [
+                base[form.names[i]]
+                .astype(np.float64)
+                .fillna(form.cols[i].fill if form.cols[i].fill is not None else np.nan)
+                * form.coef[i]
+                for i in idx
+            ]
+            out[axis] = sum(parts) if parts else pd.Series(0.0, index=base.index)
+        for i in rest:
+            out[form.names[i]] = base[form.names[i]]
+        return pd.DataFrame(out, index=base.index)
 
-    Example:
-        >>> from sklearn.linear_model import LogisticRegression
-        >>> lr = LogisticRegression().fit([[0.0, 5], [1, 3], [2, 4], [3, 1]], [0, 0, 1, 1])
-        >>> nomo = nomogram(lr, ["a", "b"], X=np.array([[0.0, 1], [3, 5]]))
-        >>> nomo.coefficients[["predictor", "low", "high"]].to_numpy().tolist()
-        [['a', 0.0, 3.0], ['b', 1.0, 5.0]]
-        >>> float(nomo.coefficients["max_points"].max())
-        100.0
-    """
-    form = _linear_form(model, feature_names)
-    keep = [i for i, b in enumerate(form.coef) if b != 0.0]
-    if not keep:
-        raise InputError("model", "a logistic model with at least one non-zero coefficient", "all coefficients are 0")
-    preds = [form.names[i] for i in keep]
-    data = None
-    if X is not None:
-        probe = Nomogram(
-            pd.DataFrame({"predictor": preds, "fill": np.nan}), 0.0, 1.0, pd.DataFrame(),
-            input_names=form.names, to_predictors=form.to_predictors,
-        )  # fmt: skip
-        data = probe.predictor_values(X)
-    given = {str(k): v for k, v in (ranges or {}).items()}
-    unknown = sorted(set(given) - set(preds))
-    if unknown:
-        raise InputError("ranges", f"predictors of the model ({', '.join(preds)})", f"{unknown}")
-    rows, ticks_of = [], {}
+    return LinearForm(names, coef, form.intercept, cols, form.prob, to_predictors)
+
+
+def _axis_rows(
+    form: Any, keep: list[int], preds: list[str], given: Mapping[str, Any], data: pd.DataFrame | None
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray | None]]:
+    """Per predictor: its coefficient, drawn range, smallest contribution and span (rms), and the
+    tick levels of a two-valued predictor."""
+    rows: list[dict[str, Any]] = []
+    ticks_of: dict[str, np.ndarray | None] = {}
     for i, name in zip(keep, preds, strict=True):
         col = form.cols[i]
         levels = None
@@ -326,6 +320,67 @@ def nomogram(
             }
         )
         ticks_of[name] = levels
+    return rows, ticks_of
+
+
+def nomogram(
+    model: Any,
+    feature_names: Sequence[str] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    X: pd.DataFrame | np.ndarray | None = None,
+    outcome: str = "Probability",
+    combine: Mapping[str, Sequence[str]] | None = None,
+) -> Nomogram:
+    """The points-scale nomogram of a fitted logistic model (see the module docstring).
+
+    Args:
+        model: A fitted model of :data:`SUPPORTED_MODELS`.
+        feature_names: Names of the model's input columns, for a model fitted without them.
+        ranges: ``{predictor: (low, high)}`` of the drawn axes, in original units.
+        X: Data for the ranges of the predictors ``ranges`` does not give (their observed
+            min and max; a predictor with two values, such as a 0/1 variable, gets ticks at just
+            those); for a late-fusion model the raw feature table works (scores are computed).
+            Without either, a predictor that a StandardScaler in the model standardised spans
+            its training mean +/- 2 SD.
+        outcome: Label of the probability axis.
+        combine: ``{axis: [input columns]}``: draw those inputs as one axis, their summed
+            contribution ``sum_j b_j x_j`` (log-odds; a missing input at the model's fill), as
+            the studies draw a Radscore or Deep Score beside the clinical variables. Exact: the
+            linear predictor is unchanged. Its range comes from ``X`` (or ``ranges``).
+
+    Raises:
+        InputError: An unsupported model (the message names the supported ones), a model
+            with no non-zero coefficient, or a predictor without a range.
+
+    Example:
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> lr = LogisticRegression().fit([[0.0, 5], [1, 3], [2, 4], [3, 1]], [0, 0, 1, 1])
+        >>> nomo = nomogram(lr, ["a", "b"], X=np.array([[0.0, 1], [3, 5]]))
+        >>> nomo.coefficients[["predictor", "low", "high"]].to_numpy().tolist()
+        [['a', 0.0, 3.0], ['b', 1.0, 5.0]]
+        >>> float(nomo.coefficients["max_points"].max())
+        100.0
+    """
+    form = _linear_form(model, feature_names)
+    if combine:
+        form = _combined(form, combine)
+    keep = [i for i, b in enumerate(form.coef) if b != 0.0]
+    if not keep:
+        raise InputError("model", "a logistic model with at least one non-zero coefficient", "all coefficients are 0")
+    preds = [form.names[i] for i in keep]
+    data = None
+    if X is not None:
+        probe = Nomogram(
+            pd.DataFrame({"predictor": preds, "fill": np.nan}), 0.0, 1.0, pd.DataFrame(),
+            input_names=form.names, to_predictors=form.to_predictors,
+        )  # fmt: skip
+        data = probe.predictor_values(X)
+    given = {str(k): v for k, v in (ranges or {}).items()}
+    unknown = sorted(set(given) - set(preds))
+    if unknown:
+        raise InputError("ranges", f"predictors of the model ({', '.join(preds)})", f"{unknown}")
+    rows, ticks_of = _axis_rows(form, keep, preds, given, data)
     coefs = pd.DataFrame(rows)
     scale = float(coefs["span"].max())
     coefs["max_points"] = 100.0 * coefs["span"] / scale

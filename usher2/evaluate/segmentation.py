@@ -133,6 +133,12 @@ def _distance_metrics(p: np.ndarray, t: np.ndarray, spacing: Sequence[float] | N
     }
 
 
+def _distance_metric(pred: object, truth: object, spacing: Sequence[float] | None, name: str) -> float:
+    """One of :func:`_distance_metrics` (``hd95``, ``hausdorff`` or ``assd``) of a checked mask pair."""
+    p, t = _pair(pred, truth)
+    return _distance_metrics(p, t, spacing)[name]
+
+
 def dice(pred: object, truth: object) -> float:
     """Dice coefficient ``2|P ∩ T| / (|P| + |T|)``.
 
@@ -214,8 +220,7 @@ def hd95(pred: object, truth: object, spacing: Sequence[float] | None = None) ->
         >>> hd95(a, np.roll(a, 3, axis=1))
         3.0
     """
-    p, t = _pair(pred, truth)
-    return _distance_metrics(p, t, spacing)["hd95"]
+    return _distance_metric(pred, truth, spacing, "hd95")
 
 
 def hausdorff(pred: object, truth: object, spacing: Sequence[float] | None = None) -> float:
@@ -236,8 +241,7 @@ def hausdorff(pred: object, truth: object, spacing: Sequence[float] | None = Non
         >>> hausdorff(a, np.roll(a, 3, axis=1), spacing=(1.0, 0.5))
         1.5
     """
-    p, t = _pair(pred, truth)
-    return _distance_metrics(p, t, spacing)["hausdorff"]
+    return _distance_metric(pred, truth, spacing, "hausdorff")
 
 
 def assd(pred: object, truth: object, spacing: Sequence[float] | None = None) -> float:
@@ -258,8 +262,7 @@ def assd(pred: object, truth: object, spacing: Sequence[float] | None = None) ->
         >>> assd(a, a)
         0.0
     """
-    p, t = _pair(pred, truth)
-    return _distance_metrics(p, t, spacing)["assd"]
+    return _distance_metric(pred, truth, spacing, "assd")
 
 
 def segmentation_metrics(pred: object, truth: object, spacing: Sequence[float] | None = None) -> dict[str, float]:

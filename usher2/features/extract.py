@@ -67,9 +67,11 @@ again. Other settings use another parts folder, so results of two settings never
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,14 @@ from usher2.features.models import with_segmenter_weights
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError, NoLesion
 from usher2.io.hashing import file_sha256
-from usher2.io.parts import finished_parts, latest_failures, part_name, write_parquet, write_part
+from usher2.io.parts import (
+    ChunkResults,
+    finished_parts,
+    latest_failures,
+    parts_folder,
+    run_parts,
+    write_parquet,
+)
 
 __all__ = [
     "CONTOUR_ERROR",
@@ -963,45 +972,44 @@ def extract_cohort(
     cases, manifest_sha = _cases(manifest)
     if not cases:
         raise InputError(str(manifest), "a manifest with at least one case", "no rows")
-    parts = out.with_name(out.stem + ".parts") / cfg.digest()[:16]
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(parts.parent / "settings.json", json.dumps(cfg.to_dict(), indent=2, default=str))
+    parts = parts_folder(out, cfg.digest(), cfg.to_dict())
+    computed = run_parts(
+        cases,
+        parts,
+        cfg.chunk_size,
+        functools.partial(extract_chunk, cfg),
+        executor=lambda chunks: _dask_results(cfg, chunks, workers, scheduler, say),
+        progress=progress,
+        log=say,
+    )
+    return _assemble(cfg, cases, manifest_sha, parts, out, computed=computed)
 
-    done = finished_parts(parts)
-    pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
-    n_reused = len(cases) - len(pending)
-    if n_reused:
-        say(f"{n_reused} of {len(cases)} cases reused from {parts}")
-    chunks = [pending[i : i + cfg.chunk_size] for i in range(0, len(pending), cfg.chunk_size)]
-    n_done = n_reused
-    if progress:
-        progress(n_done, len(cases))
 
-    def finish(chunk: list[dict[str, Any]], result: dict[str, Any]) -> None:
-        nonlocal n_done
-        write_part(parts, part_name(chunk), result, chunk)
-        n_done += len(chunk)
-        if progress:
-            progress(n_done, len(cases))
-
+@contextmanager
+def _dask_results(
+    cfg: ExtractConfig,
+    chunks: list[list[dict[str, Any]]],
+    workers: int | None,
+    scheduler: str | None,
+    say: Callable[[str], None],
+) -> Iterator[ChunkResults | None]:
+    """The chunks computed on Dask workers, as they finish; None (compute them in this process)
+    without ``workers`` or ``scheduler``. The client (and a local cluster) are closed on leaving."""
     client, cluster = _client(workers, scheduler) if chunks else (None, None)
     try:
         if client is None:
-            for chunk in chunks:
-                finish(chunk, extract_chunk(cfg, chunk))
+            yield None
         else:
             from distributed import as_completed
 
             say(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
             futures = {client.submit(extract_chunk, cfg, chunk, pure=False): chunk for chunk in chunks}
-            for fut in as_completed(futures):
-                finish(futures[fut], fut.result())
+            yield ((futures[fut], fut.result()) for fut in as_completed(futures))
     finally:
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
-    return _assemble(cfg, cases, manifest_sha, parts, out, computed=len(pending))
 
 
 def _assemble(

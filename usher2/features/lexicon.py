@@ -136,6 +136,147 @@ def _band_mean(img: np.ndarray, sel: np.ndarray) -> float:
     return float(img[sel].mean()) if sel.sum() >= 8 else math.nan
 
 
+def _check_frame(pixels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frame as float32 0-255 and the mask as bool, or ``InputError``."""
+    img = np.asarray(pixels, dtype=np.float32)
+    m = np.asarray(mask) > 0
+    if img.ndim != 2 or img.shape != m.shape:
+        raise InputError("frame", "a 2D frame and a mask of the same shape", f"{img.shape} and {m.shape}")
+    if not m.any():
+        raise InputError("mask", "a non-empty lesion mask", "an empty mask")
+    if img.size and float(img.max()) <= 1.0:
+        img = img * 255.0
+    return img, m
+
+
+def _unit(area: float, spacing: Any) -> float:
+    """Pixels per distance unit: per mm, or per twentieth of the equivalent diameter without spacing."""
+    if spacing is None:
+        return math.sqrt(4 * area / math.pi) / 20.0
+    sp = np.atleast_1d(np.asarray(spacing, dtype=float))
+    unit = 1.0 / float(np.mean(sp))  # pixels per mm
+    return max(unit, 1e-6)
+
+
+def _shape_features(theta: float, a: float, b: float, box: tuple[int, int, int, int]) -> dict[str, float]:
+    """Orientation and axis ratios; ``box`` is ``(y0, y1, x0, x1)``, ends exclusive."""
+    y0, y1, x0, x1 = box
+    axis_ratio = b / a
+    return {
+        "orientation_sin": abs(math.sin(theta)),
+        "axis_ratio": axis_ratio,
+        "depth_width_ratio": (y1 - y0) / (x1 - x0),
+        "orientation_sin_elongated": abs(math.sin(theta)) * (1 - axis_ratio),
+    }
+
+
+def _margin_features(
+    m: np.ndarray, moments: tuple[float, float, float, float, float], ys: np.ndarray, xs: np.ndarray, area: float
+) -> dict[str, float]:
+    """Lobulation, undulation, spicules (what a 15-degree grey opening removes) and solidity."""
+    prof = _radius_profile(m, *moments)
+    k = 15
+    wrapped = np.concatenate([prof[-k:], prof, prof[:k]])
+    opened = ndimage.grey_opening(wrapped, size=k)[k:-k]
+    spikes = prof - opened
+    out: dict[str, float] = {}
+    out["margin_lobulation"] = _harmonics(opened, 3, 7)
+    out["margin_undulation_high"] = _harmonics(prof, 8, 30)
+    out["margin_spicule_mean"] = float(spikes.mean())
+    out["margin_spicule_max"] = float(spikes.max())
+    lab, n_spikes = ndimage.label(np.concatenate([spikes, spikes[:1]]) > 0.08)
+    if n_spikes and lab[0] and lab[-1] and lab[0] != lab[-1]:
+        n_spikes -= 1  # a spicule across 0 degrees counts once
+    out["margin_spicule_count"] = float(n_spikes)
+    hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32))
+    out["margin_solidity"] = area / max(float(cv2.contourArea(hull)) + 0.5 * len(hull), area)
+    return out
+
+
+def _band(around: np.ndarray, dist: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Pixels of ``around`` more than ``lo`` and at most ``hi`` units outside the margin."""
+    return around & (dist > lo) & (dist <= hi)
+
+
+def _echo_features(img: np.ndarray, m: np.ndarray, ref: float, unit: float) -> dict[str, float]:
+    """Median echo, its contrast to the 5-8 band (``ref``) and the heterogeneity at two scales."""
+    inner = cv2.erode(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) > 0
+    if inner.sum() < 8:
+        inner = m
+    vals = img[inner]
+    med = float(np.median(vals))
+    out = {"echo_median": med, "echo_vs_surround": med - ref}
+    clip = np.minimum(img, np.percentile(vals, 95)) * m  # bright points clipped, outside zeroed
+    for name, sigma in (("heterogeneity_std1", 0.6), ("heterogeneity_std2", 1.2)):
+        s_px = max(sigma * unit, 0.5)
+        # Normalised convolution: a blur of the lesion's own pixels only, taken where the lesion
+        # is at least one sigma deep (so the margin does not count as texture).
+        num = cv2.GaussianBlur(clip, (0, 0), s_px)
+        den = cv2.GaussianBlur(m.astype(np.float32), (0, 0), s_px)
+        deep = cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) > s_px
+        if deep.sum() < 8:
+            deep = inner
+        local = num[deep] / np.maximum(den[deep], 1e-6)
+        out[name] = float(local.std())
+    return out
+
+
+def _beside_columns(thick_cols: np.ndarray, x0: int, x1: int, w: int) -> np.ndarray:
+    """Columns beside the lesion that posterior features compare with (see the module docstring)."""
+    # Beside: columns within one lesion width to its left and right; when the lesion leaves fewer
+    # than a quarter of its width there (as wide as the frame), also its thin ends (thickness
+    # under a quarter of the greatest).
+    width = x1 - x0
+    near = np.zeros(w, bool)
+    near[max(0, int(x0 - width)) : min(w, int(x1 + width))] = True
+    lat = near & (thick_cols == 0)
+    if lat.sum() < 0.25 * width:
+        lat = near & (thick_cols < 0.25 * thick_cols.max())
+    return lat
+
+
+def _posterior_features(
+    img: np.ndarray, m: np.ndarray, dist: np.ndarray, x0: int, x1: int, unit: float
+) -> dict[str, float]:
+    """Below the thick part of the lesion minus beside it, at the same depth, per depth band."""
+    h, w = m.shape
+    thick_cols = m.sum(axis=0)
+    cols = np.flatnonzero(thick_cols >= 0.6 * thick_cols.max())
+    bottom = (h - 1 - np.argmax(m[::-1], axis=0)).astype(float)
+    lat = _beside_columns(thick_cols, x0, x1, w)
+    bands = {
+        "posterior_contrast_near": (3.5, 7.5),
+        "posterior_contrast_far": (7.5, 15.0),
+        "posterior_contrast": (1.0, 15.0),
+    }
+    out: dict[str, float] = {}
+    for name, (lo, hi) in bands.items():
+        post = np.zeros_like(m)
+        r_lo, r_hi = [], []
+        for c in cols:
+            a0, a1 = int(bottom[c] + lo * unit), int(bottom[c] + hi * unit)
+            if a0 < h:
+                post[a0 : min(a1, h), c] = True
+                r_lo.append(a0)
+                r_hi.append(min(a1, h))
+        if not r_lo or post.sum() < 8:
+            out[name] = math.nan
+            continue
+        beside = np.zeros_like(m)
+        beside[int(np.median(r_lo)) : int(np.median(r_hi)), :] = True
+        beside &= lat[None, :] & (dist > 1.0)
+        out[name] = _band_mean(img, post) - _band_mean(img, beside)
+    return out
+
+
+def _calcification_features(img: np.ndarray, m: np.ndarray, unit: float, spacing: Any) -> dict[str, float]:
+    """Sharp bright spots inside the lesion (blobs of the scale of the point-spread function)."""
+    sigma = max(0.8, 0.15 * unit) if spacing is not None else 1.0
+    blobs = -ndimage.gaussian_laplace(img, sigma) * sigma**2
+    n_calc = int(ndimage.label(m & (blobs > 45.0))[1])
+    return {"calcification_count": float(n_calc), "calcification_log_count": math.log1p(n_calc)}
+
+
 def lexicon_features(pixels: np.ndarray, mask: np.ndarray, spacing: Any = None) -> dict[str, float]:
     """The lexicon descriptors of one frame and lesion mask (see the module docstring).
 
@@ -158,124 +299,28 @@ def lexicon_features(pixels: np.ndarray, mask: np.ndarray, spacing: Any = None) 
         >>> round(f["radiomics_lexicon_orientation_sin"], 3), round(f["radiomics_lexicon_axis_ratio"], 2)
         (1.0, 0.5)
     """
-    img = np.asarray(pixels, dtype=np.float32)
-    m = np.asarray(mask) > 0
-    if img.ndim != 2 or img.shape != m.shape:
-        raise InputError("frame", "a 2D frame and a mask of the same shape", f"{img.shape} and {m.shape}")
-    if not m.any():
-        raise InputError("mask", "a non-empty lesion mask", "an empty mask")
-    if img.size and float(img.max()) <= 1.0:
-        img = img * 255.0
+    img, m = _check_frame(pixels, mask)
     h, w = m.shape
     area = float(m.sum())
-    if spacing is None:
-        unit = math.sqrt(4 * area / math.pi) / 20.0
-    else:
-        sp = np.atleast_1d(np.asarray(spacing, dtype=float))
-        unit = 1.0 / float(np.mean(sp))  # pixels per mm
-        unit = max(unit, 1e-6)
+    unit = _unit(area, spacing)
     out: dict[str, float] = {}
 
-    # --- shape and orientation
-    cy, cx, theta, a, b = _moments(m)
+    moments = _moments(m)
+    cy, _, theta, a, b = moments
     ys, xs = np.nonzero(m)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    axis_ratio = b / a
-    out["orientation_sin"] = abs(math.sin(theta))
-    out["axis_ratio"] = axis_ratio
-    out["depth_width_ratio"] = (y1 - y0) / (x1 - x0)
-    out["orientation_sin_elongated"] = abs(math.sin(theta)) * (1 - axis_ratio)
-
-    # --- margin
-    prof = _radius_profile(m, cy, cx, theta, a, b)
-    k = 15
-    wrapped = np.concatenate([prof[-k:], prof, prof[:k]])
-    opened = ndimage.grey_opening(wrapped, size=k)[k:-k]
-    spikes = prof - opened
-    out["margin_lobulation"] = _harmonics(opened, 3, 7)
-    out["margin_undulation_high"] = _harmonics(prof, 8, 30)
-    out["margin_spicule_mean"] = float(spikes.mean())
-    out["margin_spicule_max"] = float(spikes.max())
-    lab, n_spikes = ndimage.label(np.concatenate([spikes, spikes[:1]]) > 0.08)
-    if n_spikes and lab[0] and lab[-1] and lab[0] != lab[-1]:
-        n_spikes -= 1  # a spicule across 0 degrees counts once
-    out["margin_spicule_count"] = float(n_spikes)
-    hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32))
-    out["margin_solidity"] = area / max(float(cv2.contourArea(hull)) + 0.5 * len(hull), area)
+    out.update(_shape_features(theta, a, b, (y0, y1, x0, x1)))
+    out.update(_margin_features(m, moments, ys, xs, area))
 
     # --- distance bands around the lesion (above and beside it only: below it are posterior features)
     dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) / unit
     rows = np.arange(h)[:, None]
     below = (rows > cy) & (np.arange(w)[None, :] >= x0) & (np.arange(w)[None, :] < x1)
     around = ~m & ~below
-
-    def band(lo: float, hi: float) -> np.ndarray:
-        return around & (dist > lo) & (dist <= hi)
-
-    ref = _band_mean(img, band(5.0, 8.0))
-    inner = cv2.erode(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) > 0
-    if inner.sum() < 8:
-        inner = m
-    vals = img[inner]
-    med = float(np.median(vals))
-    out["echo_median"] = med
-    out["echo_vs_surround"] = med - ref
-    clip = np.minimum(img, np.percentile(vals, 95)) * m  # bright points clipped, outside zeroed
-    for name, sigma in (("heterogeneity_std1", 0.6), ("heterogeneity_std2", 1.2)):
-        s_px = max(sigma * unit, 0.5)
-        # Normalised convolution: a blur of the lesion's own pixels only, taken where the lesion
-        # is at least one sigma deep (so the margin does not count as texture).
-        num = cv2.GaussianBlur(clip, (0, 0), s_px)
-        den = cv2.GaussianBlur(m.astype(np.float32), (0, 0), s_px)
-        deep = cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) > s_px
-        if deep.sum() < 8:
-            deep = inner
-        local = num[deep] / np.maximum(den[deep], 1e-6)
-        out[name] = float(local.std())
-
-    # --- posterior features: below the thick part of the lesion vs beside it, at the same depth
-    thick_cols = m.sum(axis=0)
-    cols = np.flatnonzero(thick_cols >= 0.6 * thick_cols.max())
-    bottom = (h - 1 - np.argmax(m[::-1], axis=0)).astype(float)
-    # Beside: columns within one lesion width to its left and right; when the lesion leaves fewer
-    # than a quarter of its width there (as wide as the frame), also its thin ends (thickness
-    # under a quarter of the greatest).
-    width = x1 - x0
-    near = np.zeros(w, bool)
-    near[max(0, int(x0 - width)) : min(w, int(x1 + width))] = True
-    lat = near & (thick_cols == 0)
-    if lat.sum() < 0.25 * width:
-        lat = near & (thick_cols < 0.25 * thick_cols.max())
-    bands = {
-        "posterior_contrast_near": (3.5, 7.5),
-        "posterior_contrast_far": (7.5, 15.0),
-        "posterior_contrast": (1.0, 15.0),
-    }
-    for name, (lo, hi) in bands.items():
-        post = np.zeros_like(m)
-        r_lo, r_hi = [], []
-        for c in cols:
-            a0, a1 = int(bottom[c] + lo * unit), int(bottom[c] + hi * unit)
-            if a0 < h:
-                post[a0 : min(a1, h), c] = True
-                r_lo.append(a0)
-                r_hi.append(min(a1, h))
-        if not r_lo or post.sum() < 8:
-            out[name] = math.nan
-            continue
-        beside = np.zeros_like(m)
-        beside[int(np.median(r_lo)) : int(np.median(r_hi)), :] = True
-        beside &= lat[None, :] & (dist > 1.0)
-        out[name] = _band_mean(img, post) - _band_mean(img, beside)
-
-    # --- halo
+    ref = _band_mean(img, _band(around, dist, 5.0, 8.0))
+    out.update(_echo_features(img, m, ref, unit))
+    out.update(_posterior_features(img, m, dist, x0, x1, unit))
     for i, (lo, hi) in enumerate(((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 3.5))):
-        out[f"halo_{i}"] = _band_mean(img, band(lo, hi)) - ref
-
-    # --- calcifications: sharp bright spots inside the lesion (blobs of the scale of the point-spread function)
-    sigma = max(0.8, 0.15 * unit) if spacing is not None else 1.0
-    blobs = -ndimage.gaussian_laplace(img, sigma) * sigma**2
-    n_calc = int(ndimage.label(m & (blobs > 45.0))[1])
-    out["calcification_count"] = float(n_calc)
-    out["calcification_log_count"] = math.log1p(n_calc)
+        out[f"halo_{i}"] = _band_mean(img, _band(around, dist, lo, hi)) - ref
+    out.update(_calcification_features(img, m, unit, spacing))
     return {PREFIX + n: float(out[n]) for n in _NAMES}

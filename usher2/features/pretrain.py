@@ -19,7 +19,6 @@ Run ``usher2 train backbone --config train/configs/deep_usresnet10t_cpu.yaml``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -27,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+import usher2.training as scaffold
 from usher2.features.deep import roi_crop
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
-from usher2.tracking import Tracker, track_run
-from usher2.training import load_config_file, save_checkpoint
+from usher2.tracking import Tracker
 
 __all__ = ["BackboneTrainConfig", "load_backbone_config", "train_backbone", "write_backbone_card"]
 
@@ -77,12 +75,12 @@ class BackboneTrainConfig:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return scaffold.config_sha256(self.to_dict())
 
 
 def load_backbone_config(path: str | Path, **overrides: Any) -> BackboneTrainConfig:
     """Read a :class:`BackboneTrainConfig` from YAML/JSON (unknown keys are named errors)."""
-    cfg = load_config_file(path, BackboneTrainConfig, what="backbone training", **overrides)
+    cfg = scaffold.load_config_file(path, BackboneTrainConfig, what="backbone training", **overrides)
     return dataclasses.replace(cfg, train_folds=tuple(cfg.train_folds), val_folds=tuple(cfg.val_folds))
 
 
@@ -96,20 +94,13 @@ class _Set:
     patients: np.ndarray
 
 
-def _grey(path: Any) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InputError(path, "a readable image", "a file OpenCV cannot decode")
-    return img
-
-
 def _bus_bra(root: str, folds: tuple[int, ...], out: Path) -> _Set:
     from usher2.io.importers import import_bus_bra
 
     df = import_bus_bra(root, out / "bus_bra.csv")
     df = df[df["fold"].isin(folds)].reset_index(drop=True)
-    pixels = [_grey(p).astype(np.float32) / 255.0 for p in df["image_path"]]
-    masks = [_grey(p) > 127 for p in df["mask_path"]]
+    pixels = [scaffold.read_grey(p).astype(np.float32) / 255.0 for p in df["image_path"]]
+    masks = [scaffold.read_grey(p) > 127 for p in df["mask_path"]]
     n = len(df)
     return _Set(pixels, masks, df["label"].to_numpy(np.int64), np.zeros(n, np.int64), df["patient_id"].to_numpy(str))
 
@@ -119,8 +110,8 @@ def _simulated(n: int, seed: int, size: int, out: Path) -> _Set:
 
     folder = out / f"simulated_{seed}_{n}_{size}"
     df = simulate_cohort(n, seed, folder, config=SimulationConfig(image_size=(size, size)))
-    pixels = [_grey(folder / p).astype(np.float32) / 255.0 for p in df["image"]]
-    masks = [_grey(folder / p) > 127 for p in df["mask"]]
+    pixels = [scaffold.read_grey(folder / p).astype(np.float32) / 255.0 for p in df["image"]]
+    masks = [scaffold.read_grey(folder / p) > 127 for p in df["mask"]]
     return _Set(
         pixels, masks, df["label"].to_numpy(np.int64), np.ones(len(df), np.int64), df["patient_id"].to_numpy(str)
     )
@@ -227,13 +218,8 @@ def train_backbone(
     Returns:
         The metrics dict stored in the weights (held-out AUCs with CIs, epochs, wall time).
     """
-    with track_run(
-        track,
-        experiment="usher2-backbone",
-        run_name=Path(config.out).name,
-        params=config.to_dict(),
-        tags={"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()},
-    ) as tracker:
+    tags = {"usher2.command": command or "", "usher2.out": config.out, "config_sha256": config.digest()}
+    with scaffold.tracked_run(track, "usher2-backbone", config, tags) as tracker:
         return _train(config, tracker, log=log, progress=progress, command=command)
 
 
@@ -245,15 +231,42 @@ def _train(
     progress: Callable[[int, int], None] | None,
     command: str | None,
 ) -> dict[str, Any]:
-    import timm
-
-    from usher2.weights import save_state
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = scaffold.pick_device(config.device)
+    train = _training_set(config, data_dir, log)
+
+    torch.manual_seed(config.seed)
+    net = _Net(config.arch).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+    steps_per_epoch = len(train.labels) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
+    trainables = {"net": net, "opt": opt, "sched": sched}
+    ckpt = out / "checkpoint.pt"
+    start, wall = _resume(config, ckpt, trainables, device, tracker, log)
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        losses = _train_epoch(config, train, net, opt, sched, epoch, total, device, progress)
+        seconds = time.perf_counter() - t0
+        wall += seconds
+        scaffold.save_checkpoint(
+            ckpt,
+            {**scaffold.state_dicts(trainables), "epoch": epoch + 1, "wall": wall, "config_sha256": config.digest()},
+        )
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}, {wall / 60:.1f} min")
+        lr = sched.get_last_lr()[0]
+        tracker.log_metrics({"train_loss": float(np.mean(losses)), "lr": lr, "epoch_seconds": seconds}, step=epoch)
+
+    metrics = _evaluate(config, net, data_dir, device, total, wall, log)
+    _export(config, net, metrics, out, tracker, log=log, command=command)
+    return metrics
+
+
+def _training_set(config: BackboneTrainConfig, data_dir: Path, log: Callable[[str], None]) -> _Set:
+    """The BUS-BRA training folds and the simulated training patients, as configured."""
     bus = _bus_bra(config.bus_bra, config.train_folds, data_dir) if config.bus_bra and config.train_folds else None
     sim = (
         _simulated(config.simulated, config.simulated_seed, config.simulated_size, data_dir)
@@ -265,59 +278,65 @@ def _train(
         f"training crops: {len(train.labels)} "
         f"({int((train.task == 0).sum())} BUS-BRA, {int(train.task.sum())} simulated)"
     )
+    return train
 
-    torch.manual_seed(config.seed)
-    net = _Net(config.arch).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+
+def _resume(
+    config: BackboneTrainConfig,
+    ckpt: Path,
+    trainables: dict[str, Any],
+    device: torch.device,
+    tracker: Tracker,
+    log: Callable[[str], None],
+) -> tuple[int, float]:
+    """Restore the checkpoint when there is one: (epochs done, wall seconds so far)."""
+    state = scaffold.load_checkpoint(ckpt, device)
+    if state is None:
+        return 0, 0.0
+    if state["config_sha256"] != config.digest():
+        raise InputError(ckpt, "a checkpoint of the same config", "one from another config", fix="use a new --out")
+    scaffold.restore_states(state, trainables)
+    start, wall = int(state["epoch"]), float(state["wall"])
+    log(f"resumed after epoch {start}")
+    tracker.set_tags({"resumed_at_epoch": start})
+    return start, wall
+
+
+def _train_epoch(
+    config: BackboneTrainConfig,
+    train: _Set,
+    net: _Net,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    epoch: int,
+    total: int,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None,
+) -> list[float]:
+    """One pass over the training crops in the epoch's seeded order; returns the steps' losses."""
+    net.train()
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(len(train.labels))
+    losses = []
     steps_per_epoch = len(train.labels) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
-    ckpt = out / "checkpoint.pt"
-    start, wall = 0, 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        if state["config_sha256"] != config.digest():
-            raise InputError(ckpt, "a checkpoint of the same config", "one from another config", fix="use a new --out")
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start, wall = int(state["epoch"]), float(state["wall"])
-        log(f"resumed after epoch {start}")
-        tracker.set_tags({"resumed_at_epoch": start})
-    for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        net.train()
-        rng = np.random.default_rng([config.seed, epoch])
-        order = rng.permutation(len(train.labels))
-        losses = []
-        for s in range(steps_per_epoch):
-            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-            x = _batch(train, idx, config, rng).to(device)
-            loss = _loss(net(x), torch.from_numpy(train.labels[idx]).to(device), torch.from_numpy(train.task[idx]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress(epoch * steps_per_epoch + s + 1, total)
-        seconds = time.perf_counter() - t0
-        wall += seconds
-        save_checkpoint(
-            ckpt,
-            {
-                "net": net.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "epoch": epoch + 1,
-                "wall": wall,
-                "config_sha256": config.digest(),
-            },
-        )
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}, {wall / 60:.1f} min")
-        lr = sched.get_last_lr()[0]
-        tracker.log_metrics({"train_loss": float(np.mean(losses)), "lr": lr, "epoch_seconds": seconds}, step=epoch)
+    for s in scaffold.step_range(epoch, steps_per_epoch, total, progress or None):
+        idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+        x = _batch(train, idx, config, rng).to(device)
+        loss = _loss(net(x), torch.from_numpy(train.labels[idx]).to(device), torch.from_numpy(train.task[idx]))
+        losses.append(scaffold.optimiser_step(loss, opt, sched))
+    return losses
 
+
+def _evaluate(
+    config: BackboneTrainConfig,
+    net: _Net,
+    data_dir: Path,
+    device: torch.device,
+    total: int,
+    wall: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The run's steps and wall time, and the held-out AUCs (BUS-BRA pathology, simulated HER2) with CIs."""
     metrics: dict[str, Any] = {"epochs": config.epochs, "steps": total, "wall_seconds": round(wall, 1)}
     if config.bus_bra and config.val_folds:
         val = _bus_bra(config.bus_bra, config.val_folds, data_dir)
@@ -326,16 +345,32 @@ def _train(
         val = _simulated(config.val_simulated, config.val_simulated_seed, config.simulated_size, data_dir)
         metrics["simulated_her2"] = _auc_ci(val.labels, _scores(net, val, config, device), val.patients)
     log(f"held-out metrics: {json.dumps(metrics)}")
+    return metrics
+
+
+def _export(
+    config: BackboneTrainConfig,
+    net: _Net,
+    metrics: dict[str, Any],
+    out: Path,
+    tracker: Tracker,
+    *,
+    log: Callable[[str], None],
+    command: str | None,
+) -> None:
+    """Export the trunk with its provenance, write the card and ``metrics.json``, track the outcome."""
+    import timm
+
+    from usher2.weights import save_state
+
     data_config = {"input_size": [3, config.input_size, config.input_size], "mean": list(MEAN), "std": list(STD)}
     meta = {
         "arch": config.arch,
         "data_config": json.dumps(data_config),
-        "train_config": json.dumps(config.to_dict(), sort_keys=True),
-        "train_config_sha256": config.digest(),
+        **scaffold.config_metadata(config),
         "metrics": json.dumps(metrics),
         "timm": timm.__version__,
-        "torch": torch.__version__,
-        "command": command or "",
+        **scaffold.provenance(command),
     }
     export = Path(config.export)
     save_state(net.trunk, export, meta)
@@ -348,21 +383,13 @@ def _train(
             summary.update({f"{key}.{stat}": x for stat, x in value.items()})
         else:
             summary[key] = value
-    tracker.log_metrics(summary)
-    tracker.set_tags({"weights": str(export)})
-    tracker.log_dict(config.to_dict(), "config.json")
-    tracker.log_artifact(card)
-    tracker.log_artifact(out / "metrics.json")
-    return metrics
+    scaffold.log_outcome(tracker, config, summary, weights=export, artifacts=(card, out / "metrics.json"))
 
 
 def write_backbone_card(weights: str | Path) -> Path:
     """Write ``<weights>.md`` from the weights' metadata."""
-    from safetensors import safe_open
-
     w = Path(weights)
-    with safe_open(str(w), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    meta = scaffold.read_weights_metadata(w)
     cfg, m = json.loads(meta["train_config"]), json.loads(meta["metrics"])
     dc = json.loads(meta["data_config"])
 

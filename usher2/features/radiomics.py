@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
 
 __all__ = ["DEFAULT_PARAMS", "PREFIX", "RadiomicsExtractor", "load_params", "restrict_params"]
@@ -87,17 +87,8 @@ def load_params(params: str | Path | dict[str, Any] | None = None) -> dict[str, 
         out = deepcopy(params)
     else:
         source = Path(params)
-        if not source.is_file():
-            raise InputError(source, "a pyradiomics parameter file (YAML)", "no such file")
-        try:
-            out = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(source, "a pyradiomics parameter file (YAML)", f"invalid YAML ({exc})") from exc
-        if not isinstance(out, dict):
-            raise InputError(source, "a YAML mapping (imageType, featureClass, setting)", type(out).__name__)
-    unknown = sorted(set(out) - _TOP_KEYS)
-    if unknown:
-        raise InputError(source, f"top-level keys among {sorted(_TOP_KEYS)}", f"unknown keys {unknown}")
+        out = read_mapping(source, "a pyradiomics parameter file (YAML: imageType, featureClass, setting)")
+    check_keys(source, out, _TOP_KEYS, "top-level keys")
     setting = out.setdefault("setting", {}) or {}
     out["setting"] = setting
     if "binWidth" not in setting and "binCount" not in setting:

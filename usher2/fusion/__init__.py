@@ -15,6 +15,7 @@ from __future__ import annotations
 from usher2.fusion.confidence import ConfidenceThreshold, calibrate_confidence
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
 from usher2.fusion.models import (
+    CLASSIFIER_SPECS,
     CLASSIFIERS,
     FAMILIES,
     LateFusionClassifier,
@@ -29,6 +30,7 @@ from usher2.fusion.validate import validate_model
 
 __all__ = [
     "CLASSIFIERS",
+    "CLASSIFIER_SPECS",
     "FAMILIES",
     "CVResult",
     "ConfidenceThreshold",

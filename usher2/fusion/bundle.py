@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.models import CLASSIFIER_SPECS
 from usher2.fusion.validate import check_boosters, estimators, validate_model
 from usher2.io.errors import InputError
 
@@ -88,20 +89,15 @@ ALGORITHM = "hmac-sha256"
 KEY_ENV = "USHER2_BUNDLE_KEY_FILE"
 MIN_KEY_BYTES = 16
 
-#: Types a bundle may construct beyond skops' own default-trusted scikit-learn and NumPy types.
+#: Types a bundle may construct beyond skops' own default-trusted scikit-learn and NumPy types: the
+#: pipeline's own, then each registered classifier's (:data:`usher2.fusion.models.CLASSIFIER_SPECS`).
 TRUSTED_TYPES = (
     "numpy.dtype",
     "collections.OrderedDict",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.isotonic.IsotonicRegression",
-    "sklearn.tree._tree.Tree",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMClassifier",
+    *(t for spec in CLASSIFIER_SPECS for t in spec.trusted_types),
     "usher2.fusion.selection.CorrelationPruner",
     "usher2.fusion.selection.ICCFilter",
     "usher2.fusion.selection.LassoSelector",

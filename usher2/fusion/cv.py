@@ -155,6 +155,130 @@ def _cached(model: Any, cache: str | None) -> Any:
     return model
 
 
+def _check_augmented(augmented: Sequence[bool] | None, groups: np.ndarray) -> np.ndarray:
+    """The copy flag of every row (all False for None).
+
+    Raises:
+        InputError: Not one flag per row, copies only, or copies of a patient without unperturbed rows.
+    """
+    n = len(groups)
+    aug = np.zeros(n, bool) if augmented is None else np.asarray(augmented, bool)
+    if aug.shape != (n,):
+        raise InputError("augmented", f"one flag per row ({n})", f"{aug.shape}")
+    if aug.all():
+        raise InputError("augmented", "unperturbed rows besides the copies", "copies only")
+    orphans = set(groups[aug]) - set(groups[~aug])
+    if orphans:
+        raise InputError("augmented", "copies of patients that have unperturbed rows", f"{len(orphans)} without")
+    return aug
+
+
+def _outer_splits(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    aug: np.ndarray,
+    *,
+    outer_folds: int,
+    test_ids: Sequence[str] | None,
+    fold_ids: Sequence[Any] | None,
+    seed: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer (train, test) splits as row numbers of ``X``: drawn over the unperturbed rows, from
+    ``fold_ids``, ``test_ids`` or seeded patient-grouped folds; copies join their patient's training part.
+
+    Raises:
+        InputError: Fold labels that are not one per row or split a patient, test ids that do not split
+            the cohort (or split a patient), or more outer folds than patients in the smaller class.
+    """
+    base, copies = np.flatnonzero(~aug), np.flatnonzero(aug)
+    Xb, yb, gb = X.iloc[base], y[base], groups[base]
+    if fold_ids is not None:
+        f = np.asarray(fold_ids)
+        if len(f) != len(X):
+            raise InputError("folds", f"one fold label per case ({len(X)})", f"{len(f)} labels")
+        spans = pd.Series(f).groupby(pd.Series(groups)).nunique()
+        if (spans > 1).any():
+            raise InputError("folds", "folds that keep each patient in one fold", f"{int((spans > 1).sum())} split")
+        fb = f[base]
+        splits = [(np.flatnonzero(fb != k), np.flatnonzero(fb == k)) for k in np.unique(fb)]
+    elif test_ids is not None:
+        test = Xb.index.isin(list(test_ids))
+        if not test.any() or test.all():
+            raise InputError("test_ids", "case ids that split the cohort into training and test", "no split")
+        if set(gb[test]) & set(gb[~test]):
+            raise InputError("test_ids", "a split by patient", "patients on both sides of the split")
+        splits = [(np.flatnonzero(~test), np.flatnonzero(test))]
+    else:
+        n_pos_groups = min(len(np.unique(gb[yb == 1])), len(np.unique(gb[yb == 0])))
+        if n_pos_groups < outer_folds:
+            raise InputError("outer folds", f"at most {n_pos_groups} (patients in the smaller class)", str(outer_folds))
+        outer = StratifiedGroupKFold(n_splits=outer_folds, shuffle=True, random_state=seed)
+        splits = list(outer.split(Xb, yb, gb))
+    # positions among the unperturbed rows -> row numbers of X; copies join their patient's training part
+    return [
+        (np.r_[base[tr], copies[np.isin(groups[copies], gb[tr])]], base[te]) if len(copies) else (base[tr], base[te])
+        for tr, te in splits
+    ]
+
+
+def _fold_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """The AUC of one outer fold; NaN for a fold with one class, or one case of a class (it still
+    counts in the pooled AUC)."""
+    try:
+        return roc_auc_ci(y, p).auc
+    except InputError:
+        return float("nan")
+
+
+def _outer_fold(
+    model: Any,
+    grid: dict[str, list[Any]],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    aug: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
+    prob: np.ndarray,
+    *,
+    k: int,
+    inner_folds: int,
+    calibration: str | None,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit outer fold ``k`` on its training rows and score its test rows (written into ``prob``).
+
+    Returns:
+        (fitted model, the fold's record for :attr:`CVResult.folds`).
+    """
+    tr, te = split
+    t = time.perf_counter()
+    fitted, best = _fit_one(
+        model,
+        grid,
+        X.iloc[tr],
+        y[tr],
+        groups[tr],
+        inner=inner_folds,
+        calibration=calibration,
+        seed=seed,
+        augmented=aug[tr] if aug.any() else None,
+    )
+    _drop_cache(fitted)
+    prob[te] = fitted.predict_proba(X.iloc[te])[:, 1]
+    fold = {
+        "fold": k,
+        "n_train": len(tr),
+        "n_train_copies": int(aug[tr].sum()),
+        "n_test": len(te),
+        "auc": _fold_auc(y[te], prob[te]),
+        "best_params": best,
+        "selected_features": selected_features(fitted),
+        "seconds": round(time.perf_counter() - t, 2),
+    }
+    return fitted, fold
+
+
 def nested_cv(
     model: Any,
     grid: dict[str, list[Any]],
@@ -191,88 +315,22 @@ def nested_cv(
             docstring): trained on with their patient, never evaluated. None: no copies.
     """
     yy, gg = _check(X, y, groups)
-    aug = np.zeros(len(X), bool) if augmented is None else np.asarray(augmented, bool)
-    if aug.shape != (len(X),):
-        raise InputError("augmented", f"one flag per row ({len(X)})", f"{aug.shape}")
-    if aug.all():
-        raise InputError("augmented", "unperturbed rows besides the copies", "copies only")
-    orphans = set(gg[aug]) - set(gg[~aug])
-    if orphans:
-        raise InputError("augmented", "copies of patients that have unperturbed rows", f"{len(orphans)} without")
-    base = np.flatnonzero(~aug)
-    copies = np.flatnonzero(aug)
+    aug = _check_augmented(augmented, gg)
     if calibration not in (None, "sigmoid", "isotonic"):
         raise InputError("calibration", "'sigmoid', 'isotonic' or none", repr(calibration))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="usher2-cv-") as cache:
         model = _cached(model, cache)
-        Xb, yb, gb = X.iloc[base], yy[base], gg[base]
-        if fold_ids is not None:
-            f = np.asarray(fold_ids)
-            if len(f) != len(X):
-                raise InputError("folds", f"one fold label per case ({len(X)})", f"{len(f)} labels")
-            spans = pd.Series(f).groupby(pd.Series(gg)).nunique()
-            if (spans > 1).any():
-                raise InputError("folds", "folds that keep each patient in one fold", f"{int((spans > 1).sum())} split")
-            fb = f[base]
-            splits = [(np.flatnonzero(fb != k), np.flatnonzero(fb == k)) for k in np.unique(fb)]
-        elif test_ids is not None:
-            test = Xb.index.isin(list(test_ids))
-            if not test.any() or test.all():
-                raise InputError("test_ids", "case ids that split the cohort into training and test", "no split")
-            if set(gb[test]) & set(gb[~test]):
-                raise InputError("test_ids", "a split by patient", "patients on both sides of the split")
-            splits = [(np.flatnonzero(~test), np.flatnonzero(test))]
-        else:
-            n_pos_groups = min(len(np.unique(gb[yb == 1])), len(np.unique(gb[yb == 0])))
-            if n_pos_groups < outer_folds:
-                raise InputError(
-                    "outer folds", f"at most {n_pos_groups} (patients in the smaller class)", str(outer_folds)
-                )
-            outer = StratifiedGroupKFold(n_splits=outer_folds, shuffle=True, random_state=seed)
-            splits = list(outer.split(Xb, yb, gb))
-        # positions among the unperturbed rows -> row numbers of X; copies join their patient's training part
-        splits = [
-            (np.r_[base[tr], copies[np.isin(gg[copies], gb[tr])]], base[te]) if len(copies) else (base[tr], base[te])
-            for tr, te in splits
-        ]
+        splits = _outer_splits(X, yy, gg, aug, outer_folds=outer_folds, test_ids=test_ids, fold_ids=fold_ids, seed=seed)
         prob = np.full(len(X), np.nan)
         fold_of = np.full(len(X), -1)
         folds, models = [], []
+        inner = {"inner_folds": inner_folds, "calibration": calibration, "seed": seed}
         for k, (tr, te) in enumerate(splits):
-            t = time.perf_counter()
-            fitted, best = _fit_one(
-                model,
-                grid,
-                X.iloc[tr],
-                yy[tr],
-                gg[tr],
-                inner=inner_folds,
-                calibration=calibration,
-                seed=seed,
-                augmented=aug[tr] if len(copies) else None,
-            )
-            _drop_cache(fitted)
-            models.append(fitted)
-            prob[te] = fitted.predict_proba(X.iloc[te])[:, 1]
+            fitted, fold = _outer_fold(model, grid, X, yy, gg, aug, (tr, te), prob, k=k, **inner)
             fold_of[te] = k
-            # A fold with one class, or one case of a class, has no AUC of its own; it still counts in the pooled one.
-            try:
-                fold_auc = roc_auc_ci(yy[te], prob[te]).auc
-            except InputError:
-                fold_auc = float("nan")
-            folds.append(
-                {
-                    "fold": k,
-                    "n_train": len(tr),
-                    "n_train_copies": int(aug[tr].sum()),
-                    "n_test": len(te),
-                    "auc": fold_auc,
-                    "best_params": best,
-                    "selected_features": selected_features(fitted),
-                    "seconds": round(time.perf_counter() - t, 2),
-                }
-            )
+            models.append(fitted)
+            folds.append(fold)
             if progress:
                 progress(k + 1, len(splits))
         done = fold_of >= 0

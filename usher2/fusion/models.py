@@ -28,13 +28,17 @@ studies do. The scores the final model learns from are out-of-fold (``cv`` folds
 training data), never in-sample.
 
 **Classifiers** (:data:`CLASSIFIERS`): ``lr``, ``rf``, ``xgboost``, ``lightgbm``, ``svm``,
-``mlp``, each with a small hyperparameter grid searched in the inner folds.
+``mlp``, each with a small hyperparameter grid searched in the inner folds. They are registered
+once, in :data:`CLASSIFIER_SPECS`: how to build one, its grid, how its fitted model reads its
+inputs (:mod:`usher2.fusion.needed`) and the types its bundle may construct
+(:data:`usher2.fusion.bundle.TRUSTED_TYPES`). Adding a classifier is one entry there.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,8 +56,10 @@ from usher2.io.errors import InputError
 
 __all__ = [
     "CLASSIFIERS",
+    "CLASSIFIER_SPECS",
     "FAMILIES",
     "SELECTION_KEYS",
+    "ClassifierSpec",
     "LateFusionClassifier",
     "build_model",
     "check_selection",
@@ -66,7 +72,108 @@ __all__ = [
 #: An MRI sequence prefix of a feature column: ``t2``, ``adc``, ``dwi_b800``, ``dce_p3``...
 _SEQUENCE = r"[a-z][a-z0-9]*(?:_[bp][0-9.]+)?"
 FAMILIES = ("clinical", "radiomics", "deep", "dlr", "combined")
-CLASSIFIERS = ("lr", "rf", "xgboost", "lightgbm", "svm", "mlp")
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """One classifier of the registry.
+
+    Attributes:
+        name: Its name (``usher2 fit --classifier``).
+        build: ``build(random_state)`` -> the unfitted estimator.
+        grid: Its hyperparameter grid (keys without a Pipeline prefix), searched in the inner folds.
+        fitted_type: The class name of the fitted estimator.
+        reads: How the fitted model reads its inputs, for :func:`usher2.fusion.needed.find_needed`:
+            ``coefficients`` (a zero coefficient's input is unused), ``sklearn-trees``,
+            ``xgboost``, ``lightgbm`` (the features a split uses) or ``all``.
+        trusted_types: Types beyond skops' scikit-learn and NumPy defaults that a bundle of this
+            classifier constructs (:data:`usher2.fusion.bundle.TRUSTED_TYPES`).
+    """
+
+    name: str
+    build: Callable[[int], Any]
+    grid: Mapping[str, Sequence[Any]]
+    fitted_type: str
+    reads: str
+    trusted_types: tuple[str, ...] = ()
+
+
+def _lr(random_state: int) -> Any:
+    return LogisticRegression(max_iter=5000)
+
+
+def _rf(random_state: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=300, n_jobs=1, random_state=random_state)
+
+
+def _xgboost(random_state: int) -> Any:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=1, random_state=random_state, verbosity=0)
+
+
+def _lightgbm(random_state: int) -> Any:
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(n_estimators=200, n_jobs=1, random_state=random_state, verbose=-1)
+
+
+def _svm(random_state: int) -> Any:
+    from sklearn.svm import SVC
+
+    return SVC(kernel="rbf", random_state=random_state)
+
+
+def _mlp(random_state: int) -> Any:
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=(32,), max_iter=2000, random_state=random_state)
+
+
+#: The classifiers usher2 fits, registered once (see :class:`ClassifierSpec`).
+CLASSIFIER_SPECS = (
+    ClassifierSpec("lr", _lr, {"C": [0.1, 1.0, 10.0]}, "LogisticRegression", "coefficients"),
+    ClassifierSpec(
+        "rf",
+        _rf,
+        {"max_depth": [3, None], "min_samples_leaf": [1, 5]},
+        "RandomForestClassifier",
+        "sklearn-trees",
+        ("sklearn.tree._tree.Tree",),
+    ),
+    ClassifierSpec(
+        "xgboost",
+        _xgboost,
+        {"max_depth": [2, 4], "learning_rate": [0.05, 0.2]},
+        "XGBClassifier",
+        "xgboost",
+        ("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"),
+    ),
+    ClassifierSpec(
+        "lightgbm",
+        _lightgbm,
+        {"num_leaves": [7, 15], "learning_rate": [0.05, 0.2]},
+        "LGBMClassifier",
+        "lightgbm",
+        ("lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"),
+    ),
+    ClassifierSpec("svm", _svm, {"C": [0.3, 1.0, 3.0]}, "SVC", "all"),
+    # alpha (weight decay): the regulariser for cohorts of a few hundred
+    ClassifierSpec(
+        "mlp",
+        _mlp,
+        {"alpha": [1e-3, 1e-1, 1.0]},
+        "MLPClassifier",
+        "all",
+        (
+            "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+            "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        ),
+    ),
+)
+CLASSIFIERS = tuple(spec.name for spec in CLASSIFIER_SPECS)
 
 
 def family_columns(
@@ -129,33 +236,15 @@ def family_columns(
 
 
 def make_classifier(name: str, random_state: int = 0) -> tuple[Any, dict[str, list[Any]]]:
-    """A classifier and its hyperparameter grid (keys without a Pipeline prefix)."""
-    if name == "lr":
-        return LogisticRegression(max_iter=5000), {"C": [0.1, 1.0, 10.0]}
-    if name == "rf":
-        from sklearn.ensemble import RandomForestClassifier
+    """A classifier of :data:`CLASSIFIER_SPECS` and its hyperparameter grid (keys without a Pipeline prefix).
 
-        rf = RandomForestClassifier(n_estimators=300, n_jobs=1, random_state=random_state)
-        return rf, {"max_depth": [3, None], "min_samples_leaf": [1, 5]}
-    if name == "xgboost":
-        from xgboost import XGBClassifier
-
-        xgb = XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=1, random_state=random_state, verbosity=0)
-        return xgb, {"max_depth": [2, 4], "learning_rate": [0.05, 0.2]}
-    if name == "lightgbm":
-        from lightgbm import LGBMClassifier
-
-        lgbm = LGBMClassifier(n_estimators=200, n_jobs=1, random_state=random_state, verbose=-1)
-        return lgbm, {"num_leaves": [7, 15], "learning_rate": [0.05, 0.2]}
-    if name == "svm":
-        from sklearn.svm import SVC
-
-        return SVC(kernel="rbf", random_state=random_state), {"C": [0.3, 1.0, 3.0]}
-    if name == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=2000, random_state=random_state)
-        return mlp, {"alpha": [1e-3, 1e-1, 1.0]}  # weight decay: the regulariser for cohorts of a few hundred
+    Example:
+        >>> clf, grid = make_classifier("lr"); type(clf).__name__, grid
+        ('LogisticRegression', {'C': [0.1, 1.0, 10.0]})
+    """
+    for spec in CLASSIFIER_SPECS:
+        if spec.name == name:
+            return spec.build(random_state), {k: list(v) for k, v in spec.grid.items()}
     raise InputError("classifier", f"one of {', '.join(CLASSIFIERS)}", repr(name))
 
 

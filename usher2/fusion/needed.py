@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from usher2.fusion.models import CLASSIFIER_SPECS
 from usher2.io.errors import InputError
 
 __all__ = ["NeededColumns", "find_needed", "needed_columns"]
@@ -75,6 +76,15 @@ _SK_TREES = {
     "RandomForestClassifier",
     "ExtraTreesClassifier",
     "GradientBoostingClassifier",
+}
+#: How a fitted classifier reads its inputs, by class name: the registered classifiers
+#: (:data:`usher2.fusion.models.CLASSIFIER_SPECS`) and the scikit-learn ones above (a model
+#: built outside usher2).
+_READS = {
+    **dict.fromkeys(_LINEAR, "coefficients"),
+    **dict.fromkeys(_SK_TREES, "sklearn-trees"),
+    **dict.fromkeys(_READ_ALL, "all"),
+    **{spec.fitted_type: spec.reads for spec in CLASSIFIER_SPECS},
 }
 
 
@@ -140,18 +150,19 @@ def _classifier_needs(est: Any, n: int, names: list[str] | None, notes: list[str
         return _classifier_needs(est.best_estimator_, n, names, notes)
     if kind == "LateFusionClassifier":
         return _late_fusion_needs(est, n, names, notes)
-    if kind in _LINEAR:
+    reads = _READS.get(kind)
+    if reads == "coefficients":
         coef = np.atleast_2d(np.asarray(est.coef_))
         if coef.shape[1] != n:
             raise _Opaque(f"{kind} has {coef.shape[1]} coefficients for {n} inputs")
         return np.any(coef != 0, axis=0)
-    if kind in _SK_TREES:
+    if reads == "sklearn-trees":
         return _sklearn_tree_needs(est, n, notes)
-    if kind == "XGBClassifier":
+    if reads == "xgboost":
         return _xgboost_needs(est, n, notes)
-    if kind == "LGBMClassifier":
+    if reads == "lightgbm":
         return _lightgbm_needs(est, n, notes)
-    if kind not in _READ_ALL:
+    if reads is None:
         notes.append(f"{kind}: an unknown classifier, assumed to read all {n} of its inputs")
     return np.ones(n, bool)
 

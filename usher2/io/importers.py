@@ -153,6 +153,106 @@ def _read_grey_shape(path: Path) -> tuple[int, int]:
     return int(rows), int(cols)
 
 
+def _busi_classes(root: Path) -> list[str]:
+    """The BUSI class folders present under ``root``, or ``InputError`` for a wrong layout."""
+    if not root.is_dir():
+        raise InputError(root, "the BUSI folder", "no such directory")
+    present = [c for c in BUSI_CLASSES if (root / c).is_dir()]
+    if not present:
+        raise InputError(
+            root,
+            "the BUSI layout: class folders benign/, malignant/, normal/",
+            f"none of them (found {sorted(p.name for p in root.iterdir())[:10]})",
+            fix="point ROOT at Dataset_BUSI_with_GT",
+        )
+    return present
+
+
+def _busi_files(folder: Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """A class folder's images, and its masks by image stem, in name order."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+    masks: dict[str, list[Path]] = {}
+    images: list[Path] = []
+    for f in files:
+        m = _MASK_RE.match(f.stem)
+        if m:
+            masks.setdefault(m.group("stem"), []).append(f)
+        else:
+            images.append(f)
+    return images, masks
+
+
+def _merge_masks(image: Path, parts: list[Path], case_id: str) -> np.ndarray:
+    """The logical OR of an image's split masks (``InputError`` for a bad image or mask)."""
+    shape = _read_grey_shape(image)
+    merged = np.zeros(shape, bool)
+    for part in parts:
+        merged |= read_mask(part, shape, case=case_id, allow_empty=True)
+    return merged
+
+
+def _write_merged_mask(merged: np.ndarray, mask_path: Path) -> None:
+    """Write a merged mask as a 0/255 PNG, atomically."""
+    ok, png = cv2.imencode(".png", merged.astype(np.uint8) * 255)
+    if not ok:
+        raise InputError(mask_path, "a PNG OpenCV can encode", "an encoding failure")
+    atomic_write_bytes(mask_path, png.tobytes())
+
+
+def _busi_row(
+    cls: str, image: Path, parts: list[Path], case_id: str, out_dir: Path, problems: list[str]
+) -> dict[str, object] | None:
+    """One image's manifest row (its merged mask written), or None with its problem appended."""
+    rel_name = f"{cls}/{image.name}"
+    if not parts:
+        problems.append(f"{rel_name}: no mask ({image.stem}_mask.png)")
+        return None
+    try:
+        merged = _merge_masks(image, parts, case_id)
+    except InputError as exc:
+        problems.append(str(exc))
+        return None
+    label = BUSI_LABELS[cls]
+    mask_rel: str | None = None
+    if merged.any():
+        mask_path = out_dir / "busi_masks" / cls / f"{image.stem}.png"
+        _write_merged_mask(merged, mask_path)
+        mask_rel = _rel(mask_path, out_dir)
+    elif label is not None:
+        problems.append(f"{rel_name}: mask is empty (0 foreground pixels) in case {case_id}")
+        return None
+    return {
+        "case_id": case_id,
+        "patient_id": case_id,
+        "image": _rel(image, out_dir),
+        "mask": mask_rel,
+        "label": label,
+        "busi_class": cls,
+    }
+
+
+def _busi_class_rows(
+    root: Path, cls: str, out_dir: Path, seen: dict[str, str], problems: list[str]
+) -> list[dict[str, object]]:
+    """The manifest rows of one class folder; problems are appended, case ids recorded in ``seen``."""
+    images, masks = _busi_files(root / cls)
+    for stray in sorted(set(masks) - {f.stem for f in images}):
+        problems.append(f"{cls}/{masks[stray][0].name}: a mask without its image {stray}.png")
+    rows: list[dict[str, object]] = []
+    for image in images:
+        rel_name = f"{cls}/{image.name}"
+        slug = _slug(image.stem)
+        case_id = slug if slug.startswith(f"{cls}_") else f"{cls}_{slug}"
+        if case_id in seen:
+            problems.append(f"{rel_name}: case id {case_id!r} clashes with {seen[case_id]}")
+            continue
+        seen[case_id] = rel_name
+        row = _busi_row(cls, image, masks.get(image.stem, []), case_id, out_dir, problems)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
 def import_busi(root: str | Path, out: str | Path) -> pd.DataFrame:
     """Write a manifest for BUSI (split masks merged beside it) and return it.
 
@@ -178,74 +278,13 @@ def import_busi(root: str | Path, out: str | Path) -> pd.DataFrame:
         ['benign', 'malignant', 'normal']
     """
     root = Path(root)
-    if not root.is_dir():
-        raise InputError(root, "the BUSI folder", "no such directory")
-    present = [c for c in BUSI_CLASSES if (root / c).is_dir()]
-    if not present:
-        raise InputError(
-            root,
-            "the BUSI layout: class folders benign/, malignant/, normal/",
-            f"none of them (found {sorted(p.name for p in root.iterdir())[:10]})",
-            fix="point ROOT at Dataset_BUSI_with_GT",
-        )
+    present = _busi_classes(root)
     out_dir = _out_dir(out)
     rows: list[dict[str, object]] = []
     problems: list[str] = []
     seen: dict[str, str] = {}
     for cls in present:
-        files = sorted(p for p in (root / cls).iterdir() if p.is_file() and p.suffix.lower() == ".png")
-        masks: dict[str, list[Path]] = {}
-        images: list[Path] = []
-        for f in files:
-            m = _MASK_RE.match(f.stem)
-            if m:
-                masks.setdefault(m.group("stem"), []).append(f)
-            else:
-                images.append(f)
-        for stray in sorted(set(masks) - {f.stem for f in images}):
-            problems.append(f"{cls}/{masks[stray][0].name}: a mask without its image {stray}.png")
-        for image in images:
-            rel_name = f"{cls}/{image.name}"
-            slug = _slug(image.stem)
-            case_id = slug if slug.startswith(f"{cls}_") else f"{cls}_{slug}"
-            if case_id in seen:
-                problems.append(f"{rel_name}: case id {case_id!r} clashes with {seen[case_id]}")
-                continue
-            seen[case_id] = rel_name
-            parts = masks.get(image.stem, [])
-            if not parts:
-                problems.append(f"{rel_name}: no mask ({image.stem}_mask.png)")
-                continue
-            try:
-                shape = _read_grey_shape(image)
-                merged = np.zeros(shape, bool)
-                for part in parts:
-                    merged |= read_mask(part, shape, case=case_id, allow_empty=True)
-            except InputError as exc:
-                problems.append(str(exc))
-                continue
-            label = BUSI_LABELS[cls]
-            mask_rel: str | None = None
-            if merged.any():
-                mask_path = out_dir / "busi_masks" / cls / f"{image.stem}.png"
-                ok, png = cv2.imencode(".png", merged.astype(np.uint8) * 255)
-                if not ok:
-                    raise InputError(mask_path, "a PNG OpenCV can encode", "an encoding failure")
-                atomic_write_bytes(mask_path, png.tobytes())
-                mask_rel = _rel(mask_path, out_dir)
-            elif label is not None:
-                problems.append(f"{rel_name}: mask is empty (0 foreground pixels) in case {case_id}")
-                continue
-            rows.append(
-                {
-                    "case_id": case_id,
-                    "patient_id": case_id,
-                    "image": _rel(image, out_dir),
-                    "mask": mask_rel,
-                    "label": label,
-                    "busi_class": cls,
-                }
-            )
+        rows.extend(_busi_class_rows(root, cls, out_dir, seen, problems))
     if problems:
         raise _list_problems(root, "a complete BUSI folder", problems)
     if not rows:

@@ -155,6 +155,132 @@ def _check_file_cell(base: Path, value: str) -> tuple[str, str | None]:
     return str(resolved), None
 
 
+def _column_problems(raw: pd.DataFrame, clinical: list[str]) -> list[Problem]:
+    """Problems with the whole file or whole columns: missing, reserved or misused columns, no rows."""
+    problems: list[Problem] = []
+    columns = [str(c) for c in raw.columns]
+    for col in REQUIRED_COLUMNS:
+        if col not in columns:
+            problems.append(Problem(None, col, f"required column is missing (columns found: {columns})"))
+    for col in RESOLVED_COLUMNS:
+        if col in columns:
+            problems.append(Problem(None, col, "is reserved (read_manifest adds it); rename the column"))
+    if len(raw) == 0:
+        problems.append(Problem(None, None, "the manifest has no rows"))
+    for col in clinical:
+        if col in KEY_COLUMNS or col in RESOLVED_COLUMNS:
+            problems.append(Problem(None, col, "is a manifest key column, not a clinical column"))
+        elif col not in columns:
+            problems.append(Problem(None, col, f"requested clinical column is missing (columns found: {columns})"))
+    return problems
+
+
+def _parse_text_columns(raw: pd.DataFrame, problems: list[Problem]) -> dict[str, list[Any]]:
+    """``case_id``, ``patient_id``, ``image`` and ``mask`` (those present) as :func:`_text` values."""
+    parsed: dict[str, list[Any]] = {}
+    for col in ("case_id", "patient_id", "image", "mask"):
+        if col not in raw.columns:
+            continue
+        values = [_text(v) for v in raw[col].tolist()]
+        for i, (v, orig) in enumerate(zip(values, raw[col].tolist(), strict=True)):
+            if v is _BAD:
+                problems.append(Problem(i + 1, col, f"expected text, got {type(orig).__name__} {orig!r}"))
+            elif v is None and col in ("case_id", "image"):
+                problems.append(Problem(i + 1, col, "expected a value, got an empty cell"))
+            elif v is None and col == "patient_id":
+                problems.append(
+                    Problem(
+                        i + 1,
+                        col,
+                        "expected a value, got an empty cell (or drop the column: it defaults to case_id)",
+                    )
+                )
+        parsed[col] = values
+    return parsed
+
+
+def _duplicate_problems(case_ids: list[Any], problems: list[Problem]) -> None:
+    """Append a problem for every case_id already seen in an earlier row."""
+    first_row: dict[str, int] = {}
+    for i, cid in enumerate(case_ids):
+        if not isinstance(cid, str):
+            continue
+        if cid in first_row:
+            problems.append(Problem(i + 1, "case_id", f"duplicate case_id {cid!r} (first in row {first_row[cid]})"))
+        else:
+            first_row[cid] = i + 1
+
+
+def _resolve_files(
+    parsed: dict[str, list[Any]], base: Path, n: int, check_files: bool, problems: list[Problem]
+) -> dict[str, list[str | None]]:
+    """Absolute paths of the ``image`` and ``mask`` cells (None where empty or invalid)."""
+    resolved: dict[str, list[str | None]] = {"image": [None] * n, "mask": [None] * n}
+    for col in ("image", "mask"):
+        for i, v in enumerate(parsed.get(col, [])):
+            if not isinstance(v, str):
+                continue
+            abs_path, problem = _check_file_cell(base, v)
+            resolved[col][i] = abs_path
+            if check_files and problem is not None:
+                problems.append(Problem(i + 1, col, problem))
+    return resolved
+
+
+def _parse_labels(raw: pd.DataFrame, problems: list[Problem]) -> list[Any]:
+    """The ``label`` column as :func:`_label` values (empty when there is no such column)."""
+    labels: list[Any] = []
+    if "label" in raw.columns:
+        for i, orig in enumerate(raw["label"].tolist()):
+            v = _label(orig)
+            if v is _BAD:
+                problems.append(Problem(i + 1, "label", f"expected 0, 1 or empty, got {orig!r}"))
+            labels.append(v)
+    return labels
+
+
+def _parse_clinical(raw: pd.DataFrame, clinical: list[str], problems: list[Problem]) -> dict[str, pd.Series]:
+    """The present, non-key ``clinical`` columns as float64; a problem per missing or non-finite cell."""
+    numeric: dict[str, pd.Series] = {}
+    for col in clinical:
+        if col not in raw.columns or col in KEY_COLUMNS:
+            continue
+        values = pd.to_numeric(raw[col], errors="coerce").astype("float64")
+        for i, (orig, num) in enumerate(zip(raw[col].tolist(), values.tolist(), strict=True)):
+            if _missing(orig) or (isinstance(orig, str) and not orig.strip()):
+                problems.append(Problem(i + 1, col, "expected a number, got a missing value (NaN/empty)"))
+            elif math.isnan(num):
+                problems.append(Problem(i + 1, col, f"expected a number, got non-numeric {orig!r}"))
+            elif not math.isfinite(num):
+                problems.append(Problem(i + 1, col, f"expected a finite number, got {orig!r}"))
+        numeric[col] = values
+    return numeric
+
+
+def _assemble(
+    raw: pd.DataFrame,
+    parsed: dict[str, list[Any]],
+    labels: list[Any],
+    numeric: dict[str, pd.Series],
+    resolved: dict[str, list[str | None]],
+) -> pd.DataFrame:
+    """The validated table: parsed key columns, resolved paths, key columns first."""
+    df = raw.copy()
+    df["case_id"] = pd.Series(parsed["case_id"], dtype="str")
+    df["patient_id"] = pd.Series(parsed["patient_id"] if "patient_id" in parsed else parsed["case_id"], dtype="str")
+    df["image"] = pd.Series(parsed["image"], dtype="str")
+    if "mask" in parsed:
+        df["mask"] = pd.Series(parsed["mask"], dtype="str")
+    if "label" in raw.columns:
+        df["label"] = pd.array(labels, dtype="Int64")
+    for col, values in numeric.items():
+        df[col] = values
+    df["image_path"] = pd.Series(resolved["image"], dtype="str")
+    df["mask_path"] = pd.Series(resolved["mask"], dtype="str")
+    front = [c for c in ("case_id", "patient_id", "image", "mask", "label") if c in df.columns]
+    return df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
+
+
 def read_manifest(path: str | Path, *, check_files: bool = True, clinical: Sequence[str] | None = None) -> pd.DataFrame:
     """Read and validate a manifest; every problem is reported at once.
 
@@ -186,104 +312,20 @@ def read_manifest(path: str | Path, *, check_files: bool = True, clinical: Seque
     raw = _load(p).reset_index(drop=True)  # a Parquet file may carry its own index; rows align by position
     raw.columns = [str(c).strip() for c in raw.columns]  # " label" from a hand-edited header is still label
     base = p.parent.resolve()
-    problems: list[Problem] = []
-    columns = [str(c) for c in raw.columns]
-    for col in REQUIRED_COLUMNS:
-        if col not in columns:
-            problems.append(Problem(None, col, f"required column is missing (columns found: {columns})"))
-    for col in RESOLVED_COLUMNS:
-        if col in columns:
-            problems.append(Problem(None, col, "is reserved (read_manifest adds it); rename the column"))
-    if len(raw) == 0:
-        problems.append(Problem(None, None, "the manifest has no rows"))
     clinical = list(clinical or [])
-    for col in clinical:
-        if col in KEY_COLUMNS or col in RESOLVED_COLUMNS:
-            problems.append(Problem(None, col, "is a manifest key column, not a clinical column"))
-        elif col not in columns:
-            problems.append(Problem(None, col, f"requested clinical column is missing (columns found: {columns})"))
-
-    n = len(raw)
-    parsed: dict[str, list[Any]] = {}
-    for col in ("case_id", "patient_id", "image", "mask"):
-        if col not in raw.columns:
-            continue
-        values = [_text(v) for v in raw[col].tolist()]
-        for i, (v, orig) in enumerate(zip(values, raw[col].tolist(), strict=True)):
-            if v is _BAD:
-                problems.append(Problem(i + 1, col, f"expected text, got {type(orig).__name__} {orig!r}"))
-            elif v is None and col in ("case_id", "image"):
-                problems.append(Problem(i + 1, col, "expected a value, got an empty cell"))
-            elif v is None and col == "patient_id":
-                problems.append(
-                    Problem(
-                        i + 1,
-                        col,
-                        "expected a value, got an empty cell (or drop the column: it defaults to case_id)",
-                    )
-                )
-        parsed[col] = values
-
+    # Problems are collected in this order; the stable sort below keeps it within a row.
+    problems = _column_problems(raw, clinical)
+    parsed = _parse_text_columns(raw, problems)
     if "case_id" in parsed:
-        first_row: dict[str, int] = {}
-        for i, cid in enumerate(parsed["case_id"]):
-            if not isinstance(cid, str):
-                continue
-            if cid in first_row:
-                problems.append(Problem(i + 1, "case_id", f"duplicate case_id {cid!r} (first in row {first_row[cid]})"))
-            else:
-                first_row[cid] = i + 1
-
-    resolved: dict[str, list[str | None]] = {"image": [None] * n, "mask": [None] * n}
-    for col in ("image", "mask"):
-        for i, v in enumerate(parsed.get(col, [])):
-            if not isinstance(v, str):
-                continue
-            abs_path, problem = _check_file_cell(base, v)
-            resolved[col][i] = abs_path
-            if check_files and problem is not None:
-                problems.append(Problem(i + 1, col, problem))
-
-    labels: list[Any] = []
-    if "label" in raw.columns:
-        for i, orig in enumerate(raw["label"].tolist()):
-            v = _label(orig)
-            if v is _BAD:
-                problems.append(Problem(i + 1, "label", f"expected 0, 1 or empty, got {orig!r}"))
-            labels.append(v)
-
-    numeric: dict[str, pd.Series] = {}
-    for col in clinical:
-        if col not in raw.columns or col in KEY_COLUMNS:
-            continue
-        values = pd.to_numeric(raw[col], errors="coerce").astype("float64")
-        for i, (orig, num) in enumerate(zip(raw[col].tolist(), values.tolist(), strict=True)):
-            if _missing(orig) or (isinstance(orig, str) and not orig.strip()):
-                problems.append(Problem(i + 1, col, "expected a number, got a missing value (NaN/empty)"))
-            elif math.isnan(num):
-                problems.append(Problem(i + 1, col, f"expected a number, got non-numeric {orig!r}"))
-            elif not math.isfinite(num):
-                problems.append(Problem(i + 1, col, f"expected a finite number, got {orig!r}"))
-        numeric[col] = values
-
+        _duplicate_problems(parsed["case_id"], problems)
+    resolved = _resolve_files(parsed, base, len(raw), check_files, problems)
+    labels = _parse_labels(raw, problems)
+    numeric = _parse_clinical(raw, clinical, problems)
     if problems:
         problems.sort(key=lambda q: (q.row is not None, q.row or 0))
         raise ManifestError(p, problems)
 
-    df = raw.copy()
-    df["case_id"] = pd.Series(parsed["case_id"], dtype="str")
-    df["patient_id"] = pd.Series(parsed["patient_id"] if "patient_id" in parsed else parsed["case_id"], dtype="str")
-    df["image"] = pd.Series(parsed["image"], dtype="str")
-    if "mask" in parsed:
-        df["mask"] = pd.Series(parsed["mask"], dtype="str")
-    if "label" in raw.columns:
-        df["label"] = pd.array(labels, dtype="Int64")
-    for col, values in numeric.items():
-        df[col] = values
-    df["image_path"] = pd.Series(resolved["image"], dtype="str")
-    df["mask_path"] = pd.Series(resolved["mask"], dtype="str")
-    front = [c for c in ("case_id", "patient_id", "image", "mask", "label") if c in df.columns]
-    df = df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
+    df = _assemble(raw, parsed, labels, numeric, resolved)
     df.attrs["manifest_path"] = str(p.resolve())
     df.attrs["manifest_dir"] = str(base)
     return df

@@ -278,6 +278,113 @@ def _text_rows(labels: np.ndarray, stats: np.ndarray, strong: np.ndarray) -> lis
     return rows
 
 
+@dataclass(frozen=True, eq=False)
+class _Strokes:
+    """Vertical-stroke components of ``V`` found by hysteresis."""
+
+    n: int
+    labels: np.ndarray
+    stats: np.ndarray
+    strong: np.ndarray  # per component: reaches ``_STROKE_HI`` (background excluded)
+    is_stroke: np.ndarray  # per component: a stroke of text height
+    is_long: np.ndarray  # per component: a long line
+
+
+def _caliper_centres(u8: np.ndarray, v_hat: np.ndarray, h_hat: np.ndarray, search: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` (x, y) centres of crosses with dark gaps between bright arms."""
+    resp = _cross_response(u8.astype(np.float32), v_hat, h_hat)
+    cross_seed = ((resp >= _CROSS_MIN) & search).astype(np.uint8)
+    n_c, _, _, c_cent = cv2.connectedComponentsWithStats(cross_seed, connectivity=8)
+    return c_cent[1:] if n_c > 1 else np.zeros((0, 2))
+
+
+def _strokes(v_hat: np.ndarray, search: np.ndarray) -> _Strokes:
+    """Vertical strokes by hysteresis on ``V``."""
+    lo = ((v_hat >= _STROKE_LO) & search).astype(np.uint8)
+    n_s, s_lab, s_stats, _ = cv2.connectedComponentsWithStats(lo, connectivity=8)
+    peak = np.zeros(n_s, np.int32)
+    np.maximum.at(peak, s_lab.ravel(), v_hat.ravel().astype(np.int32))
+    sh, sw = s_stats[:, cv2.CC_STAT_HEIGHT], s_stats[:, cv2.CC_STAT_WIDTH]
+    strong = peak >= _STROKE_HI
+    strong[0] = False
+    is_stroke = strong & (sh >= _STROKE_MIN_H) & (sh <= _STROKE_MAX_H) & (sw <= _STROKE_MAX_W)
+    is_long = strong & (sh >= _LONG_LINE_H) & (sw <= 2 * _STROKE_MAX_W)
+    return _Strokes(n_s, s_lab, s_stats, strong, is_stroke, is_long)
+
+
+def _text_mask(strokes: _Strokes, glyph: np.ndarray) -> tuple[np.ndarray, int]:
+    """Text rows grown to their glyphs, and their number."""
+    # Glyph components (vertical extent of a cap height, with tall stroke columns) chained left
+    # to right on a shared cap line and baseline.
+    text_seed = np.zeros(glyph.shape, bool)
+    n_text = 0
+    for x0, y0, x1, y1 in _text_rows(strokes.labels, strokes.stats, strokes.strong):
+        n_text += 1
+        # Round letters (S, O, 7) have no stem; at a row's ends they lie outside the stems' box.
+        pad = (y1 - y0) * 4 // 5
+        text_seed[max(0, y0 - 1) : y1 + 1, max(0, x0 - pad) : x1 + pad] = True
+    text = _grow(text_seed & glyph, glyph, 1) if n_text else np.zeros(glyph.shape, bool)
+    return text, n_text
+
+
+def _side_rims(scan: np.ndarray, search: np.ndarray) -> np.ndarray:
+    """The search area within ``_RIM`` px of the scan area's side edges (the image edge counts)."""
+    # The image edge counts as the scan area's edge (cropped frames such as BUS-BRA's).
+    inner = cv2.erode(
+        scan.astype(np.uint8),
+        np.ones((1, 2 * _RIM + 1), np.uint8),
+        borderType=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    return search & ~(inner > 0)
+
+
+def _caliper_mask(
+    centres: np.ndarray, text: np.ndarray, rim: np.ndarray, glyph: np.ndarray
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Calipers grown to their glyphs, their number, and the boxes of crosses on the side rims."""
+    # Calipers not inside text (letters such as X would otherwise double-count); crosses on the
+    # side rims are depth-scale diamonds and focus markers, so they go to graphics.
+    shape = glyph.shape
+    rim_cross = np.zeros(shape, bool)
+    cal_seed = np.zeros(shape, np.uint8)
+    n_cal = 0
+    for cx, cy in centres:
+        ix, iy = round(cx), round(cy)
+        if text[iy, ix]:
+            continue
+        if rim[iy, ix]:
+            rim_cross[max(0, iy - 4) : iy + 5, max(0, ix - 4) : ix + 5] = True
+            continue
+        n_cal += 1
+        cv2.circle(cal_seed, (ix, iy), 1, 1, -1)
+    calipers = _grow(cal_seed > 0, glyph, 6) if n_cal else np.zeros(shape, bool)
+    return calipers, n_cal, rim_cross
+
+
+def _graphics_mask(
+    strokes: _Strokes,
+    rim: np.ndarray,
+    rim_cross: np.ndarray,
+    glyph: np.ndarray,
+    text: np.ndarray,
+    calipers: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Long thin lines, depth scales and strokes on the side rims, and their number."""
+    s_lab = strokes.labels
+    rim_strokes = np.zeros(strokes.n, bool)
+    rim_strokes[np.unique(s_lab[rim & (s_lab > 0)])] = True
+    cand = (strokes.is_long | (strokes.is_stroke & rim_strokes))[s_lab]
+    cand |= rim_cross & glyph
+    cand &= ~text & ~calipers
+    n_graphics = 0
+    graphics = np.zeros(glyph.shape, bool)
+    if cand.any():
+        n_graphics = cv2.connectedComponents(cv2.dilate(cand.astype(np.uint8), np.ones((5, 5), np.uint8)))[0] - 1
+        graphics = _grow(cand, glyph, 2) & ~text & ~calipers
+    return graphics, n_graphics
+
+
 def detect_overlays(pixels: np.ndarray, scan_mask: np.ndarray | None = None) -> OverlayResult:
     """Detect burned-in text, caliper crosses and UI graphics inside the scan area.
 
@@ -303,8 +410,8 @@ def detect_overlays(pixels: np.ndarray, scan_mask: np.ndarray | None = None) -> 
     px = _check_pixels(pixels)
     shape = px.shape
     scan = find_scan_area(px) if scan_mask is None else _check_mask(scan_mask, shape, "scan_mask")
-    zeros = np.zeros(shape, bool)
     if not scan.any():
+        zeros = np.zeros(shape, bool)
         return OverlayResult(zeros, zeros.copy(), zeros.copy(), zeros.copy(), 0, 0, 0)
     search = cv2.dilate(scan.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
 
@@ -314,70 +421,12 @@ def detect_overlays(pixels: np.ndarray, scan_mask: np.ndarray | None = None) -> 
     t_hat = _tophat(u8, np.ones((7, 7), np.uint8))
     glyph = (t_hat >= _GLYPH_LO) & search
 
-    # --- calipers: crosses with dark gaps between bright arms
-    resp = _cross_response(u8.astype(np.float32), v_hat, h_hat)
-    cross_seed = ((resp >= _CROSS_MIN) & search).astype(np.uint8)
-    n_c, _, _, c_cent = cv2.connectedComponentsWithStats(cross_seed, connectivity=8)
-    centres = c_cent[1:] if n_c > 1 else np.zeros((0, 2))
-
-    # --- vertical strokes by hysteresis on V
-    lo = ((v_hat >= _STROKE_LO) & search).astype(np.uint8)
-    n_s, s_lab, s_stats, _ = cv2.connectedComponentsWithStats(lo, connectivity=8)
-    peak = np.zeros(n_s, np.int32)
-    np.maximum.at(peak, s_lab.ravel(), v_hat.ravel().astype(np.int32))
-    sh, sw = s_stats[:, cv2.CC_STAT_HEIGHT], s_stats[:, cv2.CC_STAT_WIDTH]
-    strong = peak >= _STROKE_HI
-    strong[0] = False
-    is_stroke = strong & (sh >= _STROKE_MIN_H) & (sh <= _STROKE_MAX_H) & (sw <= _STROKE_MAX_W)
-    is_long = strong & (sh >= _LONG_LINE_H) & (sw <= 2 * _STROKE_MAX_W)
-
-    # --- text: glyph components (vertical extent of a cap height, with tall stroke columns)
-    # chained left to right on a shared cap line and baseline
-    text_seed = np.zeros(shape, bool)
-    n_text = 0
-    for x0, y0, x1, y1 in _text_rows(s_lab, s_stats, strong):
-        n_text += 1
-        # Round letters (S, O, 7) have no stem; at a row's ends they lie outside the stems' box.
-        pad = (y1 - y0) * 4 // 5
-        text_seed[max(0, y0 - 1) : y1 + 1, max(0, x0 - pad) : x1 + pad] = True
-    text = _grow(text_seed & glyph, glyph, 1) if n_text else zeros.copy()
-
-    # --- calipers not inside text (letters such as X would otherwise double-count); crosses on
-    # the side rims are depth-scale diamonds and focus markers, so they go to graphics
-    # The image edge counts as the scan area's edge (cropped frames such as BUS-BRA's).
-    inner = cv2.erode(
-        scan.astype(np.uint8),
-        np.ones((1, 2 * _RIM + 1), np.uint8),
-        borderType=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
-    rim = search & ~(inner > 0)
-    rim_cross = np.zeros(shape, bool)
-    cal_seed = np.zeros(shape, np.uint8)
-    n_cal = 0
-    for cx, cy in centres:
-        ix, iy = round(cx), round(cy)
-        if text[iy, ix]:
-            continue
-        if rim[iy, ix]:
-            rim_cross[max(0, iy - 4) : iy + 5, max(0, ix - 4) : ix + 5] = True
-            continue
-        n_cal += 1
-        cv2.circle(cal_seed, (ix, iy), 1, 1, -1)
-    calipers = _grow(cal_seed > 0, glyph, 6) if n_cal else zeros.copy()
-
-    # --- graphics: long thin lines, depth scales and strokes on the side rims
-    rim_strokes = np.zeros(n_s, bool)
-    rim_strokes[np.unique(s_lab[rim & (s_lab > 0)])] = True
-    cand = (is_long | (is_stroke & rim_strokes))[s_lab]
-    cand |= rim_cross & glyph
-    cand &= ~text & ~calipers
-    n_graphics = 0
-    graphics = zeros.copy()
-    if cand.any():
-        n_graphics = cv2.connectedComponents(cv2.dilate(cand.astype(np.uint8), np.ones((5, 5), np.uint8)))[0] - 1
-        graphics = _grow(cand, glyph, 2) & ~text & ~calipers
-
+    centres = _caliper_centres(u8, v_hat, h_hat, search)
+    strokes = _strokes(v_hat, search)
+    text, n_text = _text_mask(strokes, glyph)
+    rim = _side_rims(scan, search)
+    calipers, n_cal, rim_cross = _caliper_mask(centres, text, rim, glyph)
+    graphics, n_graphics = _graphics_mask(strokes, rim, rim_cross, glyph, text, calipers)
     mask = text | calipers | graphics
     return OverlayResult(mask, text, calipers, graphics, n_text, n_cal, n_graphics)
 

@@ -5,7 +5,8 @@ perturbation rows, if any) and ``NAME.json`` (its index: the cases with the SHA-
 and mask files, and their failures), the index last and every file atomically, so a part whose
 index exists is complete. ``NAME`` is a digest of the chunk's cases and file hashes
 (:func:`part_name`). A re-run reads :func:`finished_parts` and computes only the cases not in
-them (failed cases are tried again). Used by the ultrasound extraction
+them (failed cases are tried again); :func:`run_parts` is that loop, and :func:`parts_folder`
+gives a table's store. Used by the ultrasound extraction
 (:func:`usher2.features.extract.extract_cohort`) and the MRI extraction
 (:func:`usher2.mri.features.extract_mri_cohort`).
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,19 @@ import pandas as pd
 
 from usher2.io.atomic import atomic_path, atomic_write_text
 
-__all__ = ["finished_parts", "latest_failures", "part_name", "write_parquet", "write_part"]
+__all__ = [
+    "ChunkResults",
+    "finished_parts",
+    "latest_failures",
+    "part_name",
+    "parts_folder",
+    "run_parts",
+    "write_parquet",
+    "write_part",
+]
+
+ChunkResults = Iterable[tuple[list[dict[str, Any]], dict[str, Any]]]
+"""``(chunk, result)`` pairs, in the order the chunks finish (see :func:`run_parts`)."""
 
 
 def write_parquet(path: Path, df: pd.DataFrame, metadata: dict[str, Any] | None = None) -> None:
@@ -92,3 +106,72 @@ def latest_failures(parts: Path, cases: Sequence[dict[str, Any]]) -> list[dict[s
                 if c["case_id"] not in newest or mtime >= newest[c["case_id"]][0]:
                     newest[c["case_id"]] = (mtime, recs)
     return [r for _, recs in newest.values() for r in recs]
+
+
+def parts_folder(out: Path, digest: str, settings: dict[str, Any]) -> Path:
+    """The part store of the table ``out`` for one set of settings, created.
+
+    Args:
+        out: The table the parts are for (``NAME.parquet``).
+        digest: The digest of the settings that change its values (the folder is named after its
+            first 16 characters, so results of two settings never mix).
+        settings: All the settings, written to ``NAME.parts/settings.json``.
+
+    Returns:
+        ``NAME.parts/<digest[:16]>/``.
+    """
+    parts = out.with_name(out.stem + ".parts") / digest[:16]
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(parts.parent / "settings.json", json.dumps(settings, indent=2, default=str))
+    return parts
+
+
+def run_parts(
+    cases: Sequence[dict[str, Any]],
+    folder: Path,
+    chunk_size: int,
+    compute: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    *,
+    executor: Callable[[list[list[dict[str, Any]]]], AbstractContextManager[ChunkResults | None]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Compute the cases not yet in the part store ``folder``, chunk by chunk, writing every chunk as a part.
+
+    The cases of a finished part (same case id, image and mask hashes: :func:`finished_parts`) are
+    skipped; the others are cut, in their order, into chunks of ``chunk_size`` cases, and each
+    chunk's result is written (:func:`write_part`) as soon as it is there.
+
+    Args:
+        cases: The cohort's cases (``case_id``, ``image_sha256``, ``mask_sha256`` and whatever
+            ``compute`` reads).
+        folder: The part store (:func:`parts_folder`).
+        chunk_size: Cases per chunk.
+        compute: ``compute(chunk)``: one chunk's result (``rows``, ``perturbations``, ``failures``).
+        executor: ``executor(chunks)``: a context manager giving the chunks' results computed
+            elsewhere (workers), as ``(chunk, result)`` pairs in the order they finish, or None to
+            compute them here with ``compute``, in order. It is entered after the first progress
+            call and left (workers shut down) when every part is written or something raised.
+        progress: ``progress(cases_done, n_cases)``: once with the reused cases, then after every chunk.
+        log: Receives one line per event.
+
+    Returns:
+        The number of cases computed (those not reused).
+    """
+    done = finished_parts(folder)
+    pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
+    n_done = len(cases) - len(pending)
+    if n_done and log is not None:
+        log(f"{n_done} of {len(cases)} cases reused from {folder}")
+    chunks = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
+    if progress:
+        progress(n_done, len(cases))
+    with executor(chunks) if executor is not None else nullcontext() as results:
+        if results is None:  # computed here, in order
+            results = ((chunk, compute(chunk)) for chunk in chunks)
+        for chunk, result in results:
+            write_part(folder, part_name(chunk), result, chunk)
+            n_done += len(chunk)
+            if progress:
+                progress(n_done, len(cases))
+    return len(pending)

@@ -302,6 +302,130 @@ def _outputs_of(out: Path, item: _Item) -> list[Path]:
     return [_frame_png(out, item.stem, k) for k in range(n)]
 
 
+def _check_arguments(batch_size: int, stage: str) -> None:
+    """``ValueError`` for a ``batch_size`` below 1 (or not an integer) or an unknown ``stage``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if stage not in _KEYS:
+        raise ValueError(f"stage must be one of {sorted(_KEYS)}, got {stage!r}")
+
+
+@dataclass
+class _Run:
+    """One :func:`map_frames` run in progress: the frames waiting for batch-mates and what became of each input."""
+
+    out: Path
+    items: list[_Item]
+    process: Callable[[np.ndarray], Sequence[Any]]
+    write: Callable[[Path, Any], None]
+    batch_size: int
+    progress: Callable[[int, int], None] | None
+    total: int
+    done: int
+    written: list[tuple[int, int, Path]] = field(default_factory=list)  # (item, frame index, png)
+    processed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[int, Failure] = field(default_factory=dict)
+    buckets: dict[tuple[int, int], list[_Pending]] = field(default_factory=dict)  # by frame shape
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def skip(self, i: int) -> None:
+        """Count input ``i`` as complete from an earlier run."""
+        self.skipped.append(i)
+        self.done += 1
+        self.report()
+
+    def finish(self, i: int) -> None:
+        """Mark input ``i`` processed once it is read and every frame of it is written."""
+        item = self.items[i]
+        if item.failed or not item.read_done or item.outstanding:
+            return
+        if item.multi:  # written last: marks every frame as present
+            marker = {"source": str(item.source.resolve()), "frames": item.frames}
+            atomic_write_text(self.out / item.stem / FRAMES_FILE, json.dumps(marker, indent=2) + "\n")
+        self.processed.append(i)
+        self.done += 1
+        self.report()
+
+    def flush(self, shape: tuple[int, int]) -> None:
+        """Process and write the frames of ``shape`` waiting in their bucket."""
+        batch = self.buckets.pop(shape, [])
+        if not batch:
+            return
+        x = np.stack([p.pixels for p in batch])[:, None]
+        results = self.process(x)
+        for k, p in enumerate(batch):
+            item = self.items[p.item]
+            path = _frame_png(self.out, item.stem, p.index) if item.multi else _single_png(self.out, item.stem)
+            self.write(path, results[k])
+            self.written.append((p.item, p.index, path))
+            item.outstanding -= 1
+        for i in dict.fromkeys(p.item for p in batch):
+            self.finish(i)
+
+    def flush_all(self) -> None:
+        for shape in list(self.buckets):
+            self.flush(shape)
+
+    def queue(self, i: int, frame: Frame) -> None:
+        """Queue a frame of input ``i``; flush its bucket when full, every bucket when too many wait."""
+        item = self.items[i]
+        self.buckets.setdefault(frame.shape, []).append(_Pending(i, frame.index, frame.pixels))
+        item.outstanding += 1
+        item.frames += 1
+        if len(self.buckets[frame.shape]) >= self.batch_size:
+            self.flush(frame.shape)
+        if sum(len(b) for b in self.buckets.values()) >= _PENDING_FACTOR * self.batch_size:
+            self.flush_all()
+
+    def drop(self, i: int) -> None:
+        """Forget the queued frames of failed input ``i`` and count it as done."""
+        for shape in list(self.buckets):
+            self.buckets[shape] = [p for p in self.buckets[shape] if p.item != i]
+        self.done += 1
+        self.report()
+
+    def read(self, i: int) -> None:
+        """Queue every frame of input ``i``; a read error makes it a failure."""
+        item = self.items[i]
+        frames = _frames_of(item)
+        while True:
+            # Only reading is guarded: an error inside the stage is not this input's fault.
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except Exception as exc:  # one bad input must not stop the run; it is listed, not hidden
+                item.failed = True
+                self.failed[i] = Failure.from_exception(item.case, exc)
+                break
+            self.queue(i, frame)
+        if item.failed:
+            self.drop(i)
+            return
+        item.read_done = True
+        self.finish(i)
+
+    def result(self, failures: list[Failure], order: dict[str, int], settings: dict[str, Any]) -> RunResult:
+        """Write ``failures.csv`` (collision and read failures, in input order) and sum up the run."""
+        items = self.items
+        all_failures = sorted([*failures, *self.failed.values()], key=lambda f: order[f.case])  # input order
+        _write_failures(self.out, all_failures)
+        complete = sorted([*self.processed, *self.skipped])
+        return RunResult(
+            out=self.out,
+            written=[path for _, _, path in sorted(self.written, key=lambda t: (t[0], t[1]))],
+            processed=[items[i].case for i in sorted(self.processed)],
+            skipped=[items[i].case for i in sorted(self.skipped)],
+            failures=all_failures,
+            settings=settings,
+            outputs={items[i].case: _outputs_of(self.out, items[i]) for i in complete},
+        )
+
+
 def map_frames(
     input: str | Path,
     out: str | Path,
@@ -348,10 +472,7 @@ def map_frames(
         >>> r.processed, int(cv2.imread(str(d / "out" / "x.png"), 0)[0, 0])
         (['x.png'], 155)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if stage not in _KEYS:
-        raise ValueError(f"stage must be one of {sorted(_KEYS)}, got {stage!r}")
+    _check_arguments(batch_size, stage)
     source, out = Path(input), Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "an output folder", "an existing file", fix="choose a folder for --out")
@@ -360,91 +481,12 @@ def map_frames(
     out.mkdir(parents=True, exist_ok=True)
     reuse = _check_settings(out, stage, settings, source, overwrite)
 
-    total = len(items) + len(failures)
-    done = len(failures)
-    written: list[tuple[int, int, Path]] = []
-    processed: list[int] = []
-    skipped: list[int] = []
-    failed: dict[int, Failure] = {}
-    buckets: dict[tuple[int, int], list[_Pending]] = {}
-
-    def report() -> None:
-        if progress is not None:
-            progress(done, total)
-
-    def finish(i: int) -> None:
-        nonlocal done
-        item = items[i]
-        if item.failed or not item.read_done or item.outstanding:
-            return
-        if item.multi:  # written last: marks every frame as present
-            marker = {"source": str(item.source.resolve()), "frames": item.frames}
-            atomic_write_text(out / item.stem / FRAMES_FILE, json.dumps(marker, indent=2) + "\n")
-        processed.append(i)
-        done += 1
-        report()
-
-    def flush(shape: tuple[int, int]) -> None:
-        batch = buckets.pop(shape, [])
-        if not batch:
-            return
-        x = np.stack([p.pixels for p in batch])[:, None]
-        results = process(x)
-        for k, p in enumerate(batch):
-            item = items[p.item]
-            path = _frame_png(out, item.stem, p.index) if item.multi else _single_png(out, item.stem)
-            write(path, results[k])
-            written.append((p.item, p.index, path))
-            item.outstanding -= 1
-        for i in dict.fromkeys(p.item for p in batch):
-            finish(i)
-
-    report()
+    run = _Run(out, items, process, write, batch_size, progress, total=len(items) + len(failures), done=len(failures))
+    run.report()
     for i, item in enumerate(items):
         if reuse and _is_complete(out, item.stem):
-            skipped.append(i)
-            done += 1
-            report()
-            continue
-        frames = _frames_of(item)
-        while True:
-            # Only reading is guarded: an error inside the stage is not this input's fault.
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except Exception as exc:  # one bad input must not stop the run; it is listed, not hidden
-                item.failed = True
-                failed[i] = Failure.from_exception(item.case, exc)
-                break
-            buckets.setdefault(frame.shape, []).append(_Pending(i, frame.index, frame.pixels))
-            item.outstanding += 1
-            item.frames += 1
-            if len(buckets[frame.shape]) >= batch_size:
-                flush(frame.shape)
-            if sum(len(b) for b in buckets.values()) >= _PENDING_FACTOR * batch_size:
-                for shape in list(buckets):
-                    flush(shape)
-        if item.failed:
-            for shape in list(buckets):
-                buckets[shape] = [p for p in buckets[shape] if p.item != i]
-            done += 1
-            report()
-            continue
-        item.read_done = True
-        finish(i)
-    for shape in list(buckets):
-        flush(shape)
-
-    all_failures = sorted([*failures, *failed.values()], key=lambda f: order[f.case])  # input order
-    _write_failures(out, all_failures)
-    complete = sorted([*processed, *skipped])
-    return RunResult(
-        out=out,
-        written=[path for _, _, path in sorted(written, key=lambda t: (t[0], t[1]))],
-        processed=[items[i].case for i in sorted(processed)],
-        skipped=[items[i].case for i in sorted(skipped)],
-        failures=all_failures,
-        settings=settings,
-        outputs={items[i].case: _outputs_of(out, items[i]) for i in complete},
-    )
+            run.skip(i)
+        else:
+            run.read(i)
+    run.flush_all()
+    return run.result(failures, order, settings)

@@ -53,13 +53,15 @@ A bad case is a failure row (stage ``features``), never a crash and never a NaN 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,10 +73,9 @@ import SimpleITK as sitk
 from usher2.features.extract import ExtractResult, collect_parts, write_extraction
 from usher2.features.models import cached_model
 from usher2.features.morphology import ellipsoid_fit
-from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
-from usher2.io.parts import finished_parts, part_name, write_part
+from usher2.io.parts import ChunkResults, parts_folder, run_parts
 from usher2.mri.adc import adc_map
 from usher2.mri.io import Volume, read_volume
 from usher2.mri.kinetics import kinetic_features
@@ -709,35 +710,32 @@ def extract_mri_cohort(
     cases, manifest_sha = _cases(manifest, cfg)
     if not cases:
         raise InputError(str(manifest), "a manifest with at least one case", "no rows")
-    parts = out.with_name(out.stem + ".parts") / cfg.digest()[:16]
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(parts.parent / "settings.json", json.dumps(cfg.to_dict(), indent=2, default=str))
-    done = finished_parts(parts)
-    pending = [c for c in cases if (c["case_id"], c["image_sha256"], c["mask_sha256"]) not in done]
-    if len(cases) > len(pending):
-        say(f"{len(cases) - len(pending)} of {len(cases)} cases reused from {parts}")
-    chunks = [pending[i : i + cfg.chunk_size] for i in range(0, len(pending), cfg.chunk_size)]
-    n_done = len(cases) - len(pending)
-    if progress:
-        progress(n_done, len(cases))
+    parts = parts_folder(out, cfg.digest(), cfg.to_dict())
+    computed = run_parts(
+        cases,
+        parts,
+        cfg.chunk_size,
+        functools.partial(_extract_chunk, cfg),
+        executor=lambda chunks: _pool_results(cfg, chunks, workers, say),
+        progress=progress,
+        log=say,
+    )
+    return _assemble(cfg, cases, manifest_sha, parts, out, computed=computed)
 
-    def finish(chunk: list[dict[str, Any]], result: dict[str, Any]) -> None:
-        nonlocal n_done
-        write_part(parts, part_name(chunk), result, chunk)
-        n_done += len(chunk)
-        if progress:
-            progress(n_done, len(cases))
 
-    if workers and workers > 1 and len(chunks) > 1:
-        say(f"{workers} worker processes, {len(chunks)} chunks")
-        with ProcessPoolExecutor(max_workers=int(workers), initializer=_init_worker) as pool:
-            futures = {pool.submit(_extract_chunk, cfg, chunk): chunk for chunk in chunks}
-            for fut in as_completed(futures):
-                finish(futures[fut], fut.result())
-    else:
-        for chunk in chunks:
-            finish(chunk, _extract_chunk(cfg, chunk))
-    return _assemble(cfg, cases, manifest_sha, parts, out, computed=len(pending))
+@contextmanager
+def _pool_results(
+    cfg: MRIExtractConfig, chunks: list[list[dict[str, Any]]], workers: int | None, say: Callable[[str], None]
+) -> Iterator[ChunkResults | None]:
+    """The chunks computed by ``workers`` single-threaded processes, as they finish; None (compute
+    them in this process) for one worker or one chunk. The pool is shut down on leaving."""
+    if not (workers and workers > 1 and len(chunks) > 1):
+        yield None
+        return
+    say(f"{workers} worker processes, {len(chunks)} chunks")
+    with ProcessPoolExecutor(max_workers=int(workers), initializer=_init_worker) as pool:
+        futures = {pool.submit(_extract_chunk, cfg, chunk): chunk for chunk in chunks}
+        yield ((futures[fut], fut.result()) for fut in as_completed(futures))
 
 
 def _assemble(

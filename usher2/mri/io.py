@@ -38,6 +38,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from usher2.io.config import read_mapping
 from usher2.io.dicom import DICOM_SUFFIXES, plain_value
 from usher2.io.errors import InputError
 
@@ -470,18 +471,7 @@ def read_volume(
 
 def _load_mapping(mapping: Mapping[str, str | Sequence[str]] | str | Path) -> dict[str, list[str]]:
     if isinstance(mapping, str | Path):
-        import yaml
-
-        where = Path(mapping)
-        try:
-            loaded = yaml.safe_load(where.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(
-                where, "a readable YAML mapping sequence -> pattern", f"{type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(loaded, dict):
-            raise InputError(where, "a YAML mapping sequence -> pattern", type(loaded).__name__)
-        mapping = loaded
+        mapping = read_mapping(mapping, "a YAML mapping sequence -> pattern")
     out: dict[str, list[str]] = {}
     for name, pat in mapping.items():
         pats = [pat] if isinstance(pat, str) else list(pat)

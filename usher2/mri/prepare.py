@@ -25,10 +25,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -520,6 +521,45 @@ def register_rigid(
         (True, True)
     """
     t0 = time.perf_counter()
+    _check_registration(fixed, moving, shrink, smoothing_mm, sampling, initialise)
+    fix, mov, constant = _float_images(fixed, moving)
+    report = _registration_report()
+    initial = sitk.Euler3DTransform()
+    initial.SetCenter(fix.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in fix.GetSize()]))
+
+    def finish(transform: sitk.Euler3DTransform, reason: str, success: bool) -> tuple:
+        return _finish_registration(report, transform, reason, success, fix, mov, t0)
+
+    if constant:
+        return finish(initial, constant, False)
+    if initialise != "identity":
+        try:
+            initial = _initial_transform(fix, mov, initialise)
+        except RuntimeError as exc:  # e.g. zero mass for "moments": reported, identity kept
+            return finish(initial, f"initialiser failed: {_first_line(exc)}", False)
+
+    mattes = _MattesMetric(int(np.prod(fix.GetSize())), sampling, max_samples, bins, seed, fixed_mask)
+    report["metric_before"] = mattes.evaluate(fix, mov, initial)
+    final, report["iterations"], stop = _optimise(
+        mattes, fix, mov, initial, iterations, shrink, smoothing_mm, learning_rate, min_step, relaxation
+    )
+    if final is None:
+        return finish(initial, f"optimizer failed: {stop}", False)
+    report["stop_condition"] = stop
+    report["metric_after"] = mattes.evaluate(fix, mov, final)
+    failure = _registration_failure(report["metric_before"], report["metric_after"], report["iterations"], tolerance)
+    return finish(initial, failure, False) if failure else finish(final, "ok", True)
+
+
+def _check_registration(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    shrink: Sequence[int],
+    smoothing_mm: Sequence[float],
+    sampling: float,
+    initialise: str,
+) -> None:
+    """Raise :class:`InputError` for bad :func:`register_rigid` arguments."""
     _check_image(fixed, "fixed")
     _check_image(moving, "moving")
     if len(shrink) != len(smoothing_mm):
@@ -528,12 +568,22 @@ def register_rigid(
         raise InputError("sampling", "a fraction in (0, 1]", str(sampling))
     if initialise not in ("geometry", "moments", "identity"):
         raise InputError("initialise", "'geometry', 'moments' or 'identity'", repr(initialise))
+
+
+def _float_images(fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Image, sitk.Image, str]:
+    """Both images as float32, checked finite, and why mutual information is undefined for them
+    ("" unless one is constant)."""
     fix = sitk.Cast(fixed, sitk.sitkFloat32)
     mov = sitk.Cast(moving, sitk.sitkFloat32)
-    fix_arr = _finite_array(fix, "fixed")
-    mov_arr = _finite_array(mov, "moving")
+    for name, arr in (("fixed", _finite_array(fix, "fixed")), ("moving", _finite_array(mov, "moving"))):
+        if float(arr.max()) == float(arr.min()):
+            return fix, mov, f"{name} image is constant ({arr.flat[0]}); mutual information undefined"
+    return fix, mov, ""
 
-    report: dict[str, Any] = {
+
+def _registration_report() -> dict[str, Any]:
+    """The report of :func:`register_rigid` before anything is known."""
+    return {
         "success": False,
         "reason": "",
         "metric": "mattes_mi",
@@ -545,65 +595,107 @@ def register_rigid(
         "rotation_deg": (0.0, 0.0, 0.0),
         "seconds": 0.0,
     }
-    initial = sitk.Euler3DTransform()
-    centre = fix.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in fix.GetSize()])
-    initial.SetCenter(centre)
 
-    def finish(transform: sitk.Euler3DTransform, reason: str, success: bool) -> tuple:
-        report["success"] = success
-        report["reason"] = reason
-        report["translation_mm"] = tuple(float(v) for v in transform.GetTranslation())
-        report["rotation_deg"] = tuple(
-            float(math.degrees(a)) for a in (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ())
-        )
-        report["seconds"] = time.perf_counter() - t0
-        return transform, resample(mov, reference=fix, transform=transform), report
 
-    for name, arr in (("fixed", fix_arr), ("moving", mov_arr)):
-        if float(arr.max()) == float(arr.min()):
-            return finish(initial, f"{name} image is constant ({arr.flat[0]}); mutual information undefined", False)
+def _finish_registration(
+    report: dict[str, Any],
+    transform: sitk.Euler3DTransform,
+    reason: str,
+    success: bool,
+    fix: sitk.Image,
+    mov: sitk.Image,
+    t0: float,
+) -> tuple[sitk.Euler3DTransform, sitk.Image, dict[str, Any]]:
+    """:func:`register_rigid`'s result: the transform, ``mov`` resampled through it on ``fix``'s grid, the report."""
+    report["success"] = success
+    report["reason"] = reason
+    report["translation_mm"] = tuple(float(v) for v in transform.GetTranslation())
+    report["rotation_deg"] = tuple(
+        float(math.degrees(a)) for a in (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ())
+    )
+    report["seconds"] = time.perf_counter() - t0
+    return transform, resample(mov, reference=fix, transform=transform), report
 
-    if initialise != "identity":
-        mode = (
-            sitk.CenteredTransformInitializerFilter.GEOMETRY
-            if initialise == "geometry"
-            else sitk.CenteredTransformInitializerFilter.MOMENTS
-        )
-        try:
-            initial = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(fix, mov, sitk.Euler3DTransform(), mode))
-        except RuntimeError as exc:  # e.g. zero mass for "moments": reported, identity kept
-            return finish(initial, f"initialiser failed: {_first_line(exc)}", False)
 
-    n_voxels = int(np.prod(fix.GetSize()))
+def _initial_transform(fix: sitk.Image, mov: sitk.Image, initialise: str) -> sitk.Euler3DTransform:
+    """``CenteredTransformInitializer`` aligning the grid centres (``"geometry"``) or the intensity
+    centroids (``"moments"``); raises SimpleITK's RuntimeError when it fails."""
+    mode = (
+        sitk.CenteredTransformInitializerFilter.GEOMETRY
+        if initialise == "geometry"
+        else sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    return sitk.Euler3DTransform(sitk.CenteredTransformInitializer(fix, mov, sitk.Euler3DTransform(), mode))
 
-    def fraction(level_shrink: int) -> float:
-        n = max(1, n_voxels // level_shrink**3)
-        return sampling if max_samples is None else min(sampling, max(max_samples / n, 1e-4))
 
-    def method() -> sitk.ImageRegistrationMethod:
+@dataclass(frozen=True)
+class _MattesMetric:
+    """The Mattes mutual information settings of :func:`register_rigid` (random sampling, seeded).
+
+    Attributes:
+        n_voxels: Voxels of the fixed image.
+        sampling: Fraction of fixed voxels sampled.
+        max_samples: Cap on the samples per level, or None.
+        bins: Histogram bins.
+        seed: Seed of the sampling.
+        fixed_mask: Optional 0/1 mask on the fixed grid restricting the metric.
+    """
+
+    n_voxels: int
+    sampling: float
+    max_samples: int | None
+    bins: int
+    seed: int
+    fixed_mask: sitk.Image | None
+
+    def fraction(self, level_shrink: int) -> float:
+        """The sampled fraction at a level shrunk by ``level_shrink`` (``sampling``, capped by ``max_samples``)."""
+        n = max(1, self.n_voxels // level_shrink**3)
+        return self.sampling if self.max_samples is None else min(self.sampling, max(self.max_samples / n, 1e-4))
+
+    def method(self) -> sitk.ImageRegistrationMethod:
+        """A registration method with this metric, linear interpolation and the full-resolution sampling."""
         reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=self.bins)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(fraction(1), seed)
+        reg.SetMetricSamplingPercentage(self.fraction(1), self.seed)
         reg.SetInterpolator(sitk.sitkLinear)
         # gradients only at the sampled points, not a whole gradient image per level (much faster)
         reg.MetricUseFixedImageGradientFilterOff()
         reg.MetricUseMovingImageGradientFilterOff()
-        if fixed_mask is not None:
-            reg.SetMetricFixedMask(fixed_mask)
+        if self.fixed_mask is not None:
+            reg.SetMetricFixedMask(self.fixed_mask)
         return reg
 
-    def evaluate(transform: sitk.Transform) -> float | None:
-        reg = method()
+    def evaluate(self, fix: sitk.Image, mov: sitk.Image, transform: sitk.Transform) -> float | None:
+        """The metric of ``mov`` through ``transform`` against ``fix``; None when it cannot be computed."""
+        reg = self.method()
         reg.SetInitialTransform(sitk.Euler3DTransform(transform), inPlace=False)
         try:
             return float(reg.MetricEvaluate(fix, mov))
         except RuntimeError:
             return None
 
-    report["metric_before"] = evaluate(initial)
 
-    reg = method()
+def _optimise(
+    mattes: _MattesMetric,
+    fix: sitk.Image,
+    mov: sitk.Image,
+    initial: sitk.Euler3DTransform,
+    iterations: int,
+    shrink: Sequence[int],
+    smoothing_mm: Sequence[float],
+    learning_rate: float,
+    min_step: float,
+    relaxation: float,
+) -> tuple[sitk.Euler3DTransform | None, int, str]:
+    """Multi-resolution regular-step gradient descent from ``initial`` (see :func:`register_rigid`).
+
+    Returns:
+        ``(final transform, iterations over all levels, stop condition)``, or ``(None, iterations,
+        the error's message)`` when the optimizer raised.
+    """
+    reg = mattes.method()
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=learning_rate,
         minStep=min_step,
@@ -613,7 +705,7 @@ def register_rigid(
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([int(s) for s in shrink])
-    reg.SetMetricSamplingPercentagePerLevel([fraction(int(s)) for s in shrink], seed)
+    reg.SetMetricSamplingPercentagePerLevel([mattes.fraction(int(s)) for s in shrink], mattes.seed)
     reg.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_mm])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(sitk.Euler3DTransform(initial), inPlace=False)
@@ -622,20 +714,21 @@ def register_rigid(
     try:
         result = reg.Execute(fix, mov)
     except RuntimeError as exc:
-        report["iterations"] = count[0]
-        return finish(initial, f"optimizer failed: {_first_line(exc)}", False)
-    report["iterations"] = count[0]
-    report["stop_condition"] = reg.GetOptimizerStopConditionDescription()
+        return None, count[0], _first_line(exc)
+    stop = reg.GetOptimizerStopConditionDescription()
     final = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0))
-    report["metric_after"] = evaluate(final)
-    before, after = report["metric_before"], report["metric_after"]
-    if count[0] == 0:
-        return finish(initial, "optimizer made no iterations", False)
+    return final, count[0], stop
+
+
+def _registration_failure(before: float | None, after: float | None, iterations: int, tolerance: float) -> str:
+    """Why an optimizer run does not count as a registration ("" when it does)."""
+    if iterations == 0:
+        return "optimizer made no iterations"
     if after is None:
-        return finish(initial, "metric could not be evaluated after registration", False)
+        return "metric could not be evaluated after registration"
     if before is not None and after > before + tolerance * abs(before):
-        return finish(initial, f"metric got worse ({before:.4f} -> {after:.4f})", False)
-    return finish(final, "ok", True)
+        return f"metric got worse ({before:.4f} -> {after:.4f})"
+    return ""
 
 
 # --------------------------------------------------------------------------- whole case
@@ -715,68 +808,42 @@ def prepare_case(
     """
     t_start = time.perf_counter()
     timings = dict.fromkeys(("nonfinite", "n4", "resample", "register", "mask", "normalise"), 0.0)
-    if not volumes:
-        raise InputError("volumes", "at least one sequence", "an empty mapping")
-    for name, vol in volumes.items():
-        _check_image(vol, f"volumes[{name!r}]")
-    ref_name = reference if reference is not None else ("t2" if "t2" in volumes else next(iter(volumes)))
-    if ref_name not in volumes:
-        raise InputError("reference", f"one of {sorted(volumes)}", repr(ref_name))
+    ref_name = _reference_name(volumes, reference)
     target = _triple(spacing, "spacing")
     flags: list[str] = []
 
-    t = time.perf_counter()
-    native: dict[str, sitk.Image] = {}
-    nonfinite: dict[str, int] = {}
-    for name, vol in volumes.items():
-        native[name], count = fill_nonfinite(vol)
-        if count:
-            nonfinite[name] = count
-            flags.append(f"nan_voxels:{name}")
-    timings["nonfinite"] = time.perf_counter() - t
+    with _timed(timings, "nonfinite"):
+        native, nonfinite = _filled(volumes)
+        flags += [f"nan_voxels:{name}" for name in nonfinite]
 
     mask_img = _mask_image(mask, volumes[ref_name])
 
     if n4:
-        t = time.perf_counter()
-        native = {name: _n4(vol) for name, vol in native.items()}
-        timings["n4"] = time.perf_counter() - t
+        with _timed(timings, "n4"):
+            native = {name: _n4(vol) for name, vol in native.items()}
 
-    t = time.perf_counter()
-    grid = resample(native[ref_name], target)
-    out: dict[str, sitk.Image] = {ref_name: grid}
-    if not register:
-        for name, vol in native.items():
-            if name != ref_name:
-                out[name] = resample(vol, reference=grid)
-    timings["resample"] = time.perf_counter() - t
+    with _timed(timings, "resample"):
+        grid = resample(native[ref_name], target)
+        out: dict[str, sitk.Image] = {ref_name: grid}
+        if not register:
+            out.update({name: resample(vol, reference=grid) for name, vol in native.items() if name != ref_name})
 
     reports: dict[str, dict[str, Any]] = {}
     if register:
-        t = time.perf_counter()
-        for name, vol in native.items():
-            if name == ref_name:
-                continue
-            _, out[name], reports[name] = register_rigid(grid, vol, **dict(registration or {}))
-            if not reports[name]["success"]:
-                flags.append(f"registration_failed:{name}")
-        timings["register"] = time.perf_counter() - t
+        with _timed(timings, "register"):
+            registered, reports = _registered(grid, native, ref_name, registration)
+            out.update(registered)
+            flags += [f"registration_failed:{name}" for name, rep in reports.items() if not rep["success"]]
     out = {name: out[name] for name in volumes}
 
-    t = time.perf_counter()
-    mask_out = resample_mask(mask_img, reference=grid)
-    m = to_array(mask_out)
-    if not m.any():
-        flags.append("empty_mask")
-    elif m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any() or m[:, :, 0].any() or m[:, :, -1].any():
-        flags.append("lesion_touches_edge")
-    timings["mask"] = time.perf_counter() - t
+    with _timed(timings, "mask"):
+        mask_out = resample_mask(mask_img, reference=grid)
+        flags += _mask_flags(to_array(mask_out))
 
     if normalise:
-        t = time.perf_counter()
-        fg = foreground_mask(grid)
-        out = {name: _normalise(vol, fg) for name, vol in out.items()}
-        timings["normalise"] = time.perf_counter() - t
+        with _timed(timings, "normalise"):
+            fg = foreground_mask(grid)
+            out = {name: _normalise(vol, fg) for name, vol in out.items()}
     timings["total"] = time.perf_counter() - t_start
     return PreparedCase(
         volumes=out,
@@ -793,6 +860,61 @@ def prepare_case(
 # ``prepare_case`` has keyword arguments named like these functions
 _n4 = n4
 _normalise = normalise
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Time the block into ``timings[stage]`` (seconds; not set when the block raises)."""
+    t = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - t
+
+
+def _reference_name(volumes: Mapping[str, sitk.Image], reference: str | None) -> str:
+    """The reference sequence of :func:`prepare_case` (``"t2"`` if present, else the first), checked."""
+    if not volumes:
+        raise InputError("volumes", "at least one sequence", "an empty mapping")
+    for name, vol in volumes.items():
+        _check_image(vol, f"volumes[{name!r}]")
+    ref_name = reference if reference is not None else ("t2" if "t2" in volumes else next(iter(volumes)))
+    if ref_name not in volumes:
+        raise InputError("reference", f"one of {sorted(volumes)}", repr(ref_name))
+    return ref_name
+
+
+def _filled(volumes: Mapping[str, sitk.Image]) -> tuple[dict[str, sitk.Image], dict[str, int]]:
+    """Every volume with its non-finite voxels replaced (:func:`fill_nonfinite`), and the counts of
+    the volumes that had some."""
+    native: dict[str, sitk.Image] = {}
+    nonfinite: dict[str, int] = {}
+    for name, vol in volumes.items():
+        native[name], count = fill_nonfinite(vol)
+        if count:
+            nonfinite[name] = count
+    return native, nonfinite
+
+
+def _registered(
+    grid: sitk.Image, native: Mapping[str, sitk.Image], ref_name: str, registration: Mapping[str, Any] | None
+) -> tuple[dict[str, sitk.Image], dict[str, dict[str, Any]]]:
+    """Every non-reference volume registered to ``grid`` and resampled on it (:func:`register_rigid`),
+    and the registration reports."""
+    out: dict[str, sitk.Image] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    for name, vol in native.items():
+        if name == ref_name:
+            continue
+        _, out[name], reports[name] = register_rigid(grid, vol, **dict(registration or {}))
+    return out, reports
+
+
+def _mask_flags(m: np.ndarray) -> list[str]:
+    """``empty_mask``, or ``lesion_touches_edge`` when a lesion voxel lies on a face of the grid."""
+    if not m.any():
+        return ["empty_mask"]
+    if m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any() or m[:, :, 0].any() or m[:, :, -1].any():
+        return ["lesion_touches_edge"]
+    return []
 
 
 # --------------------------------------------------------------------------- helpers

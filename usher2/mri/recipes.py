@@ -64,11 +64,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions_table, write_predictions
 from usher2.fusion.models import check_selection
 from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
 
 __all__ = [
@@ -213,15 +213,8 @@ def load_recipe(study: str | Path) -> Recipe:
     path = STUDIES_DIR / f"{study}.yaml" if str(study) in STUDIES else Path(study)
     if not path.is_file():
         raise InputError("study", f"one of {', '.join(STUDIES)} or a recipe YAML file", repr(str(study)))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(path, "a recipe in YAML", f"invalid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise InputError(path, "a YAML mapping", type(raw).__name__)
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise InputError(path, f"top-level keys among {sorted(_TOP_KEYS)}", f"unknown keys {unknown}")
+    raw = read_mapping(path, "an MRI study recipe (YAML)")
+    check_keys(path, raw, _TOP_KEYS, "top-level keys")
     for key in ("study", "tasks", "models"):
         if key not in raw:
             raise InputError(path, f"a {key!r} entry", "none")
@@ -560,23 +553,85 @@ def reproduce(
     Raises:
         InputError: A bad recipe or manifest, missing sequences without a fallback.
     """
-    from usher2.fusion.bundle import load_bundle
-    from usher2.fusion.fit import fit_cohort
-
     say = log or (lambda _m: None)
-    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    if validation is not None:
-        if validation not in ("split", "nested"):
-            raise InputError("validation", "'split' or 'nested'", repr(validation))
-        rec = replace(rec, validation=validation)
-    if outer_folds is not None:
-        rec = replace(rec, outer_folds=int(outer_folds))
+    rec = _with_overrides(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), validation, outer_folds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
     # 1. cohorts
+    raw, config = _cohorts(
+        rec,
+        out,
+        train,
+        test,
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+        phantom=phantom,
+        workers=workers,
+        progress=progress,
+        say=say,
+    )
+    seconds["simulate"] = time.perf_counter() - t0
+    rec, fallbacks = _resolve_sequences(rec, list(raw.values()))
+    for s, alt in fallbacks.items():
+        say(f"fallback: {alt} in place of the missing {s}")
+    mans = {k: _read(v, rec.sequences()) if rec.extract else v for k, v in raw.items()}
+
+    # 2. features
+    t = time.perf_counter()
+    feats, perts, failures = _cohort_features(rec, mans, out, workers=workers, seed=seed, progress=progress)
+    seconds["features"] = time.perf_counter() - t
+    data = _fit_data(rec, mans, feats, perts)
+
+    # 3. models, per task
+    t = time.perf_counter()
+    done = [
+        _run_task(rec, task, out, data, config, seed=seed, report=report, progress=progress, say=say)
+        for task in rec.tasks
+    ]
+    rows = [row for task_rows, _ in done for row in task_rows]
+    reports = {task.name: path for task, (_, path) in zip(rec.tasks, done, strict=True) if path is not None}
+    seconds["models"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+
+    table = _write_run(out, rec, rows, failures, data, fallbacks, seed=seed, seconds=seconds, config=config)
+    return ReproduceResult(out, table, reports, seconds, fallbacks)
+
+
+def _with_overrides(rec: Recipe, validation: str | None, outer_folds: int | None) -> Recipe:
+    """The recipe with :func:`reproduce`'s ``validation`` and ``outer_folds`` (when given)."""
+    if validation is not None:
+        if validation not in ("split", "nested"):
+            raise InputError("validation", "'split' or 'nested'", repr(validation))
+        rec = replace(rec, validation=validation)
+    if outer_folds is not None:
+        rec = replace(rec, outer_folds=int(outer_folds))
+    return rec
+
+
+def _cohorts(
+    rec: Recipe,
+    out: Path,
+    train: str | Path | pd.DataFrame | None,
+    test: str | Path | pd.DataFrame | None,
+    *,
+    n_train: int | None,
+    n_test: int | None,
+    seed: int,
+    phantom: Mapping[str, Any] | None,
+    workers: int,
+    progress: Callable[[str, int, int], None] | None,
+    say: Callable[[str], None],
+) -> tuple[dict[str, pd.DataFrame], Any]:
+    """The raw manifests of the training and test cohorts, and the phantom configuration.
+
+    Without the user's manifests (``train``, ``test``) both cohorts are simulated under
+    ``out/phantoms`` (seeds ``seed`` and ``seed + 1``; case and patient ids prefixed by the
+    cohort's name); with them nothing is simulated and the configuration is None (no oracle).
+    """
     config = None
     if (train is None) != (test is None):
         raise InputError("manifests", "both a training and a test manifest (or neither: phantoms)", "only one")
@@ -593,14 +648,19 @@ def reproduce(
             raw[name] = _prefixed(_read(out / "phantoms" / name / "manifest.csv", []), f"{name}-")
     else:
         raw = {"train": _read(train, []), "test": _read(test, [])}
-    seconds["simulate"] = time.perf_counter() - t0
-    rec, fallbacks = _resolve_sequences(rec, list(raw.values()))
-    for s, alt in fallbacks.items():
-        say(f"fallback: {alt} in place of the missing {s}")
-    mans = {k: _read(v, rec.sequences()) if rec.extract else v for k, v in raw.items()}
+    return raw, config
 
-    # 2. features
-    t = time.perf_counter()
+
+def _cohort_features(
+    rec: Recipe,
+    mans: dict[str, pd.DataFrame],
+    out: Path,
+    *,
+    workers: int,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame | None], list[pd.DataFrame]]:
+    """Every cohort's feature table, perturbation table (or None) and failures (with a ``cohort`` column)."""
     feats, perts, failures = {}, {}, []
     for i, (name, man) in enumerate(mans.items()):
         # the same extraction settings (random backbones' weights included) for both cohorts; the
@@ -609,82 +669,166 @@ def reproduce(
             rec, man, out, workers=workers, seed=seed, reader_seed=seed + i, progress=progress, name=name
         )
         failures.append(fail.assign(cohort=name))
-    seconds["features"] = time.perf_counter() - t
+    return feats, perts, failures
+
+
+@dataclass
+class _FitData:
+    """What the models of a run are fitted on and scored with.
+
+    Attributes:
+        mans: Cohort name -> manifest (with the BI-RADS descriptor columns, when the recipe has them).
+        feats: Cohort name -> feature table.
+        perts: Cohort name -> perturbation table, or None.
+        fit_on: The cohort the models are fitted on: ``train``, or ``all`` (both pooled) for nested validation.
+        descriptor_cols: The BI-RADS descriptor columns (``birads_*``), tabular inputs of ``descriptors`` models.
+    """
+
+    mans: dict[str, pd.DataFrame]
+    feats: dict[str, pd.DataFrame]
+    perts: dict[str, pd.DataFrame | None]
+    fit_on: str
+    descriptor_cols: list[str]
+
+
+def _fit_data(
+    rec: Recipe,
+    mans: dict[str, pd.DataFrame],
+    feats: dict[str, pd.DataFrame],
+    perts: dict[str, pd.DataFrame | None],
+) -> _FitData:
+    """The cohorts as the models see them: descriptors merged into the manifests; pooled for nested validation."""
     descriptor_cols = [c for c in feats["train"].columns if c.startswith("birads_")]
     if descriptor_cols:  # descriptors are tabular inputs: they travel with the manifest
-        for name in mans:
-            mans[name] = mans[name].merge(feats[name], on="case_id", how="left")
+        mans = {name: man.merge(feats[name], on="case_id", how="left") for name, man in mans.items()}
     if rec.validation == "nested":
         mans = {"all": pd.concat(list(mans.values()), ignore_index=True)}
         feats = {"all": pd.concat(list(feats.values()), ignore_index=True)}
         pert_list = [p for p in perts.values() if p is not None]
         perts = {"all": pd.concat(pert_list, ignore_index=True) if pert_list else None}
     fit_on = "all" if rec.validation == "nested" else "train"
+    return _FitData(mans, feats, perts, fit_on, descriptor_cols)
 
-    # 3. models, per task
-    rows, reports = [], {}
-    t = time.perf_counter()
-    for task in rec.tasks:
-        tdir = out / "tasks" / task.name
-        tdir.mkdir(parents=True, exist_ok=True)
-        sub = {k: (m.query(task.subset) if task.subset else m) for k, m in mans.items()}
-        models = [m for m in rec.models if m.task == task.name]
-        oracle = _oracle(task, sub.get("test", sub.get("all")), config, models, rec, seed)
-        preds, thresholds, bundles, fits = [], {}, {}, {}
-        for k, spec in enumerate(models):
-            say(f"[{task.name}] fitting {spec.name} ({k + 1}/{len(models)})")
-            if progress:
-                progress(f"fit {task.name}", k, len(models))
-            bdir = tdir / _model_dir(spec.name)
-            perturbations = perts.get(fit_on) if spec.icc else None
-            fit = fit_cohort(
-                feats[fit_on],
-                sub[fit_on],
-                bdir,
-                label=task.label,
-                outer_folds=rec.outer_folds,
-                inner_folds=rec.inner_folds,
-                calibration=rec.calibration,
-                seed=seed,
-                perturbations=perturbations,
-                overwrite=True,
-                training_data={"recipe": rec.study, "cohort": fit_on, "task": task.name},
-                **_fit_args(rec, spec, descriptor_cols),
-            )
-            fits[spec.name] = fit
-            bundles[spec.name] = _model_dir(spec.name)
-            thresholds[spec.name] = fit.threshold
-            oof = fit.cv.oof
-            preds.append(
-                predictions_table(
-                    spec.name, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"]
-                )
-            )
-            row = _auc_row(rec, task, spec, fit, oracle)
-            if "test" in sub:
-                X, y, ids, pids = _test_inputs(feats["test"], sub["test"], task.label, load_bundle(bdir))
-                p = load_bundle(bdir).predict_proba(X)
-                preds.append(predictions_table(spec.name, "test", ids, pids, y, p))
-                row.update(_test_auc(y, p, row["oracle_auc"]))
-            rows.append(row)
+
+def _run_task(
+    rec: Recipe,
+    task: TaskSpec,
+    out: Path,
+    data: _FitData,
+    config: Any,
+    *,
+    seed: int,
+    report: bool,
+    progress: Callable[[str, int, int], None] | None,
+    say: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], Path | None]:
+    """Fit and score one task's models into ``out/tasks/<task>``: their AUC rows and the report (or None)."""
+    tdir = out / "tasks" / task.name
+    tdir.mkdir(parents=True, exist_ok=True)
+    sub = {k: (m.query(task.subset) if task.subset else m) for k, m in data.mans.items()}
+    models = [m for m in rec.models if m.task == task.name]
+    oracle = _oracle(task, sub.get("test", sub.get("all")), config, models, rec, seed)
+    preds, thresholds, bundles, fits, rows = [], {}, {}, {}, []
+    for k, spec in enumerate(models):
+        say(f"[{task.name}] fitting {spec.name} ({k + 1}/{len(models)})")
         if progress:
-            progress(f"fit {task.name}", len(models), len(models))
-        _write_eval_dir(rec, task, tdir, preds, thresholds, bundles, sub, feats, oracle, models, fit_on)
-        if report:
-            from usher2.report import write_cohort_report
+            progress(f"fit {task.name}", k, len(models))
+        fit = _fit_model(rec, task, spec, tdir / _model_dir(spec.name), sub, data, seed)
+        fits[spec.name] = fit
+        bundles[spec.name] = _model_dir(spec.name)
+        thresholds[spec.name] = fit.threshold
+        oof = fit.cv.oof
+        preds.append(
+            predictions_table(spec.name, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
+        )
+        row = _auc_row(rec, task, spec, fit, oracle)
+        if "test" in sub:
+            test_preds, test_row = _score_test(spec, tdir / _model_dir(spec.name), data, sub, task, row["oracle_auc"])
+            preds.append(test_preds)
+            row.update(test_row)
+        rows.append(row)
+    if progress:
+        progress(f"fit {task.name}", len(models), len(models))
+    _write_eval_dir(rec, task, tdir, preds, thresholds, bundles, sub, data.feats, oracle, models, data.fit_on)
+    if not report:
+        return rows, None
+    from usher2.report import write_cohort_report
 
-            extra = _extras(rec, task, tdir, sub, feats, perts, fits, fit_on, say)
-            reports[task.name] = write_cohort_report(tdir, tdir / "report.html", cam_examples=0, extra_sections=extra)
-    seconds["models"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
+    extra = _extras(rec, task, tdir, sub, data.feats, data.perts, fits, data.fit_on, say)
+    return rows, write_cohort_report(tdir, tdir / "report.html", cam_examples=0, extra_sections=extra)
 
+
+def _fit_model(
+    rec: Recipe, task: TaskSpec, spec: ModelSpec, bdir: Path, sub: dict[str, pd.DataFrame], data: _FitData, seed: int
+) -> Any:
+    """One model of a task: nested CV and the final bundle in ``bdir`` (:func:`~usher2.fusion.fit.fit_cohort`)."""
+    from usher2.fusion.fit import fit_cohort
+
+    perturbations = data.perts.get(data.fit_on) if spec.icc else None
+    return fit_cohort(
+        data.feats[data.fit_on],
+        sub[data.fit_on],
+        bdir,
+        label=task.label,
+        outer_folds=rec.outer_folds,
+        inner_folds=rec.inner_folds,
+        calibration=rec.calibration,
+        seed=seed,
+        perturbations=perturbations,
+        overwrite=True,
+        training_data={"recipe": rec.study, "cohort": data.fit_on, "task": task.name},
+        **_fit_args(rec, spec, data.descriptor_cols),
+    )
+
+
+def _score_test(
+    spec: ModelSpec, bdir: Path, data: _FitData, sub: dict[str, pd.DataFrame], task: TaskSpec, oracle: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A fitted model's predictions on the held-out cohort and its test AUC columns."""
+    from usher2.fusion.bundle import load_bundle
+
+    X, y, ids, pids = _test_inputs(data.feats["test"], sub["test"], task.label, load_bundle(bdir))
+    p = load_bundle(bdir).predict_proba(X)
+    return predictions_table(spec.name, "test", ids, pids, y, p), _test_auc(y, p, oracle)
+
+
+def _write_run(
+    out: Path,
+    rec: Recipe,
+    rows: list[dict[str, Any]],
+    failures: list[pd.DataFrame],
+    data: _FitData,
+    fallbacks: dict[str, str],
+    *,
+    seed: int,
+    seconds: dict[str, float],
+    config: Any,
+) -> pd.DataFrame:
+    """Write ``auc.csv``, ``failures.csv`` and ``recipe.json`` (the resolved recipe and the verdict); the AUC table."""
     table = pd.DataFrame(rows)
     with atomic_path(out / "auc.csv") as tmp:
         table.to_csv(tmp, index=False)
     fail = pd.concat(failures, ignore_index=True)
     with atomic_path(out / "failures.csv") as tmp:
         fail.to_csv(tmp, index=False)
-    verdict = {
+    summary = {
+        "recipe": rec.to_dict(),
+        "seed": seed,
+        "n": {k: len(v) for k, v in data.mans.items()},
+        "fallbacks": fallbacks,
+        "n_failed_cases": int(fail["case_id"].nunique()) if len(fail) else 0,
+        "target_ratio": TARGET_RATIO,
+        "verdict": _verdict(rows),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "phantom": config.to_dict() if config is not None else None,
+    }
+    atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2, default=_json_default))
+    return table
+
+
+def _verdict(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per task, its final model's AUC (test, else CV), oracle AUC, ratio and whether it meets the target."""
+    return {
         r["task"]: {
             "final_model": r["model"],
             "auc": r.get("test_auc", r["cv_auc"]),
@@ -695,19 +839,6 @@ def reproduce(
         for r in rows
         if r["final"]
     }
-    summary = {
-        "recipe": rec.to_dict(),
-        "seed": seed,
-        "n": {k: len(v) for k, v in mans.items()},
-        "fallbacks": fallbacks,
-        "n_failed_cases": int(fail["case_id"].nunique()) if len(fail) else 0,
-        "target_ratio": TARGET_RATIO,
-        "verdict": verdict,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "phantom": config.to_dict() if config is not None else None,
-    }
-    atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2, default=_json_default))
-    return ReproduceResult(out, table, reports, seconds, fallbacks)
 
 
 def _json_default(o: Any) -> Any:

@@ -32,7 +32,11 @@ rest is still written.
    re-picked on test).
 5. Calibration of the primary model (plot, slope/intercept, Brier score, Hosmer-Lemeshow) and
    decision curves of every model (thresholds 0.01-0.60) with treat-all/treat-none.
-6. Nomogram of the primary model, or of the first model that is a supported logistic model.
+6. Nomogram of the primary model, or of the first model that is a supported logistic model: one
+   axis for the imaging score (the summed log-odds of the imaging features, named Radscore,
+   Deep Score or DLR score by family; a late-fusion model's own source scores) plus one per
+   clinical variable, as the published nomograms draw them (``nomogram="features"``: one axis
+   per selected feature).
 7. Waterfall of the primary model's test probabilities, centred at its threshold.
 8. SHAP summary (beeswarm) of the primary model on the test features.
 9. Grad-CAM examples (the deep backbone's ROI crop, pasted into the frame): the primary model's
@@ -70,7 +74,7 @@ import pandas as pd
 from usher2.evaluate.summary import CohortCounts, EvaluationSummary
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
-from usher2.report.html import CSS, ci_text, escape, f3, fail, fig_uri, figure, fmt_p, rgb_uri, table
+from usher2.report.html import ci_text, document, escape, f3, fail, fig_uri, figure, fmt_p, rgb_uri, table
 
 __all__ = ["METHOD_FIELDS", "SECTIONS", "write_cohort_report"]
 
@@ -156,6 +160,17 @@ def _read_thresholds(path: Path) -> tuple[dict[str, float], str | None]:
     return out, None
 
 
+def _read_manifest(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
+
+
+def _read_features(path: Path) -> pd.DataFrame:
+    f = pd.read_parquet(path)
+    if "case_id" in f.columns:
+        f["case_id"] = f["case_id"].astype(str)
+    return f
+
+
 @dataclass
 class _Ctx:
     """Everything the sections share; loads the optional inputs lazily."""
@@ -167,6 +182,7 @@ class _Ctx:
     models: list[str]
     primary: str
     seed: int
+    nomogram: str = "imaging"
     errors: list[dict[str, str]] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     thresholds: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -188,43 +204,34 @@ class _Ctx:
                 self._cache[key] = load_bundle(path)
             except InputError as exc:
                 self._cache[key] = exc
+        return self._cached(key)
+
+    def _cached(self, key: str) -> Any:
+        """The cached value of ``key``; a cached failure is raised again."""
         got = self._cache[key]
         if isinstance(got, Exception):
             raise got
         return got
 
-    def features(self) -> pd.DataFrame:
-        if "features" not in self._cache:
-            path = self.root / "features.parquet"
+    def _case_table(self, name: str, what: str, read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
+        """The table ``DIR/name`` read once by ``read``, one row per case, indexed by ``case_id``."""
+        if name not in self._cache:
+            path = self.root / name
             if not path.is_file():
-                self._cache["features"] = InputError(path, "the test cohort's feature table", "no such file")
+                self._cache[name] = InputError(path, what, "no such file")
             else:
-                f = pd.read_parquet(path)
-                if "case_id" not in f.columns:
-                    self._cache["features"] = InputError(path, "a case_id column", f"columns {list(f.columns)[:5]}")
+                df = read(path)
+                if "case_id" not in df.columns:
+                    self._cache[name] = InputError(path, "a case_id column", f"columns {list(df.columns)[:5]}")
                 else:
-                    f["case_id"] = f["case_id"].astype(str)
-                    self._cache["features"] = f.drop_duplicates("case_id").set_index("case_id")
-        got = self._cache["features"]
-        if isinstance(got, Exception):
-            raise got
-        return got
+                    self._cache[name] = df.drop_duplicates("case_id").set_index("case_id")
+        return self._cached(name)
+
+    def features(self) -> pd.DataFrame:
+        return self._case_table("features.parquet", "the test cohort's feature table", _read_features)
 
     def manifest(self) -> pd.DataFrame:
-        if "manifest" not in self._cache:
-            path = self.root / "manifest.csv"
-            if not path.is_file():
-                self._cache["manifest"] = InputError(path, "the test cohort manifest", "no such file")
-            else:
-                m = pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
-                if "case_id" not in m.columns:
-                    self._cache["manifest"] = InputError(path, "a case_id column", f"columns {list(m.columns)[:5]}")
-                else:
-                    self._cache["manifest"] = m.drop_duplicates("case_id").set_index("case_id")
-        got = self._cache["manifest"]
-        if isinstance(got, Exception):
-            raise got
-        return got
+        return self._case_table("manifest.csv", "the test cohort manifest", _read_manifest)
 
     def model_input(self, model: str) -> tuple[Any, pd.DataFrame]:
         """The bundle and its input table for the test cases of ``model`` (clinical columns from the manifest)."""
@@ -512,6 +519,22 @@ def _section_calibration(ctx: _Ctx) -> str:
     return out + ctx.guard(sec, "decision curves", dca)
 
 
+#: The imaging axis of a nomogram per model family (the studies' names).
+_IMAGING_AXIS = {"radiomics": "Radscore", "deep": "Deep Score", "dlr": "DLR score", "combined": "DLR score"}
+
+
+def _imaging_axis(bundle: Any) -> dict[str, list[str]] | None:
+    """``{axis: imaging columns}`` of an early-fusion bundle with more than one imaging input; None otherwise
+    (late fusion already has one axis per source score; the clinical model has no imaging input)."""
+    cfg = bundle.config
+    family = str(cfg.get("family") or "").partition(":")[0]
+    if cfg.get("fusion") == "late" or family not in _IMAGING_AXIS:
+        return None
+    clinical = set(cfg.get("clinical") or [])
+    imaging = [c for c in bundle.columns if c not in clinical]
+    return {_IMAGING_AXIS[family]: imaging} if len(imaging) > 1 else None
+
+
 def _section_nomogram(ctx: _Ctx) -> str:
     from usher2.evaluate import nomogram
 
@@ -520,7 +543,7 @@ def _section_nomogram(ctx: _Ctx) -> str:
     for m in order:
         try:
             b, X = ctx.model_input(m)
-            nomo = nomogram(b.model, X=X)
+            nomo = nomogram(b.model, X=X, combine=_imaging_axis(b) if ctx.nomogram == "imaging" else None)
         except InputError as exc:
             why.append(f"{m}: {exc}")
             continue
@@ -653,6 +676,7 @@ def write_cohort_report(
     cam_examples: int = 4,
     seed: int = 0,
     extra_sections: Sequence[tuple[str, str]] = (),
+    nomogram: str = "imaging",
 ) -> Path:
     """Write the cohort report of an evaluation directory (see the module docstring) as one HTML file.
 
@@ -663,6 +687,10 @@ def write_cohort_report(
         seed: Seed of the SHAP background sample.
         extra_sections: ``(heading, HTML body)`` pairs appended after the standard sections, numbered
             on from them (a study recipe's own analyses: survival, bootstrap validation...).
+        nomogram: ``imaging``: one axis for the imaging score (the summed log-odds of the model's
+            imaging features: Radscore, Deep Score or the imaging linear predictor; a late-fusion
+            model's own source scores) plus one per clinical variable, as the published
+            nomograms draw them; ``features``: one axis per selected feature.
 
     Returns:
         ``out_html``. The numbers are in ``DIR/report_tables/*.csv``.
@@ -692,7 +720,9 @@ def write_cohort_report(
     models = list(dict.fromkeys(preds["model"].astype(str)))
     wanted = summary.primary_model or "combined"
     primary = wanted if wanted in models else models[0]
-    ctx = _Ctx(root, summary, preds, dropped, models, primary, int(seed))
+    if nomogram not in ("imaging", "features"):
+        raise InputError("nomogram", "'imaging' or 'features'", repr(nomogram))
+    ctx = _Ctx(root, summary, preds, dropped, models, primary, int(seed), nomogram)
     given, note = _read_thresholds(root / "thresholds.json")
     _resolve_thresholds(ctx, given, note)
 
@@ -723,11 +753,7 @@ def write_cohort_report(
             "of the training cohort.</p>" + sections
         )
     seconds = time.perf_counter() - t0
-    doc = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{sections}"
-        f'<p class="meta">Rendered in {seconds:.1f} s. Numbers: report_tables/*.csv.</p></body></html>\n'
-    )
+    doc = document(title, f'{sections}<p class="meta">Rendered in {seconds:.1f} s. Numbers: report_tables/*.csv.</p>')
     tables_dir = root / "report_tables"
     ctx.tables["errors"] = pd.DataFrame(ctx.errors, columns=["section", "kind", "message"])
     for name, df in ctx.tables.items():

@@ -25,7 +25,7 @@ import numpy as np
 
 from usher2.io.atomic import atomic_write_text
 from usher2.io.errors import InputError
-from usher2.report.html import CSS, escape, f3, fail, fig_uri, figure, rgb_uri, table
+from usher2.report.html import document, escape, f3, fail, fig_uri, figure, rgb_uri, table
 
 __all__ = ["FLAG_TEXT", "write_frame_report"]
 
@@ -74,6 +74,126 @@ def _sequence_plot(rec: dict[str, Any], threshold: float) -> str:
     return fig_uri(fig)
 
 
+def _read_scores(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``scores.json`` of a score folder: its model, inputs and failures.
+
+    Raises:
+        InputError: The file is missing, not JSON, or lacks ``model`` or ``inputs``.
+    """
+    path = root / "scores.json"
+    if not path.is_file():
+        raise InputError(path, "scores.json of a score folder (usher2 score INPUT --out DIR)", "no such file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        model, inputs, failures = doc["model"], doc["inputs"], doc.get("failures", [])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(path, "the score folder's JSON (model, inputs)", f"{type(exc).__name__}: {exc}") from exc
+    return model, inputs, failures
+
+
+def _section(anchor: str, heading: str, body: list[str]) -> str:
+    return f'<section id="{anchor}"><h2>{heading}</h2>' + "".join(body) + "</section>"
+
+
+def _section_model(model: dict[str, Any], thr: float) -> str:
+    """1. Model: the bundle, its version and hash, the threshold and what the heat maps explain."""
+    heat = model.get("heatmap") or {}
+    rows = [
+        ["bundle", model.get("name")],
+        ["family / classifier", f"{model.get('family')} / {model.get('classifier')}"],
+        ["usher2 version", model.get("version")],
+        ["SHA-256 (config + model)", model.get("sha256")],
+        ["decision threshold", f3(thr)],
+        ["heat map", f"{heat.get('method') or 'none'} on {heat.get('backbone') or '-'}: {heat.get('target')}"],
+    ]
+    return _section("model", "1. Model", [table(["field", "value"], rows)])
+
+
+def _section_summary(
+    inputs: list[dict[str, Any]], frames: list[dict[str, Any]], n_scored: int, failures: list[Any]
+) -> str:
+    """2. Summary: counts of inputs, frames, scored frames, flags and failures; the flag legend."""
+    counts = {k: sum(bool(f.get(k)) for f in frames) for k in FLAG_TEXT}
+    n_sequences = sum(r["kind"] == "sequence" for r in inputs)
+    row = [len(inputs), n_sequences, len(frames), n_scored, *counts.values(), len(failures)]
+    header = ["inputs", "sequences", "frames", "scored", *FLAG_TEXT, "failed inputs"]
+    legend = "<ul>" + "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in FLAG_TEXT.items()) + "</ul>"
+    return _section("summary", "2. Summary", [table(header, [row], num=set(range(8))), legend])
+
+
+def _section_cases(inputs: list[dict[str, Any]]) -> str:
+    """3. Cases: one row per input with its (aggregate) probability and label."""
+    rows = []
+    for r in inputs:
+        a = r["aggregate"]
+        rows.append(
+            [
+                r["case_id"],
+                r["kind"],
+                f"{a['n_scored']}/{a['n_frames']}",
+                f3(a["probability"]) if a["probability"] is not None else "-",
+                "-" if a["label"] is None else a["label"],
+                a["rule"],
+            ]
+        )
+    header = ["case", "kind", "scored/frames", "probability", "label", "rule"]
+    return _section("cases", "3. Cases", [table(header, rows, num={2, 3})])
+
+
+def _sequence_parts(root: Path, r: dict[str, Any], thr: float) -> list[str]:
+    """A sequence's summary line, probability plot, contact sheet and video link."""
+    a = r["aggregate"]
+    parts = [
+        f"<p>{a['n_frames']} frames, {a['n_scored']} scored, {a['n_confident']} confident; "
+        f"aggregate {f3(a['probability']) if a['probability'] is not None else '-'} ({escape(a['rule'])}); "
+        f"median {f3(a['median'])}, max {f3(a['max'])}.</p>"
+    ]
+    if a["n_scored"]:
+        parts.append(figure(_sequence_plot(r, thr), "Probability per frame"))
+    sheet = _image(root, r.get("contact_sheet"), 1100)
+    if sheet:
+        parts.append(figure(sheet, "Contact sheet (red border: at or above the threshold)"))
+    if r.get("video"):
+        parts.append(f'<p>Annotated video: <a href="{escape(r["video"])}">{escape(r["video"])}</a></p>')
+    return parts
+
+
+def _still_part(uri: str | None, f: dict[str, Any]) -> str:
+    """A still image's overlay (or, without one, its caption alone) with its values and flags."""
+    p = "-" if f["probability"] is None else f3(f["probability"])
+    caption = f"p = {p}, label {f['label'] if f['label'] is not None else '-'}; flags: {_flags(f)}"
+    if f.get("error"):
+        caption += f"; {f['error']}"
+    return figure(uri, caption) if uri else f"<p>{escape(caption)}</p>"
+
+
+def _section_frames(root: Path, inputs: list[dict[str, Any]], thr: float, max_images: int) -> str:
+    """4. Frames: per input, a still image's overlay or a sequence's plot, sheet and video."""
+    parts = []
+    embedded = 0
+    for r in inputs:
+        parts.append(f'<h3 id="case-{escape(r["case_id"])}">{escape(r["case_id"])}</h3>')
+        if r["kind"] == "sequence":
+            parts += _sequence_parts(root, r, thr)
+            continue
+        f = r["frames"][0]
+        uri = _image(root, f.get("overlay"), 360) if embedded < max_images else None
+        embedded += uri is not None
+        parts.append(_still_part(uri, f))
+    if embedded >= max_images:
+        parts.append(f"<p>Only the first {max_images} overlays are embedded; all are in overlays/.</p>")
+    return _section("frames", "4. Frames", parts)
+
+
+def _section_failures(failures: list[dict[str, Any]]) -> str:
+    """5. Failures: the inputs that could not be read, with the reason."""
+    if failures:
+        body = table(["case", "error"], [[x["case_id"], x["error"]] for x in failures])
+    else:
+        body = "<p>None: every input was read.</p>"
+    return _section("failures", "5. Failures", [body])
+
+
 def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_images: int = 200) -> Path:
     """Write the per-frame report of a score folder (see the module docstring).
 
@@ -94,112 +214,17 @@ def write_frame_report(score_dir: str | Path, out_html: str | Path, *, max_image
         True
     """
     root = Path(score_dir)
-    path = root / "scores.json"
-    if not path.is_file():
-        raise InputError(path, "scores.json of a score folder (usher2 score INPUT --out DIR)", "no such file")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        model, inputs, failures = doc["model"], doc["inputs"], doc.get("failures", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(path, "the score folder's JSON (model, inputs)", f"{type(exc).__name__}: {exc}") from exc
+    model, inputs, failures = _read_scores(root)
     thr = float(model.get("threshold", 0.5))
-    heat = model.get("heatmap") or {}
-    parts = ['<section id="model"><h2>1. Model</h2>']
-    parts.append(
-        table(
-            ["field", "value"],
-            [
-                ["bundle", model.get("name")],
-                ["family / classifier", f"{model.get('family')} / {model.get('classifier')}"],
-                ["usher2 version", model.get("version")],
-                ["SHA-256 (config + model)", model.get("sha256")],
-                ["decision threshold", f3(thr)],
-                ["heat map", f"{heat.get('method') or 'none'} on {heat.get('backbone') or '-'}: {heat.get('target')}"],
-            ],
-        )
-    )
-    parts.append("</section>")
+    parts = [_section_model(model, thr)]
     frames = [f for r in inputs for f in r["frames"]]
     n_scored = sum(f["probability"] is not None for f in frames)
-    counts = {k: sum(bool(f.get(k)) for f in frames) for k in FLAG_TEXT}
-    parts.append('<section id="summary"><h2>2. Summary</h2>')
-    parts.append(
-        table(
-            ["inputs", "sequences", "frames", "scored", *FLAG_TEXT, "failed inputs"],
-            [
-                [
-                    len(inputs),
-                    sum(r["kind"] == "sequence" for r in inputs),
-                    len(frames),
-                    n_scored,
-                    *counts.values(),
-                    len(failures),
-                ]
-            ],
-            num=set(range(8)),
-        )
-    )
-    parts.append("<ul>" + "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in FLAG_TEXT.items()) + "</ul>")
-    parts.append("</section>")
-    parts.append('<section id="cases"><h2>3. Cases</h2>')
-    rows = []
-    for r in inputs:
-        a = r["aggregate"]
-        rows.append(
-            [
-                r["case_id"],
-                r["kind"],
-                f"{a['n_scored']}/{a['n_frames']}",
-                f3(a["probability"]) if a["probability"] is not None else "-",
-                "-" if a["label"] is None else a["label"],
-                a["rule"],
-            ]
-        )
-    parts.append(table(["case", "kind", "scored/frames", "probability", "label", "rule"], rows, num={2, 3}))
-    parts.append("</section>")
-    parts.append('<section id="frames"><h2>4. Frames</h2>')
-    embedded = 0
-    for r in inputs:
-        a = r["aggregate"]
-        parts.append(f'<h3 id="case-{escape(r["case_id"])}">{escape(r["case_id"])}</h3>')
-        if r["kind"] == "sequence":
-            parts.append(
-                f"<p>{a['n_frames']} frames, {a['n_scored']} scored, {a['n_confident']} confident; "
-                f"aggregate {f3(a['probability']) if a['probability'] is not None else '-'} ({escape(a['rule'])}); "
-                f"median {f3(a['median'])}, max {f3(a['max'])}.</p>"
-            )
-            if a["n_scored"]:
-                parts.append(figure(_sequence_plot(r, thr), "Probability per frame"))
-            sheet = _image(root, r.get("contact_sheet"), 1100)
-            if sheet:
-                parts.append(figure(sheet, "Contact sheet (red border: at or above the threshold)"))
-            if r.get("video"):
-                parts.append(f'<p>Annotated video: <a href="{escape(r["video"])}">{escape(r["video"])}</a></p>')
-            continue
-        f = r["frames"][0]
-        uri = _image(root, f.get("overlay"), 360) if embedded < max_images else None
-        embedded += uri is not None
-        p = "-" if f["probability"] is None else f3(f["probability"])
-        caption = f"p = {p}, label {f['label'] if f['label'] is not None else '-'}; flags: {_flags(f)}"
-        if f.get("error"):
-            caption += f"; {f['error']}"
-        parts.append(figure(uri, caption) if uri else f"<p>{escape(caption)}</p>")
-    if embedded >= max_images:
-        parts.append(f"<p>Only the first {max_images} overlays are embedded; all are in overlays/.</p>")
-    parts.append("</section>")
-    parts.append('<section id="failures"><h2>5. Failures</h2>')
-    if failures:
-        parts.append(table(["case", "error"], [[x["case_id"], x["error"]] for x in failures]))
-    else:
-        parts.append("<p>None: every input was read.</p>")
-    parts.append("</section>")
-    title = f"usher2 scores: {model.get('name')}"
+    parts.append(_section_summary(inputs, frames, n_scored, failures))
+    parts.append(_section_cases(inputs))
+    parts.append(_section_frames(root, inputs, thr, max_images))
+    parts.append(_section_failures(failures))
     if n_scored == 0 and frames:
         parts.insert(0, fail("No frame could be scored (see the flags and failures)."))
-    doc_html = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{''.join(parts)}</body></html>\n"
-    )
     out_html = Path(out_html)
-    atomic_write_text(out_html, doc_html)
+    atomic_write_text(out_html, document(f"usher2 scores: {model.get('name')}", "".join(parts)))
     return out_html

@@ -57,6 +57,19 @@ def table(header: list[str], rows: list[list[Any]], num: set[int] | None = None)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def document(title: str, body: str) -> str:
+    """A whole HTML page: the report style inline, ``title`` as its title and heading, then ``body``.
+
+    Example:
+        >>> document("A & B", "<p>x</p>").endswith("<h1>A &amp; B</h1><p>x</p></body></html>\\n")
+        True
+    """
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
 def fail(text: str) -> str:
     return f'<p class="fail">{escape(text)}</p>'
 

@@ -338,7 +338,6 @@ class FrameScorer:
             clinical = [clinical] * n
         if len(clinical) != n:
             raise InputError("clinical", f"one mapping per frame ({n})", str(len(clinical)))
-        thr = self.bundle.threshold
         results: list[FrameScore | None] = [None] * n
         inputs = [_pixels(f, i) for i, f in enumerate(frames)]
         values: list[tuple[dict[str, float], list[str]] | None] = [None] * n
@@ -347,10 +346,26 @@ class FrameScorer:
             try:  # before any network runs: a frame with bad clinical values is not scored
                 values[i] = check_clinical(clinical[i], self.clinical, self.clinical_ranges)
             except InputError as exc:
-                results[i] = FrameScore(None, None, thr, pixels=px, error=str(exc))
+                results[i] = FrameScore(None, None, self.bundle.threshold, pixels=px, error=str(exc))
                 continue
             by_shape.setdefault(px.shape, []).append(i)
         steps = [idx[k : k + self._step] for idx in by_shape.values() for k in range(0, len(idx), self._step)]
+        extracted = self._run_steps(steps, inputs, results)
+        ok = self._predict(extracted, values, results)
+        if heatmaps and self.cam and self._cam_spec is not None:
+            self._heatmaps([results[i] for i in ok])
+        return [r for r in results if r is not None]
+
+    def _run_steps(
+        self,
+        steps: list[list[int]],
+        inputs: list[tuple[np.ndarray, Any]],
+        results: list[FrameScore | None],
+    ) -> list[tuple[list, list, float]]:
+        """The networks of each step, and the features of its frames with a lesion: ``(ready, rows,
+        seconds per frame)`` per step. The networks of step k+1 run in this thread while a worker
+        extracts the features of step k; a frame without a lesion gets its result here."""
+        thr = self.bundle.threshold
 
         def extract(ready: list[tuple[int, dict[str, Any]]]) -> tuple[list, list, float]:
             t0 = time.perf_counter()
@@ -358,7 +373,6 @@ class FrameScorer:
             rows = frame_features(self.config, items, columns=self._columns)
             return ready, rows, (time.perf_counter() - t0) / len(ready)
 
-        # networks of step k+1 in this thread while a worker extracts the features of step k
         pool = ThreadPoolExecutor(FEATURE_THREADS, thread_name_prefix="usher2-features") if len(steps) > 1 else None
         extracted: list[Any] = []
         try:
@@ -372,10 +386,19 @@ class FrameScorer:
                         ready.append((i, p))
                 if ready:
                     extracted.append(pool.submit(extract, ready) if pool is not None else extract(ready))
-            extracted = [e.result() if pool is not None else e for e in extracted]
+            return [e.result() if pool is not None else e for e in extracted]
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _predict(
+        self,
+        extracted: list[tuple[list, list, float]],
+        values: list[tuple[dict[str, float], list[str]] | None],
+        results: list[FrameScore | None],
+    ) -> list[int]:
+        """The model's probabilities for every extracted frame; returns the indices scored."""
+        thr = self.bundle.threshold
         ok: list[int] = []
         n_ready = sum(len(ready) for ready, _, _ in extracted)
         X = np.zeros((n_ready, len(self._index)))  # 0.0: a value the model provably ignores
@@ -413,26 +436,25 @@ class FrameScorer:
                 r = results[i]
                 r.probability, r.label = float(pr), int(pr >= thr)
                 r.seconds["model"] = t_model
-        if heatmaps and self.cam and self._cam_spec is not None:
-            from usher2.explain.frame import explain_frame
+        return ok
 
-            with torch_threads(None), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for i in ok:
-                    r = results[i]
-                    t0 = time.perf_counter()
-                    fc = explain_frame(
-                        r.pixels,
-                        r.mask,
-                        backbone=self._extractors[self._cam_spec],
-                        method=self.cam,
-                        target=self._target[0 if r.label == 1 else 1]
-                        if isinstance(self._target, tuple)
-                        else self._target,
-                    )
-                    r.heat = fc.frame_heat
-                    r.seconds["heatmap"] = time.perf_counter() - t0
-        return [r for r in results if r is not None]
+    def _heatmaps(self, scored: list[FrameScore]) -> None:
+        """Grad-CAM of the deep backbone's ROI crop for every scored frame (see the module docstring)."""
+        from usher2.explain.frame import explain_frame
+
+        with torch_threads(None), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for r in scored:
+                t0 = time.perf_counter()
+                fc = explain_frame(
+                    r.pixels,
+                    r.mask,
+                    backbone=self._extractors[self._cam_spec],
+                    method=self.cam,
+                    target=self._target[0 if r.label == 1 else 1] if isinstance(self._target, tuple) else self._target,
+                )
+                r.heat = fc.frame_heat
+                r.seconds["heatmap"] = time.perf_counter() - t0
 
     def score_frame(
         self, frame: Frame | np.ndarray, clinical: Mapping[str, Any] | None = None, **kw: Any

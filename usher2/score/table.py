@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,41 @@ class ScoreResult:
     paths: dict[str, Path]
 
 
+def _clinical_values(
+    b: Bundle, table: pd.DataFrame, cases: pd.DataFrame, clinical: str | Path | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[Any, bool], list[dict[str, str]]]:
+    """The bundle's clinical columns for every extracted case, checked (:func:`check_clinical`):
+    (the table without cases whose values are bad, their values, which lie outside the training
+    range, and the bad cases as failure rows). Values come from ``clinical`` (a CSV) or the manifest."""
+    wanted = list(b.config.get("clinical", []))
+    clin = pd.DataFrame(index=table.index, columns=wanted, dtype=float)
+    outside: dict[Any, bool] = {}
+    bad_clinical: list[dict[str, str]] = []
+    if not wanted:
+        return table, clin, outside, bad_clinical
+    if clinical is not None:
+        cpath = Path(clinical)
+        if not cpath.is_file():
+            raise InputError(cpath, "a clinical CSV (case_id + the bundle's clinical columns)", "no such file")
+        cdf = pd.read_csv(cpath, dtype={"case_id": str}).drop_duplicates("case_id").set_index("case_id")
+    else:
+        cdf = cases.assign(case_id=cases["case_id"].astype(str)).set_index("case_id")
+    raw = cdf.reindex(index=table.index, columns=wanted).astype(object)
+    ranges = b.config.get("clinical_ranges") or {}
+    bad_ids: list[object] = []
+    for cid, row in raw.iterrows():
+        try:  # a case with bad clinical values is reported and the rest go on
+            values, off = check_clinical(row.to_dict(), wanted, ranges, where=f"case {cid}")
+        except InputError as exc:
+            bad_clinical.append({"case_id": str(cid), "error": f"InputError: {exc}"})
+            bad_ids.append(cid)
+            continue
+        clin.loc[cid, wanted] = [values[c] for c in wanted]
+        outside[cid] = bool(off)
+    table = table.drop(index=bad_ids)
+    return table, clin.reindex(table.index).astype(float), outside, bad_clinical
+
+
 def score_inputs(
     source: str | Path,
     bundle: Any,
@@ -91,6 +126,7 @@ def score_inputs(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     segmenter_weights: str | Path | None = None,
+    device: str | None = None,
 ) -> ScoreResult:
     """Score frames with a bundle (see the module docstring).
 
@@ -103,36 +139,14 @@ def score_inputs(
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)  # a folder, or a loaded (verified) bundle
     cases = scan_frames(Path(source), masks=masks)
     cfg = with_segmenter_weights(bundle_extract_config(b.config, masks), segmenter_weights)
+    if device is not None:  # the device changes no feature value: the parts of a CPU run stay valid on CUDA
+        cfg = replace(cfg, device=device)
     low_confidence = confidence_threshold(b.config, LOW_CONFIDENCE)
     features_path = out.with_name(out.stem + ".features.parquet")
     res = extract_cohort(cases, features_path, cfg, workers=workers, progress=progress)
     table = res.table.set_index("case_id")
     wanted = list(b.config.get("clinical", []))
-    clin = pd.DataFrame(index=table.index, columns=wanted, dtype=float)
-    outside: dict[str, bool] = {}
-    bad_clinical: list[dict[str, str]] = []
-    bad_ids: list[object] = []
-    if wanted:
-        if clinical is not None:
-            cpath = Path(clinical)
-            if not cpath.is_file():
-                raise InputError(cpath, "a clinical CSV (case_id + the bundle's clinical columns)", "no such file")
-            cdf = pd.read_csv(cpath, dtype={"case_id": str}).drop_duplicates("case_id").set_index("case_id")
-        else:
-            cdf = cases.assign(case_id=cases["case_id"].astype(str)).set_index("case_id")
-        raw = cdf.reindex(index=table.index, columns=wanted).astype(object)
-        ranges = b.config.get("clinical_ranges") or {}
-        for cid, row in raw.iterrows():
-            try:  # a case with bad clinical values is reported and the rest go on
-                values, off = check_clinical(row.to_dict(), wanted, ranges, where=f"case {cid}")
-            except InputError as exc:
-                bad_clinical.append({"case_id": str(cid), "error": f"InputError: {exc}"})
-                bad_ids.append(cid)
-                continue
-            clin.loc[cid, wanted] = [values[c] for c in wanted]
-            outside[cid] = bool(off)
-        table = table.drop(index=bad_ids)
-        clin = clin.reindex(table.index).astype(float)
+    table, clin, outside, bad_clinical = _clinical_values(b, table, cases, clinical)
     X = table.join(clin) if wanted else table
     prob = b.predict_proba(X) if len(X) else np.zeros(0)
     unc = X["mask_uncertainty"] if "mask_uncertainty" in X.columns else pd.Series(np.nan, index=X.index)

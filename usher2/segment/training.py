@@ -25,9 +25,7 @@ One config file drives a run (:class:`SegmenterTrainConfig`, YAML or JSON):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +37,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+import usher2.training as scaffold
 from usher2.io.atomic import atomic_write_bytes, atomic_write_text
 from usher2.io.errors import InputError
 from usher2.segment.networks import SegmenterConfig, build_network, normalise_frames
 from usher2.segment.unet import resize_to_working, save_network
-from usher2.training import dist_info, load_config_file, save_checkpoint
 
 __all__ = [
     "AUGMENTATIONS",
@@ -205,12 +203,12 @@ class SegmenterTrainConfig:
     def digest(self) -> str:
         """SHA-256 of the settings a checkpoint must share to be resumed (not ``out``/``export``/``device``)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("out", "export", "device", "final_fit", "tta")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return scaffold.config_sha256(d)
 
 
 def load_segmenter_config(path: str | Path, **overrides: Any) -> SegmenterTrainConfig:
     """Read a :class:`SegmenterTrainConfig` from YAML or JSON; unknown keys and bad values are named errors."""
-    return load_config_file(
+    return scaffold.load_config_file(
         path,
         SegmenterTrainConfig,
         nested={"network": SegmenterConfig, "data": SegmenterDataConfig},
@@ -245,10 +243,7 @@ class SegmenterTrainResult:
 
 # ----------------------------------------------------------------------------------- data
 def _read_grey(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InputError(path, "a readable image", "a file OpenCV cannot decode")
-    return img
+    return scaffold.read_grey(path)
 
 
 def _to_working(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -574,8 +569,8 @@ def _fit(
     """Train one network on ``frames`` into ``out``; resumes from ``out/checkpoint.pt``. Returns (net, wall, steps)."""
     import segmentation_models_pytorch as smp
 
-    world, rank, local_rank = dist_info()
-    device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    world, rank, local_rank = scaffold.dist_info()
+    device = scaffold.pick_device(config.device, local_rank)
     use_amp = config.amp and device.type == "cuda"
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -588,76 +583,67 @@ def _fit(
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total) ** 0.9)
     dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    trainables = {"net": net, "opt": opt, "sched": sched}
+    start, history, wall_before = _resume(config, out, trainables, device, log)
+    model = scaffold.wrap_ddp(net, device, world)
 
-    ckpt = out / "checkpoint.pt"
-    start, history, wall_before = 0, [], 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        if state["digest"] != config.digest():
-            raise InputError(
-                ckpt,
-                f"a checkpoint of this config (digest {config.digest()[:12]})",
-                f"one of another config (digest {state['digest'][:12]})",
-                fix="use a new --out folder or delete the old run",
-            )
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start, history, wall_before = state["epoch"] + 1, state["history"], state["wall_seconds"]
-        log(f"resumed {out} at epoch {start}")
-    model: torch.nn.Module = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    t0 = time.perf_counter()
+    clock = scaffold.WallClock(wall_before)
     net.train()
-    for epoch in range(start, config.epochs):
+    for epoch in scaffold.epoch_range(start, config.epochs, world):
         losses = []
-        for step in range(steps_per_epoch):
-            global_step = epoch * steps_per_epoch + step
-            x, y = sampler.batch(global_step)
+        for step in scaffold.step_range(epoch, steps_per_epoch, total, progress, rank):
+            x, y = sampler.batch(epoch * steps_per_epoch + step)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 z = model(x).float()
                 loss = dice_loss(z, y) + F.binary_cross_entropy_with_logits(z, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)  # nnU-Net clips at 12
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if progress is not None and rank == 0:
-                progress(global_step + 1, total)
+            losses.append(scaffold.optimiser_step(loss, opt, sched, clip=(net, 12.0)))  # nnU-Net clips at 12
         if rank == 0:
-            record: dict[str, float] = {"epoch": float(epoch), "loss": float(np.mean(losses))}
-            if val is not None:
-                net.eval()
-                record["val_dice"] = float(_score(net, config, val, device)["dice"].mean())
-                net.train()
+            record = _epoch_record(config, net, epoch, losses, val, device)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
             shown = f"  val Dice {record['val_dice']:.4f}" if "val_dice" in record else ""
             log(f"{out.name} epoch {epoch:3d}  loss {record['loss']:.4f}{shown}")
-            save_checkpoint(
-                ckpt,
-                {
-                    "digest": config.digest(),
-                    "net": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "wall_seconds": wall_before + time.perf_counter() - t0,
-                },
-            )
-        if world > 1:
-            torch.distributed.barrier()
+            state = {"digest": config.digest(), **scaffold.state_dicts(trainables), "epoch": epoch, "history": history}
+            scaffold.save_checkpoint(out / "checkpoint.pt", {**state, "wall_seconds": clock()})
     net.eval()
     atomic_write_text(out / "history.json", json.dumps(history, indent=2))
-    return net, wall_before + time.perf_counter() - t0, len(history) * steps_per_epoch
+    return net, clock(), len(history) * steps_per_epoch
+
+
+def _resume(
+    config: SegmenterTrainConfig,
+    out: Path,
+    trainables: dict[str, Any],
+    device: torch.device,
+    log: Callable[[str], None],
+) -> tuple[int, list[dict[str, float]], float]:
+    """Restore ``out/checkpoint.pt`` when there is one: (first epoch to run, history, wall seconds so far)."""
+    state = scaffold.load_checkpoint(out / "checkpoint.pt", device, config.digest())
+    if state is None:
+        return 0, [], 0.0
+    scaffold.restore_states(state, trainables)
+    start = state["epoch"] + 1
+    log(f"resumed {out} at epoch {start}")
+    return start, state["history"], state["wall_seconds"]
+
+
+def _epoch_record(
+    config: SegmenterTrainConfig,
+    net: torch.nn.Module,
+    epoch: int,
+    losses: list[float],
+    val: _Frames | None,
+    device: torch.device,
+) -> dict[str, float]:
+    """The epoch's mean loss and, with ``val``, its Dice on those frames."""
+    record: dict[str, float] = {"epoch": float(epoch), "loss": float(np.mean(losses))}
+    if val is not None:
+        net.eval()
+        record["val_dice"] = float(_score(net, config, val, device)["dice"].mean())
+        net.train()
+    return record
 
 
 def _epoch_logger(tracker: Any, name: str) -> Callable[[dict[str, float]], None]:
@@ -669,54 +655,95 @@ def _epoch_logger(tracker: Any, name: str) -> Callable[[dict[str, float]], None]
     return log_epoch
 
 
-def _heldout_devices(
-    config: SegmenterTrainConfig,
-    out: Path,
-    data_dir: Path,
-    device: torch.device,
-    rank: int,
-    *,
-    log: Callable[[str], None],
-    progress: Callable[[int, int], None] | None,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[dict[str, Any], float]:
-    """Train without the held-out scanners, score their frames; a finished run (``scores.csv``) is read back."""
-    d = config.data
-    run_dir = out / "heldout_devices"
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one segmenter run (folds, held-out devices, final fit) shares."""
+
+    config: SegmenterTrainConfig
+    out: Path
+    device: torch.device
+    rank: int
+    log: Callable[[str], None]
+    progress: Callable[[int, int], None] | None
+    tracker: Any
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+    def fit(self, frames: _Frames, out: Path, name: str) -> tuple[torch.nn.Module, float, int]:
+        """:func:`_fit` into ``out``, its epochs tracked as ``<name>.*``."""
+        return _fit(
+            self.config, frames, out, log=self.log, progress=self.progress, on_epoch=_epoch_logger(self.tracker, name)
+        )
+
+
+def _read_done(run_dir: Path, what: str, log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The scores and negatives of a validation fit finished before (``scores.csv`` is written last), or None."""
     scores_path, negatives_path = run_dir / "scores.csv", run_dir / "negatives.csv"
+    if not (scores_path.exists() and negatives_path.exists()):
+        return None
+    scores = pd.read_csv(scores_path, dtype={"patient_id": str})
+    negatives = pd.read_csv(negatives_path, dtype={"patient_id": str})
+    log(f"{what}: done before, scores read from {scores_path}")
+    return scores, negatives
+
+
+def _score_held_out(
+    net: torch.nn.Module, config: SegmenterTrainConfig, held: _Frames, device: torch.device, run_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the held-out frames and their lesion-free crops into ``run_dir``; ``scores.csv`` last marks it done."""
+    scores = _score(net, config, held, device, probs_dir=run_dir / "probs")
+    negatives = _score_negatives(net, config, held, device)
+    negatives.to_csv(run_dir / "negatives.tmp", index=False)
+    (run_dir / "negatives.tmp").replace(run_dir / "negatives.csv")
+    scores.to_csv(run_dir / "scores.tmp", index=False)  # written last: marks the run done
+    (run_dir / "scores.tmp").replace(run_dir / "scores.csv")
+    return scores, negatives
+
+
+def _network_metadata(config: SegmenterTrainConfig, largest: bool) -> dict[str, str]:
+    """The metadata every exported network carries: post-processing, enhancer and training config."""
+    return {
+        "postprocess": json.dumps({"threshold": 0.5, "largest_component": largest}),
+        "enhancer": config.data.enhancer or "",
+        **scaffold.config_metadata(config),
+    }
+
+
+def _heldout_devices(run: _Run) -> tuple[dict[str, Any], float]:
+    """Train without the held-out scanners, score their frames; a finished run (``scores.csv``) is read back."""
+    config, d, data_dir = run.config, run.config.data, run.data_dir
+    run_dir = run.out / "heldout_devices"
     seconds = 0.0
-    if scores_path.exists() and negatives_path.exists():
-        scores = pd.read_csv(scores_path, dtype={"patient_id": str})
-        negatives = pd.read_csv(negatives_path, dtype={"patient_id": str})
-        log(f"held-out devices: done before, scores read from {scores_path}")
+    done = _read_done(run_dir, "held-out devices", run.log)
+    if done is not None:
+        scores, negatives = done
     else:
         held = _bus_bra_frames(d.bus_bra, d.folds, data_dir, devices=config.heldout_devices)  # type: ignore[arg-type]
         train = _training_frames(config, d.folds, data_dir, without_devices=config.heldout_devices)
-        log(
+        run.log(
             f"held-out devices {list(config.heldout_devices)}: "
             f"training on {len(train.ids)} frames, testing {len(held.ids)}"
         )
-        net, seconds, _ = _fit(config, train, run_dir, log=log, progress=progress, on_epoch=on_epoch)
-        if rank != 0:
+        net, seconds, _ = run.fit(train, run_dir, "heldout")
+        if run.rank != 0:
             return {}, seconds
-        save_network(
-            net,
-            config.network,
-            run_dir / "segmenter.safetensors",
-            metadata={
-                "postprocess": json.dumps({"threshold": 0.5, "largest_component": False}),
-                "enhancer": d.enhancer or "",
-                "train_config": json.dumps(config.to_dict(), sort_keys=True),
-                "train_config_sha256": config.digest(),
-                "trained_without_devices": json.dumps(list(config.heldout_devices)),
-            },
-        )
-        scores = _score(net, config, held, device, probs_dir=run_dir / "probs")
-        negatives = _score_negatives(net, config, held, device)
-        negatives.to_csv(run_dir / "negatives.tmp", index=False)
-        (run_dir / "negatives.tmp").replace(negatives_path)
-        scores.to_csv(run_dir / "scores.tmp", index=False)  # written last: marks the run done
-        (run_dir / "scores.tmp").replace(scores_path)
+        without = {"trained_without_devices": json.dumps(list(config.heldout_devices))}
+        meta = {**_network_metadata(config, False), **without}
+        save_network(net, config.network, run_dir / "segmenter.safetensors", metadata=meta)
+        scores, negatives = _score_held_out(net, config, held, run.device, run_dir)
+    summary = _heldout_summary(config, scores, negatives)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    run.log(
+        f"held-out devices: Dice {_fmt(summary, 'dice')} over {summary['n_frames']} frames; "
+        + "; ".join(f"{dv}: {_fmt(v, 'dice')}" for dv, v in summary["per_device"].items())
+    )
+    return summary, seconds
+
+
+def _heldout_summary(config: SegmenterTrainConfig, scores: pd.DataFrame, negatives: pd.DataFrame) -> dict[str, Any]:
+    """Dice etc. over the held-out scanners' frames, per scanner, with patient-cluster bootstrap CIs."""
     summary: dict[str, Any] = {
         "devices": list(config.heldout_devices),
         **_summary(scores, False),
@@ -728,12 +755,7 @@ def _heldout_devices(
 
         mean, lo, hi = bootstrap_ci(scores["dice_tta"].to_numpy(float), groups=scores["patient_id"].to_numpy())
         summary["dice_tta"] = {"mean": mean, "ci_low": lo, "ci_high": hi}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    log(
-        f"held-out devices: Dice {_fmt(summary, 'dice')} over {summary['n_frames']} frames; "
-        + "; ".join(f"{dv}: {_fmt(v, 'dice')}" for dv, v in summary["per_device"].items())
-    )
-    return summary, seconds
+    return summary
 
 
 def train_segmenter(
@@ -761,38 +783,30 @@ def train_segmenter(
     Returns:
         The weights file and the cross-validated and held-out simulated summaries.
     """
-    from usher2.tracking import track_run
-
-    _, rank, _ = dist_info()
-    with track_run(
-        track if rank == 0 else None,
-        experiment="usher2-segmenter",
-        run_name=Path(config.out).name,
-        params=config.to_dict(),
-        tags={"command": command or "", "config_sha256": config.digest()},
-    ) as tracker:
+    _, rank, _ = scaffold.dist_info()
+    tags = {"command": command or "", "config_sha256": config.digest()}
+    with scaffold.tracked_run(track if rank == 0 else None, "usher2-segmenter", config, tags) as tracker:
         result = _train_segmenter(config, log=log, progress=progress, command=command, tracker=tracker)
-        metrics: dict[str, float] = {}
-        for prefix, summary in (
-            ("cv", result.cv),
-            ("heldout", result.heldout_devices),
-            ("simulated", result.simulated),
-        ):
-            for key in ("dice", "iou", "hd95", "assd", "dice_tta"):
-                if key in summary:
-                    metrics[f"{prefix}.{key}"] = summary[key]["mean"]
-                    metrics[f"{prefix}.{key}_ci_low"] = summary[key]["ci_low"]
-                    metrics[f"{prefix}.{key}_ci_high"] = summary[key]["ci_high"]
-        for dv, v in result.heldout_devices.get("per_device", {}).items():
-            metrics[f"heldout.dice.{dv.split(' @')[0]}"] = v["dice"]["mean"]
-        tracker.log_metrics(metrics)
-        tracker.log_dict(config.to_dict(), "config.json")
-        if result.steps:
-            tracker.log_artifact(result.weights.with_suffix(".md"))
-        for name in ("cv_summary.json", "heldout_devices/summary.json"):
-            if (Path(config.out) / name).exists():
-                tracker.log_artifact(Path(config.out) / name)
+        _track_result(tracker, config, result)
     return result
+
+
+def _track_result(tracker: Any, config: SegmenterTrainConfig, result: SegmenterTrainResult) -> None:
+    """Track the cross-validated, held-out-device and simulated metrics, the config, the card and summaries."""
+    metrics: dict[str, float] = {}
+    for prefix, summary in (("cv", result.cv), ("heldout", result.heldout_devices), ("simulated", result.simulated)):
+        for key in ("dice", "iou", "hd95", "assd", "dice_tta"):
+            if key in summary:
+                metrics[f"{prefix}.{key}"] = summary[key]["mean"]
+                metrics[f"{prefix}.{key}_ci_low"] = summary[key]["ci_low"]
+                metrics[f"{prefix}.{key}_ci_high"] = summary[key]["ci_high"]
+    for dv, v in result.heldout_devices.get("per_device", {}).items():
+        metrics[f"heldout.dice.{dv.split(' @')[0]}"] = v["dice"]["mean"]
+    artifacts = [result.weights.with_suffix(".md")] if result.steps else []
+    for name in ("cv_summary.json", "heldout_devices/summary.json"):
+        if (Path(config.out) / name).exists():
+            artifacts.append(Path(config.out) / name)
+    scaffold.log_outcome(tracker, config, metrics, artifacts=tuple(artifacts))
 
 
 def _train_segmenter(
@@ -803,115 +817,96 @@ def _train_segmenter(
     command: str | None,
     tracker: Any,
 ) -> SegmenterTrainResult:
-    world, rank, _ = dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    _, rank, _ = scaffold.init_distributed()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / "data"
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    wall = 0.0
-
-    cv: dict[str, Any] = {}
-    largest = False
-    if config.cv_folds:
-        parts = []
-        negative_parts = []
-        for k in config.cv_folds:
-            fold_dir = out / f"cv_fold{k}"
-            scores_path, negatives_path = fold_dir / "scores.csv", fold_dir / "negatives.csv"
-            if scores_path.exists() and negatives_path.exists():
-                parts.append(pd.read_csv(scores_path, dtype={"patient_id": str}))
-                negative_parts.append(pd.read_csv(negatives_path, dtype={"patient_id": str}))
-                log(f"fold {k}: done before, scores read from {scores_path}")
-                continue
-            train_folds = tuple(f for f in config.data.folds if f != k)
-            held_out = _bus_bra_frames(config.data.bus_bra, (k,), data_dir)  # type: ignore[arg-type]
-            net, seconds, _ = _fit(
-                config,
-                _training_frames(config, train_folds, data_dir),
-                fold_dir,
-                log=log,
-                progress=progress,
-                on_epoch=_epoch_logger(tracker, f"fold{k}"),
-            )
-            wall += seconds
-            if rank == 0:
-                scores = _score(net, config, held_out, device, probs_dir=fold_dir / "probs")
-                negatives = _score_negatives(net, config, held_out, device)
-                negatives.to_csv(fold_dir / "negatives.tmp", index=False)
-                (fold_dir / "negatives.tmp").replace(negatives_path)
-                scores.to_csv(fold_dir / "scores.tmp", index=False)  # written last: marks the fold done
-                (fold_dir / "scores.tmp").replace(scores_path)
-                plain, lcc = scores["dice"].mean(), scores["dice_lcc"].mean()
-                log(
-                    f"fold {k}: held-out Dice {plain:.4f} (largest component only: {lcc:.4f}); "
-                    f"lesion-free crops called no-lesion: {negatives['no_lesion'].mean():.3f}"
-                )
-                parts.append(scores)
-                negative_parts.append(negatives)
-        scores = pd.concat(parts, ignore_index=True)
-        largest = bool(scores["dice_lcc"].mean() > scores["dice"].mean())
-        col = "dice_lcc" if largest else "dice"
-        cv = {
-            "folds": list(config.cv_folds),
-            "largest_component": largest,
-            "dice_without_lcc": float(scores["dice"].mean()),
-            "dice_with_lcc": float(scores["dice_lcc"].mean()),
-            **_summary(scores, largest),
-            "per_fold": {int(f): float(g[col].mean()) for f, g in scores.groupby("fold")},
-            "per_device": {str(d): {"n": len(g), "dice": float(g[col].mean())} for d, g in scores.groupby("device")},
-            "no_lesion": _no_lesion_summary(pd.concat(negative_parts, ignore_index=True), scores),
-        }
-        scores.to_csv(out / "cv_scores.csv", index=False)
-        pd.concat(negative_parts, ignore_index=True).to_csv(out / "cv_negatives.csv", index=False)
-        atomic_write_text(out / "cv_summary.json", json.dumps(cv, indent=2))
-
+    run = _Run(config, out, scaffold.pick_device(config.device), rank, log, progress, tracker)
+    cv, largest, wall = _cross_validate(run) if config.cv_folds else ({}, False, 0.0)
     heldout: dict[str, Any] = {}
     if config.heldout_devices:
-        heldout, seconds = _heldout_devices(
-            config, out, data_dir, device, rank, log=log, progress=progress, on_epoch=_epoch_logger(tracker, "heldout")
-        )
+        heldout, seconds = _heldout_devices(run)
         wall += seconds
-
     if not config.final_fit:
         return SegmenterTrainResult(out, cv, {}, largest, wall, 0, heldout)
-    final_dir = out / "final"
-    net, seconds, steps = _fit(
-        config,
-        _training_frames(config, config.data.folds, data_dir),
-        final_dir,
-        log=log,
-        progress=progress,
-        on_epoch=_epoch_logger(tracker, "final"),
-    )
+    net, seconds, steps = run.fit(_training_frames(config, config.data.folds, run.data_dir), out / "final", "final")
     wall += seconds
     simulated: dict[str, Any] = {}
     if config.data.val_simulated and rank == 0:
-        d = config.data
-        held = _simulated_frames(d.val_simulated, d.val_simulated_seed, d.simulated_size, data_dir)
-        sim_scores = _score(net, config, held, device)
-        sim_scores.to_csv(out / "simulated_scores.csv", index=False)
-        simulated = {"seed": d.val_simulated_seed, **_summary(sim_scores, largest)}
+        simulated = _score_simulated(run, net, largest)
     export = Path(config.export) if config.export else out / f"segmenter_{config.network.arch}.safetensors"
     if rank == 0:
         meta = {
-            "postprocess": json.dumps({"threshold": 0.5, "largest_component": largest}),
-            "enhancer": config.data.enhancer or "",
-            "train_config": json.dumps(config.to_dict(), sort_keys=True),
-            "train_config_sha256": config.digest(),
+            **_network_metadata(config, largest),
             "cv": json.dumps(cv),
             "simulated": json.dumps(simulated),
             "heldout_devices": json.dumps(heldout),
             "steps": str(steps),
             "wall_seconds": f"{wall:.1f}",
-            "torch": torch.__version__,
-            "command": command or "",
+            **scaffold.provenance(command),
         }
         save_network(net, config.network, export, metadata=meta)
         write_segmenter_card(export)
         log(f"exported {export}")
     return SegmenterTrainResult(export, cv, simulated, largest, wall, steps, heldout)
+
+
+def _cross_validate(run: _Run) -> tuple[dict[str, Any], bool, float]:
+    """Train and score one network per held-out fold (a finished fold is read back): (summary, largest, wall)."""
+    parts: list[pd.DataFrame] = []
+    negative_parts: list[pd.DataFrame] = []
+    wall = 0.0
+    for k in run.config.cv_folds:
+        fold_dir = run.out / f"cv_fold{k}"
+        done = _read_done(fold_dir, f"fold {k}", run.log)
+        if done is not None:
+            parts.append(done[0])
+            negative_parts.append(done[1])
+            continue
+        train_folds = tuple(f for f in run.config.data.folds if f != k)
+        held_out = _bus_bra_frames(run.config.data.bus_bra, (k,), run.data_dir)  # type: ignore[arg-type]
+        net, seconds, _ = run.fit(_training_frames(run.config, train_folds, run.data_dir), fold_dir, f"fold{k}")
+        wall += seconds
+        if run.rank == 0:
+            scores, negatives = _score_held_out(net, run.config, held_out, run.device, fold_dir)
+            plain, lcc = scores["dice"].mean(), scores["dice_lcc"].mean()
+            run.log(
+                f"fold {k}: held-out Dice {plain:.4f} (largest component only: {lcc:.4f}); "
+                f"lesion-free crops called no-lesion: {negatives['no_lesion'].mean():.3f}"
+            )
+            parts.append(scores)
+            negative_parts.append(negatives)
+    cv, largest = _cv_summary(run, pd.concat(parts, ignore_index=True), negative_parts)
+    return cv, largest, wall
+
+
+def _cv_summary(run: _Run, scores: pd.DataFrame, negative_parts: list[pd.DataFrame]) -> tuple[dict[str, Any], bool]:
+    """Summarise and save the out-of-fold scores; keep the largest component when it raised the mean Dice."""
+    largest = bool(scores["dice_lcc"].mean() > scores["dice"].mean())
+    col = "dice_lcc" if largest else "dice"
+    negatives = pd.concat(negative_parts, ignore_index=True)
+    cv = {
+        "folds": list(run.config.cv_folds),
+        "largest_component": largest,
+        "dice_without_lcc": float(scores["dice"].mean()),
+        "dice_with_lcc": float(scores["dice_lcc"].mean()),
+        **_summary(scores, largest),
+        "per_fold": {int(f): float(g[col].mean()) for f, g in scores.groupby("fold")},
+        "per_device": {str(d): {"n": len(g), "dice": float(g[col].mean())} for d, g in scores.groupby("device")},
+        "no_lesion": _no_lesion_summary(negatives, scores),
+    }
+    scores.to_csv(run.out / "cv_scores.csv", index=False)
+    negatives.to_csv(run.out / "cv_negatives.csv", index=False)
+    atomic_write_text(run.out / "cv_summary.json", json.dumps(cv, indent=2))
+    return cv, largest
+
+
+def _score_simulated(run: _Run, net: torch.nn.Module, largest: bool) -> dict[str, Any]:
+    """Score the held-out simulated patients (``data.val_simulated``) with the final network."""
+    d = run.config.data
+    held = _simulated_frames(d.val_simulated, d.val_simulated_seed, d.simulated_size, run.data_dir)
+    sim_scores = _score(net, run.config, held, run.device)
+    sim_scores.to_csv(run.out / "simulated_scores.csv", index=False)
+    return {"seed": d.val_simulated_seed, **_summary(sim_scores, largest)}
 
 
 def _fmt(s: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -931,23 +926,36 @@ _AUGMENTATION_TEXT = {
 
 def write_segmenter_card(weights: str | Path) -> Path:
     """Write ``<weights>.md`` from the weights' metadata: data, command, cross-validated metrics, wall time."""
-    from safetensors import safe_open
-
     w = Path(weights)
-    with safe_open(str(w), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    meta = scaffold.read_weights_metadata(w)
     cfg = json.loads(meta["train_config"])
-    net, data = cfg["network"], cfg["data"]
     cv, sim = json.loads(meta.get("cv") or "{}"), json.loads(meta.get("simulated") or "{}")
+    lines = [f"# {w.name}", "", *_card_recipe(meta, cfg, cv)]
+    lines += _card_cv(cv)
+    lines += _card_heldout(json.loads(meta.get("heldout_devices") or "{}"))
+    if sim:
+        lines += [
+            "",
+            f"## Held-out simulated frames (seed {sim['seed']}, never trained on)",
+            "",
+            f"- Dice {_fmt(sim, 'dice')} over {sim['n_frames']} frames",
+        ]
+    lines += ["", "## Training config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
+    card = w.with_suffix(".md")
+    atomic_write_text(card, "\n".join(lines))
+    return card
+
+
+def _card_recipe(meta: dict[str, str], cfg: dict[str, Any], cv: dict[str, Any]) -> list[str]:
+    """The card's bullets on the model, data, augmentation, command, steps and post-processing."""
+    net, data = cfg["network"], cfg["data"]
     post = json.loads(meta["postprocess"])
     sources = []
     if data["bus_bra"]:
         sources.append(f"BUS-BRA folds {', '.join(map(str, data['folds']))} (official patient-grouped partition)")
     if data["simulated"]:
         sources.append(f"{data['simulated']} simulated patients (usher2.simulate, seed {data['simulated_seed']})")
-    lines = [
-        f"# {w.name}",
-        "",
+    return [
         f"- **Model:** smp {net['arch']} with a {net['encoder']} encoder (random initialisation), decoder "
         f"{tuple(net['decoder_channels'])}, 1-channel input, working resolution {net['input_size']} px (longer side); "
         "fp16 safetensors with the architecture in the metadata.",
@@ -973,62 +981,61 @@ def write_segmenter_card(weights: str | Path) -> Path:
             else "."
         ),
     ]
-    if cv:
+
+
+def _card_cv(cv: dict[str, Any]) -> list[str]:
+    """The card's cross-validation section (none without ``cv_folds``)."""
+    if not cv:
+        return []
+    lines = [
+        "",
+        f"## {len(cv['folds'])}-fold cross-validation of the same recipe (BUS-BRA, held-out folds)",
+        "",
+        f"Frames {cv['n_frames']}, patients {cv['n_patients']}; CIs: patient-level bootstrap. Distances in pixels "
+        "of the original frame (BUS-BRA gives no pixel spacing).",
+        "",
+        f"- Dice {_fmt(cv, 'dice')}",
+        f"- IoU {_fmt(cv, 'iou')}",
+        f"- HD95 {_fmt(cv, 'hd95', 1)} px",
+        f"- ASSD {_fmt(cv, 'assd', 1)} px",
+        "- Per fold Dice: " + ", ".join(f"{k}: {v:.3f}" for k, v in cv["per_fold"].items()),
+        "- Per device Dice: " + "; ".join(f"{d} (n={v['n']}): {v['dice']:.3f}" for d, v in cv["per_device"].items()),
+    ]
+    if cv.get("no_lesion", {}).get("n_negative_crops"):
+        nl = cv["no_lesion"]
         lines += [
-            "",
-            f"## {len(cv['folds'])}-fold cross-validation of the same recipe (BUS-BRA, held-out folds)",
-            "",
-            f"Frames {cv['n_frames']}, patients {cv['n_patients']}; CIs: patient-level bootstrap. Distances in pixels "
-            "of the original frame (BUS-BRA gives no pixel spacing).",
-            "",
-            f"- Dice {_fmt(cv, 'dice')}",
-            f"- IoU {_fmt(cv, 'iou')}",
-            f"- HD95 {_fmt(cv, 'hd95', 1)} px",
-            f"- ASSD {_fmt(cv, 'assd', 1)} px",
-            "- Per fold Dice: " + ", ".join(f"{k}: {v:.3f}" for k, v in cv["per_fold"].items()),
-            "- Per device Dice: "
-            + "; ".join(f"{d} (n={v['n']}): {v['dice']:.3f}" for d, v in cv["per_device"].items()),
+            f"- No-lesion frames: of {nl['n_negative_crops']} lesion-free crops of the held-out frames (the "
+            f"largest strip beside the lesion), {_fmt(nl, 'specificity')} were returned as no-lesion; mean "
+            f"false-positive area {100 * nl['mean_false_area_fraction']:.1f}% of the crop. Lesion frames whose "
+            f"mask missed the lesion entirely (Dice 0): {nl['lesion_frames_with_empty_or_disjoint_mask']}.",
         ]
-        if cv.get("no_lesion", {}).get("n_negative_crops"):
-            nl = cv["no_lesion"]
-            lines += [
-                f"- No-lesion frames: of {nl['n_negative_crops']} lesion-free crops of the held-out frames (the "
-                f"largest strip beside the lesion), {_fmt(nl, 'specificity')} were returned as no-lesion; mean "
-                f"false-positive area {100 * nl['mean_false_area_fraction']:.1f}% of the crop. Lesion frames whose "
-                f"mask missed the lesion entirely (Dice 0): {nl['lesion_frames_with_empty_or_disjoint_mask']}.",
-            ]
-    held = json.loads(meta.get("heldout_devices") or "{}")
-    if held.get("n_frames"):
-        lines += [
-            "",
-            f"## Leave-device-out validation (BUS-BRA scanners never trained on: {', '.join(held['devices'])})",
-            "",
-            "The same recipe trained once more without these scanners' frames (every other BUS-BRA frame plus the "
-            "simulated ones) and scored on their frames at their own size; CIs: patient-cluster bootstrap.",
-            "",
-            f"- Dice {_fmt(held, 'dice')} over {held['n_frames']} frames of {held['n_patients']} patients"
-            + (f"; with flip TTA {_fmt(held, 'dice_tta')}" if "dice_tta" in held else ""),
-            "- Per device Dice: "
-            + "; ".join(f"{d} (n={v['n_frames']}): {_fmt(v, 'dice')}" for d, v in held["per_device"].items()),
-            f"- HD95 {_fmt(held, 'hd95', 1)} px",
-            "- This Dice is the selection criterion of the recipe (augmentation, working size, TTA): the "
-            "alternatives were trained on the same split by `train/configs/ablations/segmenter_lodo_*.yaml` "
-            "(README, segmentation section).",
-        ]
-        nl = held.get("no_lesion", {})
-        if nl.get("n_negative_crops"):
-            lines.append(
-                f"- No-lesion frames: {_fmt(nl, 'specificity')} of {nl['n_negative_crops']} lesion-free crops "
-                "of these scanners' frames were returned as no-lesion."
-            )
-    if sim:
-        lines += [
-            "",
-            f"## Held-out simulated frames (seed {sim['seed']}, never trained on)",
-            "",
-            f"- Dice {_fmt(sim, 'dice')} over {sim['n_frames']} frames",
-        ]
-    lines += ["", "## Training config", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
-    card = w.with_suffix(".md")
-    atomic_write_text(card, "\n".join(lines))
-    return card
+    return lines
+
+
+def _card_heldout(held: dict[str, Any]) -> list[str]:
+    """The card's leave-device-out section (none without ``heldout_devices``)."""
+    if not held.get("n_frames"):
+        return []
+    lines = [
+        "",
+        f"## Leave-device-out validation (BUS-BRA scanners never trained on: {', '.join(held['devices'])})",
+        "",
+        "The same recipe trained once more without these scanners' frames (every other BUS-BRA frame plus the "
+        "simulated ones) and scored on their frames at their own size; CIs: patient-cluster bootstrap.",
+        "",
+        f"- Dice {_fmt(held, 'dice')} over {held['n_frames']} frames of {held['n_patients']} patients"
+        + (f"; with flip TTA {_fmt(held, 'dice_tta')}" if "dice_tta" in held else ""),
+        "- Per device Dice: "
+        + "; ".join(f"{d} (n={v['n_frames']}): {_fmt(v, 'dice')}" for d, v in held["per_device"].items()),
+        f"- HD95 {_fmt(held, 'hd95', 1)} px",
+        "- This Dice is the selection criterion of the recipe (augmentation, working size, TTA): the "
+        "alternatives were trained on the same split by `train/configs/ablations/segmenter_lodo_*.yaml` "
+        "(README, segmentation section).",
+    ]
+    nl = held.get("no_lesion", {})
+    if nl.get("n_negative_crops"):
+        lines.append(
+            f"- No-lesion frames: {_fmt(nl, 'specificity')} of {nl['n_negative_crops']} lesion-free crops "
+            "of these scanners' frames were returned as no-lesion."
+        )
+    return lines

@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -560,11 +561,202 @@ def _request_id(request: Request) -> str | None:
     return request.scope.get(_RID_KEY)
 
 
-# -------------------------------------------------------------------------------- the app
+# --------------------------------------------------------------------- settings and model
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+def _make_settings(
+    max_upload_mb: float, max_megapixels: float, token: str | None, max_concurrent: int, max_queue: int
+) -> _Settings:
+    """Check :func:`create_app`'s limits and resolve its token (None: ``USHER2_API_TOKEN``).
+
+    Raises:
+        InputError: A limit out of range.
+    """
+    if not isinstance(max_concurrent, int) or max_concurrent < 1:
+        raise InputError("max_concurrent", "an integer >= 1", repr(max_concurrent))
+    if not isinstance(max_queue, int) or max_queue < 0:
+        raise InputError("max_queue", "an integer >= 0", repr(max_queue))
+    if not isinstance(max_upload_mb, int | float) or not max_upload_mb > 0:
+        raise InputError("max_upload_mb", "a size in MiB > 0", repr(max_upload_mb))
+    frame_pixels = PixelLimits.from_megapixels(max_megapixels).frame_pixels
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    return _Settings(
+        max_upload_bytes=int(max_upload_mb * MIB) + _FORM_SLACK,
+        max_upload_mb=float(max_upload_mb),
+        pixel_limits=PixelLimits(frame_pixels=frame_pixels, file_samples=4 * frame_pixels),
+        token=token or None,
+        max_concurrent=max_concurrent,
+        max_queue=max_queue,
+    )
+
+
+def _load_scorer(bundle: str | Path | Any, cam: str | None, device: str | None, verify_key: bytes | None) -> Any:
+    """``bundle`` itself when it is a scorer, else a :class:`~usher2.score.engine.FrameScorer` of the bundle.
+
+    Raises:
+        InputError: A bad bundle, or one whose signature does not match ``verify_key``.
+    """
+    if hasattr(bundle, "score_frame") and hasattr(bundle, "model_info"):
+        return bundle
+    from usher2.fusion.bundle import Bundle, load_bundle
+    from usher2.score.engine import FrameScorer
+
+    if verify_key is not None and not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle, verify_key=verify_key)
+    return FrameScorer(bundle, cam=cam, device=device)
+
+
+# ------------------------------------------------------------------------------ error handlers
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _error_response(exc, _request_id(request))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (a malformed multipart body, an unknown path) in the service's error format."""
+    if isinstance(exc, ApiError):
+        return _error_response(exc, _request_id(request))
+    status = exc.status_code
+    if status in (404, 405):
+        err = ApiError(status, "path", "one of the service's endpoints (see /docs)", str(exc.detail))
+    else:
+        err = ApiError(
+            status,
+            "request body",
+            "a well-formed multipart/form-data body",
+            str(exc.detail)[:200],
+            fix="send the frame as a multipart form field named 'file' (e.g. curl -F file=@frame.png)",
+        )
+    return _error_response(err, _request_id(request))
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]  # FastAPI's own message, without the "input" it would echo
+    field = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query")) or "request"
+    if field == "file":  # a plain text field named "file" instead of a file part
+        err = ApiError(422, "file", f"an uploaded file part (with a filename) holding {_FORMATS}", "a text field")
+    else:
+        err = ApiError(422, field, "a valid value", str(first.get("msg", "an invalid one")))
+    return _error_response(err, _request_id(request))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer every error in the service's JSON error format (see the module docstring)."""
+    app.exception_handler(ApiError)(_api_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_invalid)
+
+
+# ------------------------------------------------------------------------------------ endpoints
+_BEARER = HTTPBearer(auto_error=False, description=f"Set {TOKEN_ENV} on the server to require it.")
+
+_SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "No file, an empty file, or invalid clinical JSON"},
+    401: {"description": "Missing or wrong bearer token"},
+    413: {"description": "Request body over the upload limit, or a file over the decoded-size limit"},
+    415: {"description": "Not an image or DICOM file"},
+    422: {"description": "Unreadable file, bad frame index or clinical values"},
+    503: {"description": "Queue full; see Retry-After"},
+}
+
+
+async def _declare_bearer(_: Any = Depends(_BEARER)) -> None:
+    """Declares the bearer scheme in OpenAPI; the check itself is in :class:`_Gate`, before the body is read."""
+
+
+class _Service:
+    """One app's state (the runner, the model's metadata, the web page) and its endpoints.
+
+    The endpoint methods have no docstrings on purpose: FastAPI would publish them in OpenAPI.
+    """
+
+    def __init__(self, runner: _Runner, model_info: dict[str, Any]) -> None:
+        self.runner = runner
+        self.model_info = model_info
+        settings = runner.settings
+        self.page, self.csp = render_page(
+            model_info, token_required=bool(settings.token), max_upload_mb=settings.max_upload_mb
+        )
+
+    def register(self, app: FastAPI) -> None:
+        """Add the endpoints to ``app``."""
+        app.get("/healthz", summary="Liveness and readiness (no token needed)")(self.healthz)
+        app.get("/v1/model", summary="The model's metadata", dependencies=[Depends(_declare_bearer)])(self.model)
+        app.get("/", response_class=HTMLResponse, include_in_schema=False)(self.index)
+        app.post(
+            "/v1/score",
+            response_model=ScoreResponse,
+            summary="Score one frame",
+            dependencies=[Depends(_declare_bearer)],
+            responses=_SCORE_RESPONSES,
+        )(self.score)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """The app's lifespan: the thread pool stops when the app does."""
+        yield
+        self.runner.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def healthz(self) -> dict[str, Any]:
+        runner = self.runner
+        return {
+            "status": "ok",
+            "model_loaded": runner.scorer is not None,
+            "pending": runner.pending,
+            "capacity": runner.capacity,
+        }
+
+    async def model(self) -> dict[str, Any]:
+        return self.model_info
+
+    async def index(self) -> HTMLResponse:
+        return HTMLResponse(self.page, headers={"Content-Security-Policy": self.csp})
+
+    async def score(
+        self,
+        request: Request,
+        file: UploadFile | None = File(None, description="PNG, JPEG, TIFF, BMP or DICOM; one frame."),
+        clinical: str | None = Form(None, description='JSON object, e.g. {"age": 54, "er": 1}; null: missing.'),
+        frame: str | None = Form(None, description="Frame index of a multi-frame DICOM (default 0)."),
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        data, index, values, dicom_hint = await self._read_form(file, clinical, frame)
+        out = await self.runner.run(functools.partial(self.runner.score_upload, data, index, values, dicom_hint))
+        out["timings"]["total_s"] = time.perf_counter() - t0
+        out["request_id"] = _request_id(request)
+        return out
+
+    async def _read_form(
+        self, file: UploadFile | None, clinical: str | None, frame: str | None
+    ) -> tuple[bytes, int, dict[str, float | None] | None, bool]:
+        """Check the score form: the file's bytes, the frame index, the clinical values and whether it is DICOM.
+
+        Raises:
+            ApiError: 400 without a file or with an empty one; 400, 413 or 422 for bad clinical values
+                (:func:`parse_clinical`, then the bundle's training ranges); 422 for a bad frame index.
+        """
+        if file is None:
+            raise ApiError(400, "file", f"a multipart/form-data field 'file' with {_FORMATS}", "no file field")
+        data = await file.read()
+        if not data:
+            raise ApiError(400, "file", f"a non-empty file ({_FORMATS})", "0 bytes")
+        runner = self.runner
+        values = parse_clinical(clinical, runner.clinical)
+        if values is not None:
+            try:  # the bundle's training ranges: far outside is refused here, before the frame is read
+                check_clinical(values, runner.clinical, runner.clinical_ranges)
+            except InputError as exc:
+                raise ApiError(422, exc.where, exc.expected, exc.got, fix=exc.fix) from exc
+        index = _parse_frame(frame)
+        name = (file.filename or "").lower()  # only its suffix is looked at; it is never logged or echoed
+        dicom_hint = (file.content_type or "").lower() in _DICOM_TYPES or name.endswith(_DICOM_SUFFIXES)
+        await file.close()
+        return data, index, values, dicom_hint
+
+
+# -------------------------------------------------------------------------------- the app
 def create_app(
     bundle: str | Path | Any,
     *,
@@ -614,148 +806,19 @@ def create_app(
         ...     print(exc)
         max_concurrent: expected an integer >= 1, got 0
     """
-    if not isinstance(max_concurrent, int) or max_concurrent < 1:
-        raise InputError("max_concurrent", "an integer >= 1", repr(max_concurrent))
-    if not isinstance(max_queue, int) or max_queue < 0:
-        raise InputError("max_queue", "an integer >= 0", repr(max_queue))
-    if not isinstance(max_upload_mb, int | float) or not max_upload_mb > 0:
-        raise InputError("max_upload_mb", "a size in MiB > 0", repr(max_upload_mb))
-    frame_pixels = PixelLimits.from_megapixels(max_megapixels).frame_pixels
-    if token is None:
-        token = os.environ.get(TOKEN_ENV) or None
-    settings = _Settings(
-        max_upload_bytes=int(max_upload_mb * MIB) + _FORM_SLACK,
-        max_upload_mb=float(max_upload_mb),
-        pixel_limits=PixelLimits(frame_pixels=frame_pixels, file_samples=4 * frame_pixels),
-        token=token or None,
-        max_concurrent=max_concurrent,
-        max_queue=max_queue,
-    )
-    if hasattr(bundle, "score_frame") and hasattr(bundle, "model_info"):
-        scorer = bundle
-    else:
-        from usher2.fusion.bundle import Bundle, load_bundle
-        from usher2.score.engine import FrameScorer
-
-        if verify_key is not None and not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, verify_key=verify_key)
-        scorer = FrameScorer(bundle, cam=cam, device=device)
-    runner = _Runner(scorer, settings)
-    model_info = _jsonable(scorer.model_info)
-    page, csp = render_page(model_info, token_required=bool(settings.token), max_upload_mb=settings.max_upload_mb)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        runner.pool.shutdown(wait=False, cancel_futures=True)
-
+    settings = _make_settings(max_upload_mb, max_megapixels, token, max_concurrent, max_queue)
+    scorer = _load_scorer(bundle, cam, device, verify_key)
+    service = _Service(_Runner(scorer, settings), _jsonable(scorer.model_info))
     app = FastAPI(
         title="usher2 scoring service",
-        version=str(model_info.get("version") or "unknown"),
+        version=str(service.model_info.get("version") or "unknown"),
         description="HER2 status from one breast-ultrasound frame: probability, lesion mask and Grad-CAM.",
-        lifespan=lifespan,
+        lifespan=service.lifespan,
     )
-    app.state.runner = runner
+    app.state.runner = service.runner
     app.state.settings = settings
-    bearer = HTTPBearer(auto_error=False, description=f"Set {TOKEN_ENV} on the server to require it.")
-
-    async def _declare_bearer(_: Any = Depends(bearer)) -> None:
-        """Declares the bearer scheme in OpenAPI; the check itself is in :class:`_Gate`, before the body is read."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc, _request_id(request))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """Starlette's own errors (a malformed multipart body, an unknown path) in the service's error format."""
-        if isinstance(exc, ApiError):
-            return _error_response(exc, _request_id(request))
-        status = exc.status_code
-        if status in (404, 405):
-            err = ApiError(status, "path", "one of the service's endpoints (see /docs)", str(exc.detail))
-        else:
-            err = ApiError(
-                status,
-                "request body",
-                "a well-formed multipart/form-data body",
-                str(exc.detail)[:200],
-                fix="send the frame as a multipart form field named 'file' (e.g. curl -F file=@frame.png)",
-            )
-        return _error_response(err, _request_id(request))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]  # FastAPI's own message, without the "input" it would echo
-        field = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query")) or "request"
-        if field == "file":  # a plain text field named "file" instead of a file part
-            err = ApiError(422, "file", f"an uploaded file part (with a filename) holding {_FORMATS}", "a text field")
-        else:
-            err = ApiError(422, field, "a valid value", str(first.get("msg", "an invalid one")))
-        return _error_response(err, _request_id(request))
-
-    @app.get("/healthz", summary="Liveness and readiness (no token needed)")
-    async def healthz() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model_loaded": runner.scorer is not None,
-            "pending": runner.pending,
-            "capacity": runner.capacity,
-        }
-
-    @app.get("/v1/model", summary="The model's metadata", dependencies=[Depends(_declare_bearer)])
-    async def model() -> dict[str, Any]:
-        return model_info
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Content-Security-Policy": csp})
-
-    @app.post(
-        "/v1/score",
-        response_model=ScoreResponse,
-        summary="Score one frame",
-        dependencies=[Depends(_declare_bearer)],
-        responses={
-            400: {"description": "No file, an empty file, or invalid clinical JSON"},
-            401: {"description": "Missing or wrong bearer token"},
-            413: {"description": "Request body over the upload limit, or a file over the decoded-size limit"},
-            415: {"description": "Not an image or DICOM file"},
-            422: {"description": "Unreadable file, bad frame index or clinical values"},
-            503: {"description": "Queue full; see Retry-After"},
-        },
-    )
-    async def score(
-        request: Request,
-        file: UploadFile | None = File(None, description="PNG, JPEG, TIFF, BMP or DICOM; one frame."),
-        clinical: str | None = Form(None, description='JSON object, e.g. {"age": 54, "er": 1}; null: missing.'),
-        frame: str | None = Form(None, description="Frame index of a multi-frame DICOM (default 0)."),
-    ) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        if file is None:
-            raise ApiError(400, "file", f"a multipart/form-data field 'file' with {_FORMATS}", "no file field")
-        data = await file.read()
-        if not data:
-            raise ApiError(400, "file", f"a non-empty file ({_FORMATS})", "0 bytes")
-        values = parse_clinical(clinical, runner.clinical)
-        if values is not None:
-            try:  # the bundle's training ranges: far outside is refused here, before the frame is read
-                check_clinical(values, runner.clinical, runner.clinical_ranges)
-            except InputError as exc:
-                raise ApiError(422, exc.where, exc.expected, exc.got, fix=exc.fix) from exc
-        index = _parse_frame(frame)
-        name = (file.filename or "").lower()  # only its suffix is looked at; it is never logged or echoed
-        dicom_hint = (file.content_type or "").lower() in _DICOM_TYPES or name.endswith(_DICOM_SUFFIXES)
-        await file.close()
-
-        def job(queue_s: float) -> dict[str, Any]:
-            return runner.score_upload(data, index, values, dicom_hint, queue_s)
-
-        out = await runner.run(job)
-        out["timings"]["total_s"] = time.perf_counter() - t0
-        out["request_id"] = _request_id(request)
-        return out
-
+    _add_error_handlers(app)
+    service.register(app)
     app.add_middleware(_Gate, settings=settings)
     return app
 
