@@ -114,7 +114,7 @@ def _unwrap(model: Any) -> tuple[Any, Callable[[Any], pd.DataFrame]]:
         late = model
 
         def design(X: Any) -> pd.DataFrame:
-            return late._design(X, late._scores(X))
+            return late.final_inputs(X)
 
         return late.final_, design
     if isinstance(model, Pipeline):

@@ -171,7 +171,7 @@ def linear_form(model: Any, feature_names: Sequence[str] | None) -> LinearForm:
         w, b0 = _binary_lr(base.final_, model)
 
         def to_predictors(X: pd.DataFrame, late: Any = base, clinical: list[str] = clinical) -> pd.DataFrame:
-            return pd.concat([late._scores(X), X[clinical]], axis=1)
+            return pd.concat([late.source_scores(X), X[clinical]], axis=1)
 
     elif isinstance(base, Pipeline):
         w, b0 = _binary_lr(base.steps[-1][1], model)

@@ -379,6 +379,26 @@ class LateFusionClassifier(ClassifierMixin, BaseEstimator):
             parts.append(self.clinical_model_.transform(X[list(self.clinical or [])]))
         return pd.concat(parts, axis=1)
 
+    def source_scores(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The fitted source models' scores (Radscore ``radiomics_score``, Deep Score ``deep_score``) of ``X``."""
+        check_is_fitted(self, "final_")
+        return self._scores(X)
+
+    def final_inputs(self, X: pd.DataFrame, scores: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The final logistic regression's input table: the source scores (``scores``, else those of
+        :meth:`source_scores`) and the selected clinical variables, in :attr:`final_features_` order."""
+        check_is_fitted(self, "final_")
+        return self._design(X, self._scores(X) if scores is None else scores)
+
+    def out_of_fold_scores(self, X: pd.DataFrame, y: Any) -> pd.DataFrame:
+        """Each source's out-of-fold scores on ``(X, y)`` (``cv`` folds, the source models' settings):
+        what the final regression learns from, for a validation that refits only that regression."""
+        params = dict(self.selector_params or {})
+        oof = pd.DataFrame(index=X.index)
+        for name, cols in (self.sources or {}).items():
+            oof[f"{name}_score"], _ = self._source(X[cols], np.asarray(y), params)
+        return oof
+
     def fit(self, X: pd.DataFrame, y: Any) -> LateFusionClassifier:
         if not isinstance(X, pd.DataFrame):
             raise ValueError("LateFusionClassifier needs X as a DataFrame with named columns")

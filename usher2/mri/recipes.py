@@ -1114,11 +1114,7 @@ def _bootstrap(
             task.primary, "a late-fusion (nomogram) model for the bootstrap validation", type(model).__name__
         )
     X, y, *_ = _test_inputs(feats[fit_on], sub[fit_on], task.label, b)
-    oof = pd.DataFrame(index=X.index)
-    params = dict(model.selector_params or {})
-    for name, cols in (model.sources or {}).items():
-        oof[f"{name}_score"], _ = model._source(X[cols], y, params)
-    design = model._design(X, oof)
+    design = model.final_inputs(X, model.out_of_fold_scores(X, y))
     n_boot = int(rec.bootstrap.get("n_boot", 1000))
     res = bootstrap_validation(clone(model.final_), design, y, n_boot=n_boot, seed=0)
     df = res.as_frame()

@@ -154,14 +154,33 @@ def bundle_extract_config(bundle_config: Mapping[str, Any], masks: str) -> Extra
     """The extraction settings a bundle was fitted with, for scoring with ``masks`` (no perturbations).
 
     Raises:
-        InputError: The bundle's config has no extraction settings.
+        InputError: The bundle's config has no extraction settings, or settings this version does
+            not know (named).
+
+    Example:
+        >>> cfg = bundle_extract_config({"extraction": {"settings": {"backbones": [], "lexicon": False}}}, "predicted")
+        >>> cfg.masks, cfg.backbones, cfg.perturb
+        ('predicted', (), False)
+        >>> try:
+        ...     bundle_extract_config({"extraction": {"settings": {"regoins": ["lesion"]}}}, "predicted")
+        ... except InputError as exc:
+        ...     exc.got
+        "unknown ['regoins']"
     """
     settings = dict(bundle_config.get("extraction", {}).get("settings", {}))
     if not settings:
         raise InputError("bundle", "extraction settings in config.json (a bundle from usher2 fit)", "none")
+    unknown = sorted(set(settings) - set(ExtractConfig.__dataclass_fields__))
+    if unknown:  # a setting this version cannot apply would score other features than the model learnt from
+        raise InputError(
+            "bundle config.json extraction.settings",
+            f"settings among {', '.join(sorted(ExtractConfig.__dataclass_fields__))}",
+            f"unknown {unknown}",
+            fix="a bundle from a newer usher2: score it with that version",
+        )
     settings["backbones"] = tuple(settings.get("backbones", ()))
     settings.update(masks=masks, perturb=False)
-    return ExtractConfig(**{k: v for k, v in settings.items() if k in ExtractConfig.__dataclass_fields__})
+    return ExtractConfig(**settings)
 
 
 def _pixels(frame: Frame | np.ndarray, i: int) -> tuple[np.ndarray, tuple[float, float] | None]:
