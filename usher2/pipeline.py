@@ -287,15 +287,17 @@ class Pipeline:
         Returns:
             ``{model: FitResult}``.
         """
+        from usher2.io.manifest import read_manifest
+
         out = Path(out)
+        df = read_manifest(manifest, check_files=features is None)
         if features is None:
             features = out / "train_features.parquet"
             self.extract(manifest, features, fit=True)
+        data = self._fit_data(manifest, df, Path(features), None)  # read and hashed once for every model
         results = {}
         for model in self.config.models:
-            results[model] = self.fit_model(
-                manifest, out / _bundle_dir(model), model, features=features, overwrite=overwrite
-            )
+            results[model] = self._fit_one(data, out / _bundle_dir(model), model, overwrite=overwrite)
             auc = results[model].cv.auc
             self.log(f"{model}: nested-CV AUC {auc['auc']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})")
         return results
@@ -340,24 +342,68 @@ class Pipeline:
         Returns:
             The :class:`~usher2.fusion.fit.FitResult`.
         """
-        from usher2.fusion.fit import fit_cohort
         from usher2.io.manifest import read_manifest
 
-        cfg = self.config
         out = Path(out)
         df = read_manifest(manifest, check_files=features is None)
         if features is None:
             features = out.with_name(out.name + ".features.parquet")
             self.log(f"no feature table: extracting first -> {features}")
             self.extract(manifest, features, fit=True)
-        inputs = fit_inputs(Path(features), cfg, log=self.log)
-        confidence = calibrate_segmentation_confidence(df, manifest, confidence_probs, log=self.log)
+        data = self._fit_data(manifest, df, Path(features), confidence_probs)
+        return self._fit_one(
+            data,
+            out,
+            model,
+            overwrite=overwrite,
+            clinical=clinical,
+            sequences=sequences,
+            test_ids=test_ids,
+            folds_column=folds_column,
+            training_masks=training_masks,
+            sign_key=sign_key,
+            track=track,
+        )
+
+    def _fit_data(
+        self, manifest: str | Path, df: pd.DataFrame, features: Path, confidence_probs: Sequence[str | Path] | None
+    ) -> _FitData:
+        """What every model of one fit reads: the manifest, the feature and perturbation tables, the
+        training record (file hashes) and the calibrated confidence threshold."""
+        inputs = fit_inputs(features, self.config, log=self.log)
+        return _FitData(
+            df=df,
+            inputs=inputs,
+            training=training_record(features, manifest, inputs.provenance),
+            confidence=calibrate_segmentation_confidence(df, manifest, confidence_probs, log=self.log),
+        )
+
+    def _fit_one(
+        self,
+        data: _FitData,
+        out: Path,
+        model: str,
+        *,
+        overwrite: bool,
+        clinical: Sequence[str] | None = None,
+        sequences: Sequence[str] | None = None,
+        test_ids: Sequence[str] | None = None,
+        folds_column: str | None = None,
+        training_masks: str | None = None,
+        sign_key: bytes | None = None,
+        track: str | None = None,
+    ) -> Any:
+        """Nested CV and the final bundle of one model on prepared data (see :meth:`fit_model`)."""
+        from usher2.fusion.fit import fit_cohort
+
+        cfg = self.config
         if clinical is None:
             clinical = list(cfg.clinical) if model in _NEEDS_CLINICAL else []
+        inputs = data.inputs
         with self.progress(f"nested CV ({model}, {cfg.classifier})") as update:
             return fit_cohort(
                 inputs.table,
-                df,
+                data.df,
                 out,
                 label=cfg.label,
                 clinical=list(clinical),
@@ -373,7 +419,7 @@ class Pipeline:
                 test_ids=test_ids,
                 folds_column=folds_column,
                 provenance=inputs.extraction,
-                training_data=training_record(features, manifest, inputs.provenance),
+                training_data=data.training,
                 overwrite=overwrite,
                 progress=update,
                 sign_key=sign_key,
@@ -382,7 +428,7 @@ class Pipeline:
                 augment_perturbations=inputs.augment_perturbations,
                 icc_perturbations=inputs.icc_perturbations,
                 training_masks=training_masks,
-                segmentation_confidence=confidence,
+                segmentation_confidence=data.confidence,
                 scoring_masks=cfg.scoring_masks,
             )
 
@@ -555,6 +601,16 @@ class Pipeline:
                 update(1, 1)
             seconds["report"] = time.perf_counter() - t
         return RunResult(table=table, out=out, report=path, seconds=seconds)
+
+
+@dataclass
+class _FitData:
+    """What :meth:`Pipeline.fit` reads once for all its models."""
+
+    df: pd.DataFrame
+    inputs: FitInputs
+    training: dict[str, Any]
+    confidence: dict[str, Any] | None
 
 
 @dataclass
