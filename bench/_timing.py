@@ -6,7 +6,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
+
+
+def cpu_inputs(threads: int, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Set torch and OpenCV to ``threads`` CPU threads; a seeded ``(1, 1, size, size)`` frame and
+    the same frame 8 times (the batch-1 and batch-8 inputs of the CPU speed tables)."""
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    x1 = np.random.default_rng(0).random((1, 1, size, size)).astype(np.float32)
+    return x1, np.repeat(x1, 8, axis=0)
 
 
 def seconds_per_call(fn: Callable[[Any], Any], x: Any, reps: int) -> float:

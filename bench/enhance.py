@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _timing import gpu_frames_per_second, seconds_per_call
+from _timing import cpu_inputs, gpu_frames_per_second, seconds_per_call
 
 from usher2.enhance import available_enhancers, create_enhancer
 from usher2.evaluate.image_quality import cnr, gcnr, psnr, region_ring, speckle_snr, ssim
@@ -117,10 +117,7 @@ def bench_bus_bra(methods: dict[str, object], n: int) -> dict[str, dict[str, flo
 
 
 def bench_speed(methods: dict[str, object], threads: int) -> None:
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    x1 = np.random.default_rng(0).random((1, 1, 256, 256)).astype(np.float32)
-    x8 = np.repeat(x1, 8, axis=0)
+    x1, x8 = cpu_inputs(threads)
     print(f"\n3. speed, ms per 256x256 frame (CPU, {threads} threads)")
     print(f"{'method':<10}{'batch 1':>10}{'batch 8':>10}")
     for name, e in methods.items():

@@ -111,7 +111,8 @@ def _cohort(n: int, root: Path) -> Path:
 def bench_scaling(n: int) -> None:
     from distributed import Client, LocalCluster
 
-    from usher2.features.extract import _cases, extract_chunk
+    from usher2.features.cohort import manifest_cases
+    from usher2.features.extract import extract_chunk
 
     cfg = ExtractConfig(chunk_size=8)
     print(f"\n## 3. Scaling, {n} simulated 256x256 cases, default parameters + {DEFAULT_BACKBONE}\n")
@@ -120,7 +121,7 @@ def bench_scaling(n: int) -> None:
     with tempfile.TemporaryDirectory() as d:
         manifest = _cohort(n, Path(d) / "cohort")
         warm = _cohort(4, Path(d) / "warm")
-        warm_cases, _ = _cases(warm)
+        warm_cases, _ = manifest_cases(warm)
         rates = {}
         for workers in (1, 2):
             with (

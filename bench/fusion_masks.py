@@ -367,8 +367,8 @@ def evaluate_bundle(
     both = pg.index.intersection(pp.index)
     y, g = m.loc[both, "label"].astype(int).to_numpy(), m.loc[both, "patient_id"].astype(str).to_numpy()
     out: dict[str, Any] = {
-        "mask_robustness": b.config.get("mask_robustness"),
-        "n_selected": len(b.config.get("selected_features", [])),
+        "mask_robustness": b.config.mask_robustness,
+        "n_selected": len(b.config.selected_features),
         "given": auc_ci(m.loc[pg.index, "label"], pg, m.loc[pg.index, "patient_id"]),
         "predicted": auc_ci(m.loc[pp.index, "label"], pp, m.loc[pp.index, "patient_id"]),
         "given_same_frames": auc_ci(y, pg[both], g),

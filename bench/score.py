@@ -374,7 +374,7 @@ def bench_auc(bundle_path: Path, train: Path, test: Path, manifest: Path, test_c
     if missing:
         print(f"\n## 5. AUC: skipped, the test table lacks {len(missing)} of the bundle's columns ({missing[:2]})")
         return
-    X_te = te.join(m_te[[c for c in b.config.get("clinical", []) if c not in te.columns]])
+    X_te = te.join(m_te[[c for c in b.config.clinical if c not in te.columns]])
     y_tr, y_te = m_tr["label"].to_numpy(int), m_te["label"].to_numpy(int)
     ours = b.predict_proba(X_te)
     rad = [c for c in tr.columns if LESION_TYPES.match(c)]
@@ -392,7 +392,7 @@ def bench_auc(bundle_path: Path, train: Path, test: Path, manifest: Path, test_c
     r = roc_auc_ci(y_te, ours)
     n_ours = len(find_needed(b.model, b.columns).columns)
     ci = f"{r.auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})"
-    print(f"| ours: {bundle_path.name} ({b.config.get('family')}) | {n_ours} | {ci} | |")
+    print(f"| ours: {bundle_path.name} ({b.config.family}) | {n_ours} | {ci} | |")
     for name, cols in refs.items():
         grid = GridSearchCV(
             make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
@@ -440,7 +440,7 @@ def main() -> None:
     scorer = FrameScorer(bundle, cam="gradcam" if args.heatmap else None, device="cpu")
     needed = scorer.needed.columns
     types = sorted({c.split("_")[1] for c in needed if c.startswith("radiomics_")})
-    print(f"\n## 1. Bundle {bundle} ({scorer.bundle.config.get('family')}, {scorer.bundle.config.get('classifier')})\n")
+    print(f"\n## 1. Bundle {bundle} ({scorer.bundle.config.family}, {scorer.bundle.config.classifier})\n")
     print(f"The model can read {len(needed)} of the {len(scorer.bundle.columns)} columns it lists")
     print(f"(radiomics image types/regions: {', '.join(types) or 'none'}; backbones: {scorer.groups['backbones']})")
     if scorer.needed.notes:

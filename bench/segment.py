@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from _timing import gpu_frames_per_second, seconds_per_call
+from _timing import cpu_inputs, gpu_frames_per_second, seconds_per_call
 
 from usher2.evaluate.segmentation import bootstrap_ci, segmentation_metrics
 from usher2.segment import create_segmenter
@@ -113,10 +113,7 @@ def bench_simulated(name: str, n: int) -> None:
 
 
 def bench_speed(name: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    x1 = np.random.default_rng(0).random((1, 1, 256, 256)).astype(np.float32)
-    x8 = np.repeat(x1, 8, axis=0)
+    x1, x8 = cpu_inputs(threads)
     print(f"\n3. speed at 256 x 256 (CPU, {threads} threads), full segment(): network, resizing, post-processing")
     print(f"   {'':<10}{'batch 1 ms':>12}{'batch 8 ms/frame':>18}{'frames/s':>10}")
     for tta in (False, True):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from usher2.cli import app
 from usher2.enhance import available_enhancers, create_enhancer
-from usher2.enhance.apply import DEFAULT_ENHANCER, enhance_paths
+from usher2.enhance.apply import DEFAULT_ENHANCER
 from usher2.io import read_frame
 
 sys.path.insert(0, str(Path(__file__).parent / "io"))  # tests/io is no package ("io" is taken)
@@ -90,18 +90,6 @@ def test_directory_tree_mirrors_relative_names_and_lists_the_two_bad_files(tmp_p
     assert "sub/bad.png" in result.output and "sub/deep/empty.png" in result.output
 
 
-def test_batch_size_does_not_change_the_pixels(tmp_path: Path) -> None:
-    _tree(tmp_path / "in")
-    one = enhance_paths(tmp_path / "in", tmp_path / "b1", model="median", batch_size=1)
-    many = enhance_paths(tmp_path / "in", tmp_path / "b8", model="median", batch_size=8)
-    assert [p.relative_to(tmp_path / "b1") for p in one.written] == [
-        p.relative_to(tmp_path / "b8") for p in many.written
-    ]
-    for p, q in zip(one.written, many.written, strict=True):
-        np.testing.assert_array_equal(_read(p), _read(q))
-    assert one.enhanced == ["a.png", "sub/c.tif", "sub/deep/b.png"]
-
-
 def test_manifest_outputs_use_manifest_relative_names(tmp_path: Path) -> None:
     root = tmp_path / "cohort"
     x = _png(root / "images" / "p1" / "x.png", _grey8((16, 16), 3))
@@ -119,16 +107,6 @@ def test_manifest_outputs_use_manifest_relative_names(tmp_path: Path) -> None:
     failures = pd.read_csv(out / "failures.csv")
     assert failures["case"].tolist() == ["c3"]  # manifest failures are named by case_id
     assert "gone.png" in failures["error"].iloc[0]
-
-
-def test_manifest_beside_the_data_keeps_names_inside_out(tmp_path: Path) -> None:
-    _png(tmp_path / "data" / "Images" / "bus_0001-l.png", _grey8((16, 16), 6))
-    (tmp_path / "manifests").mkdir()
-    pd.DataFrame({"case_id": ["c1"], "image": ["../data/Images/bus_0001-l.png"]}).to_parquet(
-        tmp_path / "manifests" / "m.parquet"
-    )
-    r = enhance_paths(tmp_path / "manifests" / "m.parquet", tmp_path / "out", model="none")
-    assert [p.relative_to(tmp_path / "out").as_posix() for p in r.written] == ["data/Images/bus_0001-l.png"]
 
 
 def test_three_frame_dicom_gives_one_png_per_frame(tmp_path: Path) -> None:
@@ -187,27 +165,6 @@ def test_resume_skips_finished_inputs_and_refuses_other_settings(tmp_path: Path)
     assert json.loads((out / "enhance.json").read_text())["enhancer"]["name"] == "none"
 
 
-def test_half_done_multi_frame_file_is_redone(tmp_path: Path) -> None:
-    frames = np.stack([_grey8((16, 16), s) for s in (30, 31, 32)])
-    src = write_dicom(tmp_path / "cine.dcm", frames.tobytes(), rows=16, cols=16, frames=3)
-    out = tmp_path / "out"
-    enhance_paths(src, out, model="none")
-    (out / "cine" / "frames.json").unlink()  # as if killed before the last frame was written
-    (out / "cine" / "frame_0002.png").unlink()
-    r = enhance_paths(src, out, model="none")
-    assert (r.enhanced, r.skipped, len(r.written)) == (["cine.dcm"], [], 3)
-    np.testing.assert_array_equal(_read(out / "cine" / "frame_0002.png"), frames[2])
-
-
-def test_same_output_name_is_a_listed_failure(tmp_path: Path) -> None:
-    _png(tmp_path / "in" / "a.png", _grey8((16, 16), 40))
-    Image.fromarray(_grey8((16, 16), 41)).save(tmp_path / "in" / "a.tif")
-    r = enhance_paths(tmp_path / "in", tmp_path / "out", model="none")
-    assert r.enhanced == ["a.png"]
-    assert [f.case for f in r.failures] == ["a.tif"]
-    assert "already taken by a.png" in r.failures[0].error
-
-
 def test_unknown_model_lists_the_available_names(tmp_path: Path) -> None:
     src = _png(tmp_path / "scan.png", _grey8((16, 16), 50))
     result = _enhance(str(src), "--out", str(tmp_path / "out"), "--model", "nope")
@@ -252,20 +209,3 @@ def test_help_lists_the_enhancers_and_the_default() -> None:
     text = " ".join(result.output.replace("│", " ").split())  # unwrap rich's help panels
     assert f"Default: {DEFAULT_ENHANCER}" in text
     assert "median" in text and "srad" in text
-
-
-def test_video_gives_a_folder_of_frames(tmp_path: Path) -> None:
-    import cv2
-
-    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for i in range(5):
-        writer.write(np.full((24, 32, 3), 40 * i, np.uint8))
-    writer.release()
-    r = enhance_paths(tmp_path / "clip.avi", tmp_path / "out", model="none", batch_size=2)
-    assert [p.relative_to(tmp_path / "out").as_posix() for p in r.written] == [
-        f"clip/frame_{i:04d}.png" for i in range(5)
-    ]
-    means = [float(_read(p).mean()) for p in r.written]
-    assert means == pytest.approx([40 * i for i in range(5)], abs=3)  # flat grey frames survive MJPG

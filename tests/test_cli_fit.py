@@ -34,11 +34,11 @@ def test_fit_writes_a_bundle_with_cv_metrics_and_training_hashes(cohort, tmp_pat
     assert result.exit_code == 0, result.output
     assert "3-fold nested CV AUC" in result.output and "ICC filter: perturbation table" in result.output
     b = load_bundle(tmp_path / "b")
-    assert b.config["family"] == "combined" and b.config["clinical"] == ["age", "ki67"]
-    assert b.config["training_data"]["features_sha256"] == file_sha256(cohort / "f.parquet")
-    assert b.config["training_data"]["manifest_sha256"] == file_sha256(manifest)
-    assert len(b.config["training_data"]["inputs"]) == 60
-    assert b.config["extraction"]["deep"][0]["backbone"] == "usresnet10t"
+    assert b.config.family == "combined" and b.config.clinical == ("age", "ki67")
+    assert b.config.training_data["features_sha256"] == file_sha256(cohort / "f.parquet")
+    assert b.config.training_data["manifest_sha256"] == file_sha256(manifest)
+    assert len(b.config.training_data["inputs"]) == 60
+    assert b.config.extraction["deep"][0]["backbone"] == "usresnet10t"
     oof = pd.read_csv(tmp_path / "b" / "oof.csv")
     assert len(oof) == 60 and set(oof["fold"]) == {0, 1, 2}
     table = pd.read_parquet(cohort / "f.parquet")
@@ -74,7 +74,7 @@ def test_fit_without_features_extracts_first(cohort, tmp_path):
     manifest = cohort / "cohort" / "manifest.csv"
     result = runner.invoke(app, ["fit", str(manifest), "--out", str(tmp_path / "b"), "--model", "dlr"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "b.features.parquet").is_file() and load_bundle(tmp_path / "b").config["family"] == "dlr"
+    assert (tmp_path / "b.features.parquet").is_file() and load_bundle(tmp_path / "b").config.family == "dlr"
 
 
 def test_score_a_folder_and_a_manifest_with_flags_and_failures(cohort, tmp_path):

@@ -134,6 +134,14 @@ def _rate(manifest: pd.DataFrame, seconds: float) -> str:
 
 
 #: --device of the commands that run networks
+FramesArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="INPUT",
+        help="An image, DICOM or video file; a directory (searched recursively); or a manifest (.csv/.parquet).",
+        show_default=False,
+    ),
+]
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
 ]
@@ -264,6 +272,15 @@ def _exit_on_failures(failures: list[Any], n_inputs: int, out: Path, *, listed_i
         raise typer.Exit(code=1)
 
 
+def _timed(label: str, run: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``run(*args, progress=..., **kwargs)`` under a progress bar and the user-error handler, and its seconds."""
+    with _user_errors():
+        t0 = time.perf_counter()
+        with _progress(label) as progress:
+            result = run(*args, progress=progress, **kwargs)
+        return result, time.perf_counter() - t0
+
+
 def _print_enhance_result(result: EnhanceResult, seconds: float) -> None:
     """One summary line, then a table of the failures (also in failures.csv)."""
     text = f"{len(result.enhanced)} inputs enhanced ({len(result.written)} PNGs) in {seconds:.1f} s"
@@ -275,14 +292,7 @@ def _print_enhance_result(result: EnhanceResult, seconds: float) -> None:
 
 @app.command(cls=_EnhanceCommand)
 def enhance(
-    input_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="INPUT",
-            help="An image, DICOM or video file; a directory (searched recursively); or a manifest (.csv/.parquet).",
-            show_default=False,
-        ),
-    ],
+    input_path: FramesArgument,
     out: Annotated[Path, typer.Option("--out", help="Output folder: 8-bit PNGs under the inputs' relative names.")],
     model: Annotated[
         str | None, typer.Option("--model", help="Enhancer name (usher2 enhance --help lists them).")
@@ -307,33 +317,23 @@ def enhance(
     """
     from usher2.enhance.apply import DEFAULT_ENHANCER, enhance_paths
 
-    with _user_errors():
-        t0 = time.perf_counter()
-        with _progress("enhancing") as progress:
-            result = enhance_paths(
-                input_path,
-                out,
-                model=model or DEFAULT_ENHANCER,
-                strength=strength,
-                batch_size=batch_size,
-                overwrite=overwrite,
-                progress=progress,
-            )
-        dt = time.perf_counter() - t0
+    result, dt = _timed(
+        "enhancing",
+        enhance_paths,
+        input_path,
+        out,
+        model=model or DEFAULT_ENHANCER,
+        strength=strength,
+        batch_size=batch_size,
+        overwrite=overwrite,
+    )
     _print_enhance_result(result, dt)
     _exit_on_failures(result.failures, result.n_inputs, out)
 
 
 @app.command(cls=_SegmentCommand)
 def segment(
-    input_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="INPUT",
-            help="An image, DICOM or video file; a directory (searched recursively); or a manifest (.csv/.parquet).",
-            show_default=False,
-        ),
-    ],
+    input_path: FramesArgument,
     out: Annotated[
         Path,
         typer.Option(
@@ -363,21 +363,18 @@ def segment(
     """
     from usher2.segment.apply import CSV_FILE, DEFAULT_SEGMENTER, segment_paths
 
-    with _user_errors():
-        t0 = time.perf_counter()
-        with _progress("segmenting") as progress:
-            result = segment_paths(
-                input_path,
-                out,
-                model=model or DEFAULT_SEGMENTER,
-                weights=weights,
-                tta=tta,
-                device=device,
-                batch_size=batch_size,
-                overwrite=overwrite,
-                progress=progress,
-            )
-        dt = time.perf_counter() - t0
+    result, dt = _timed(
+        "segmenting",
+        segment_paths,
+        input_path,
+        out,
+        model=model or DEFAULT_SEGMENTER,
+        weights=weights,
+        tta=tta,
+        device=device,
+        batch_size=batch_size,
+        overwrite=overwrite,
+    )
     text = f"{len(result.segmented)} inputs segmented ({len(result.written)} masks) in {dt:.1f} s"
     if result.skipped:
         text += f", {len(result.skipped)} skipped (already segmented with these settings)"
@@ -433,13 +430,12 @@ def extract(
     Exit code 0: every case has a row; 1: some cases failed (FEATURES.failures.csv); 2: bad input.
     """
     from usher2.features.deep import DEFAULT_BACKBONE
-    from usher2.features.extract import ExtractConfig, extract_cohort
+    from usher2.pipeline import Pipeline, PipelineConfig
 
     backbones = tuple(b for b in (backbone or [DEFAULT_BACKBONE]) if b.lower() != "none")
     with _user_errors():
-        cfg = ExtractConfig(
-            params=_load_params(params),
-            radiomics=radiomics,
+        cfg = PipelineConfig(  # the same record as usher2 fit and the pipeline YAML
+            radiomics=(_load_params(params) or True) if radiomics else False,
             lexicon=lexicon,
             backbones=backbones,
             masks=masks,
@@ -448,12 +444,12 @@ def extract(
             perturb=perturb,
             chunk_size=chunk_size,
             device=device,
+            workers=workers,
+            scheduler=scheduler,
         )
         t0 = time.perf_counter()
-        with _progress("extracting") as progress:
-            result = extract_cohort(
-                manifest, out, cfg, workers=workers, scheduler=scheduler, progress=progress, log=console.print
-            )
+        pipe = Pipeline(cfg, progress=lambda _name: _progress("extracting"), log=console.print)
+        result = pipe.extract(manifest, out, fit=perturb)[2]  # fit: with the perturbation table of --perturb
         dt = time.perf_counter() - t0
     n_feat = len([c for c in result.table.columns if c.startswith(("radiomics_", "deep_"))])
     console.print(
@@ -757,37 +753,33 @@ def score(
     (contact sheets), videos/ (annotated videos), failures.csv and report.html.
     Exit code 0: every input scored (no lesion found is a result); 1: some failed; 2: bad input.
     """
+    from usher2.pipeline import Pipeline, PipelineConfig
+
     ctx.with_resource(_pixel_limit(max_megapixels))
     model: Any = bundle  # the folder, or with --verify the bundle loaded and verified once (not re-read)
-    if verify is not None:
-        from usher2.fusion.bundle import load_bundle
-
-        with _user_errors():
-            model = load_bundle(bundle, verify_key=_bundle_key(verify))
-    if out.suffix.lower() == ".csv":
-        _score_csv(input_path, model, out, clinical, masks, workers, segmenter_weights, device)
-        return
-    from usher2.score.folder import score_to_dir
-
-    if masks != "predicted":
-        with _user_errors():
-            raise InputError("--masks", "'predicted' for folder output (use --out SCORES.csv for given masks)", masks)
     with _user_errors():
-        with _progress("scoring inputs") as progress:
-            res = score_to_dir(
-                input_path,
-                model,
-                out,
-                clinical=clinical,
-                cam=None if cam == "none" else cam,
-                overlays=overlays,
-                stride=stride,
-                max_frames=max_frames,
-                report=report,
-                progress=progress,
-                segmenter_weights=segmenter_weights,
-                device=device,
-            )
+        if verify is not None:
+            from usher2.fusion.bundle import load_bundle
+
+            model = load_bundle(bundle, verify_key=_bundle_key(verify))
+        cfg = PipelineConfig(scoring_masks=masks, device=device, workers=workers)  # as usher2 fit and the YAML
+        pipe = Pipeline(cfg, progress=_progress, log=lambda msg: console.print(msg, highlight=False))
+    if out.suffix.lower() == ".csv":
+        _score_csv(pipe, input_path, model, out, clinical, segmenter_weights)
+        return
+    with _user_errors():
+        res = pipe.score(
+            input_path,
+            model,
+            out,
+            clinical=clinical,
+            cam=None if cam == "none" else cam,
+            overlays=overlays,
+            stride=stride,
+            max_frames=max_frames,
+            report=report,
+            segmenter_weights=segmenter_weights,
+        )
     f, c = res.frames, res.cases
     console.print(
         f"{len(c)} inputs ({int((c['kind'] == 'sequence').sum())} sequences), {len(f)} frames: "
@@ -853,31 +845,11 @@ def _warn_clinical(rows: Any) -> None:
 
 
 def _score_csv(
-    input_path: Path,
-    bundle: Any,
-    out: Path,
-    clinical: Path | None,
-    masks: str,
-    workers: int | None,
-    segmenter_weights: Path | None = None,
-    device: str | None = None,
+    pipe: Any, input_path: Path, bundle: Any, out: Path, clinical: Path | None, segmenter_weights: Path | None
 ) -> None:
-    """``usher2 score ... --out SCORES.csv``: one scores CSV through the resumable cohort extraction."""
-    from usher2.score.table import score_inputs
-
+    """``usher2 score ... --out SCORES.csv``: one scores CSV, cohort scale (resumable, Dask workers)."""
     with _user_errors():
-        with _progress("scoring") as progress:
-            res = score_inputs(
-                input_path,
-                bundle,
-                out,
-                clinical=clinical,
-                masks=masks,
-                workers=workers,
-                progress=progress,
-                segmenter_weights=segmenter_weights,
-                device=device,
-            )
+        res = pipe.score(input_path, bundle, out, clinical=clinical, segmenter_weights=segmenter_weights)
     s = res.scores
     scored = s["probability"].notna()
     console.print(

@@ -42,6 +42,7 @@ from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
+from usher2.score.engine import score_table
 
 __all__ = [
     "FAMILY_ORACLE",
@@ -76,7 +77,8 @@ class PipelineConfig:
         enhancer: Enhancer name (``pix2pix``) or None.
         segmenter: Segmenter name, used when ``masks="predicted"``.
         masks: ``"given"`` (the manifest's) or ``"predicted"``.
-        radiomics: pyradiomics parameters (a YAML path or a dict); None: the defaults.
+        radiomics: pyradiomics parameters (a YAML path or a dict); None or True: the defaults;
+            False: no radiomics features (``usher2 extract --no-radiomics``).
         lexicon: Also the BI-RADS lexicon descriptors.
         backbones: Deep backbones (``NAME``, ``NAME=PATH``).
         models: Model families to fit (clinical, radiomics, deep, dlr, combined); empty: all five
@@ -90,14 +92,17 @@ class PipelineConfig:
         outer_folds, inner_folds: Nested-CV folds (patient-grouped).
         calibration: ``sigmoid``, ``isotonic`` or None.
         seed: Seed of every split.
-        workers: Dask workers for extraction (None: in-process).
+        workers: Dask workers for extraction and table scoring (None: in-process).
+        scheduler: Address of an existing Dask scheduler for extraction (wins over ``workers``).
+        chunk_size: Cases per unit of extraction work (one resumable part).
         cam_examples: Grad-CAM examples per group in the report.
         overlays: ``keep`` or ``inpaint`` burned-in text and calipers before anything else.
         regions: Radiomics regions: ``lesion`` plus any of ``peritumoral``, ``posterior``.
         device: Torch device for the networks (None: CUDA when available).
         perturb: When fitting extracts: also the default perturbation table (ICC filter).
         scoring_masks: The masks the models will be scored on, ``predicted`` or ``given``, as
-            ``usher2 fit --scoring-masks``. ``predicted``: fitting redraws every training lesion
+            ``usher2 fit --scoring-masks`` and ``usher2 score --masks`` (:meth:`Pipeline.score`
+            of a ``.csv``; None there: ``predicted``). ``predicted``: fitting redraws every training lesion
             contour at a segmenter's error scale (``contour-1``), the ICC filter keeps only
             features robust to it and the redrawn frames are trained on too (``augment`` 1), the
             recipe issue 23 measured best on held-out devices. None (the default here; the CLI's is
@@ -109,14 +114,16 @@ class PipelineConfig:
         icc: Apply the ICC filter when a perturbation table lies beside the features.
         icc_perturbations: Compute the ICC over only these perturbations (+ original); empty: all.
 
-    The CLI's ``usher2 fit`` flags have the same names (``--scoring-masks``, ``--augment``,
-    ``--icc/--no-icc``, ``--icc-perturbation``, ``--perturb``) and build this record.
+    The CLI's ``usher2 fit``, ``extract`` and ``score`` flags have the same names
+    (``--scoring-masks``, ``--augment``, ``--icc/--no-icc``, ``--icc-perturbation``, ``--perturb``,
+    ``--radiomics/--no-radiomics``, ``--chunk-size``, ``--workers``, ``--scheduler``,
+    ``--device``) and build this record.
     """
 
     enhancer: str | None = None
     segmenter: str = "unet"
     masks: str = "given"
-    radiomics: str | dict[str, Any] | None = None
+    radiomics: str | dict[str, Any] | bool | None = None
     lexicon: bool = True
     backbones: tuple[str, ...] = ("usresnet10t",)
     models: tuple[str, ...] = ()
@@ -130,6 +137,8 @@ class PipelineConfig:
     calibration: str | None = "sigmoid"
     seed: int = 0
     workers: int | None = None
+    scheduler: str | None = None
+    chunk_size: int = 16
     cam_examples: int = 3
     overlays: str = "keep"
     regions: tuple[str, ...] = ("lesion", "peritumoral", "posterior")
@@ -203,7 +212,9 @@ class PipelineConfig:
         if contours:
             chosen = (*PERTURBATION_CHOICES, *contours) if self.perturb else tuple(contours)
         return ExtractConfig(
-            params=self.radiomics,
+            params=None if isinstance(self.radiomics, bool) else self.radiomics,
+            radiomics=self.radiomics is not False,
+            chunk_size=self.chunk_size,
             lexicon=self.lexicon,
             backbones=self.backbones,
             masks=self.masks,
@@ -272,7 +283,13 @@ class Pipeline:
 
         with self.progress(f"extract {Path(manifest).parent.name or Path(manifest).stem}") as update:
             res = extract_cohort(
-                manifest, out, self.config.extract_config(fit=fit), workers=self.config.workers, progress=update
+                manifest,
+                out,
+                self.config.extract_config(fit=fit),
+                workers=self.config.workers,
+                scheduler=self.config.scheduler,
+                progress=update,
+                log=self.log,
             )
         if res.failed_cases:
             self.log(f"{len(res.failed_cases)} cases failed extraction and are left out (see {res.paths['failures']})")
@@ -440,9 +457,15 @@ class Pipeline:
           :class:`~usher2.score.engine.FrameScore` per frame (probability, label, flags, mask, heat map).
         * ``out`` a folder: per-frame CSV/JSON, overlays, sequences and the per-frame report
           (:func:`usher2.score.folder.score_to_dir`).
-        * ``out`` a ``.csv`` file: one scores CSV through the resumable cohort extraction
-          (:func:`usher2.score.table.score_inputs`).
+        * ``out`` a ``.csv`` file: one scores CSV, cohort scale (resumable, Dask ``workers``;
+          :func:`usher2.score.table.score_inputs`), with the config's ``scoring_masks``.
+
+        All three run :class:`~usher2.score.engine.FrameScorer` on the config's ``device``.
+
+        Raises:
+            InputError: ``scoring_masks="given"`` without a ``.csv`` output (only a manifest gives masks).
         """
+        kwargs.setdefault("device", self.config.device)
         if out is None:
             from usher2.io.frames import iter_frames
             from usher2.score.engine import FrameScorer
@@ -452,12 +475,21 @@ class Pipeline:
         if Path(out).suffix.lower() != ".csv":
             from usher2.score.folder import score_to_dir
 
-            with self.progress("score") as update:
+            if self.config.scoring_masks == "given":
+                raise InputError(
+                    "scoring_masks (--masks)",
+                    "'predicted' for folder output (use a .csv output for given masks)",
+                    "given",
+                )
+            with self.progress("scoring inputs") as update:
                 return score_to_dir(source, bundle, out, progress=update, **kwargs)
         from usher2.score.table import score_inputs
 
-        with self.progress("score") as update:
-            return score_inputs(source, bundle, out, workers=self.config.workers, progress=update, **kwargs)
+        masks = self.config.scoring_masks or "predicted"
+        with self.progress("scoring") as update:
+            return score_inputs(
+                source, bundle, out, masks=masks, workers=self.config.workers, progress=update, log=self.log, **kwargs
+            )
 
     def evaluate(
         self,
@@ -495,13 +527,13 @@ class Pipeline:
         for model, fit in fits.items():
             bundle = load_bundle(fit.bundle)
             thresholds[model] = float(bundle.threshold)
-            p = bundle.predict_proba(X)
+            p = score_table(bundle, X)["probability"].to_numpy()  # the scoring doors' own table step
             oof = fit.cv.oof
             preds.append(
                 predictions_table(model, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])
             )
             preds.append(predictions_table(model, "test", X.index, m["patient_id"], y_test, p))
-            labelled = y_test.notna().to_numpy()
+            labelled = y_test.notna().to_numpy() & np.isfinite(p)  # a case with bad clinical values is not scored
             r = roc_auc_ci(y_test.to_numpy()[labelled].astype(int), p[labelled])
             cv = fit.cv.auc
             rows.append(
@@ -759,7 +791,7 @@ def _read_scores(path: Path) -> tuple[pd.DataFrame, str, Any, Path | None]:
         from usher2.fusion.bundle import load_bundle
 
         bundle = load_bundle(bundle_hint)
-        name = str(bundle.config.get("family") or name)
+        name = str(bundle.config.family or name)
     if "model" in df.columns and df["model"].nunique() == 1:
         name = str(df["model"].iloc[0])
     return df, name, bundle, features
@@ -913,18 +945,18 @@ def evaluation_from_bundle(bundle: str | Path, out: str | Path) -> Path:
     b = load_bundle(bundle)
     out = Path(out)
     oof = pd.read_csv(b.path / "oof.csv", dtype={"case_id": str})
-    name = str(b.config.get("family") or b.path.name)
+    name = str(b.config.family or b.path.name)
     pred = predictions_table(name, "train_oof", oof["case_id"], oof["patient_id"], oof["label"], oof["probability"])
     write_predictions(out, [pred], {name: b.threshold})
-    v = b.config.get("validation", {})
+    v = b.config.validation
     EvaluationSummary(
         title=f"usher2 bundle report: {b.path.name}",
         cohort={"train": CohortCounts.from_labels(oof["patient_id"], oof["label"])},
         primary_model=name,
         methods={
             "data": f"The training cohort of the bundle {b.path} (no held-out cohort).",
-            "model": f"{b.config.get('fusion')} fusion, classifier {b.config.get('classifier')}, calibration "
-            f"{b.config.get('calibration') or 'none'}; {len(b.config.get('selected_features', []))} selected features.",
+            "model": f"{b.config.fusion} fusion, classifier {b.config.classifier}, calibration "
+            f"{b.config.calibration or 'none'}; {len(b.config.selected_features)} selected features.",
             "validation": f"Patient-grouped nested CV ({v.get('outer_folds')} outer, {v.get('inner_folds')} inner "
             f"folds, seed {v.get('seed')}): out-of-fold predictions.",
         },

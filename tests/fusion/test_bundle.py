@@ -34,7 +34,11 @@ def fitted():
 def _save(tmp_path: Path, fitted, name: str = "b") -> Path:
     X, _, cv, final, best = fitted
     cols = list(X.columns)
-    config = {"columns": cols, "threshold": youden_threshold(cv.oof["label"], cv.oof["probability"]), "best": best}
+    config = {
+        "columns": cols,
+        "threshold": youden_threshold(cv.oof["label"], cv.oof["probability"]),
+        "best_params": best,
+    }
     return save_bundle(tmp_path / name, final, config, {"auc": cv.auc}, cv.oof)
 
 

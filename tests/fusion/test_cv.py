@@ -143,23 +143,3 @@ def test_predefined_outer_folds_are_used_and_must_keep_patients_whole():
     bad[0] = 4 if bad[0] != 4 else 3  # patient 0's two frames now in two folds
     with pytest.raises(InputError, match="keep each patient in one fold"):
         nested_cv(*build_model(family_columns(X.columns, "radiomics"), "lr"), X, y, groups, fold_ids=bad)
-
-
-def test_fit_cohort_with_sequences_uses_only_those_columns(tmp_path):
-    from usher2.fusion.bundle import load_bundle
-    from usher2.fusion.fit import fit_cohort
-
-    rng = np.random.default_rng(7)
-    n = 80
-    y = np.tile([0, 1], n // 2)
-    ids = [f"c{i}" for i in range(n)]
-    feats = pd.DataFrame({"case_id": ids})
-    for seq in ("t2", "adc", "dwi"):
-        for j in range(3):
-            feats[f"{seq}_radiomics_f{j}"] = rng.normal(size=n) + (0.8 * y if seq == "adc" else 0)
-    manifest = pd.DataFrame({"case_id": ids, "patient_id": ids, "label": y})
-    res = fit_cohort(feats, manifest, tmp_path / "b", family="radiomics", sequences=["t2", "adc"], outer_folds=3)
-    config = load_bundle(res.bundle).config
-    assert config["sequences"] == ["t2", "adc"]
-    assert config["columns"] == [f"{s}_radiomics_f{j}" for s in ("t2", "adc") for j in range(3)]
-    assert all(c.startswith(("t2_", "adc_")) for c in res.selected)

@@ -120,14 +120,14 @@ def test_fit_records_the_variant_and_the_calibrated_flag(tmp_path):
         segmentation_confidence=cal,
     )
     b = load_bundle(res.bundle)
-    rec = b.config["mask_robustness"]
+    rec = b.config.mask_robustness
     assert rec["variant"] == "given+augment+icc" and rec["training_masks"] == "given"
     # copies of the 60 training cases only: the test cases' rows are never trained on
     assert rec["augmentation"] == {"perturbations": ["contour-1"], "rows": 60, "cases": 60, "copies_per_case": 1.0}
     assert rec["icc"]["perturbations"] == ["contour-1", "original"]
     assert json.loads((res.bundle / "metrics.json").read_text())["mask_robustness"] == rec
     assert "radiomics_f5" not in res.selected  # scrambled by the contour error: ICC ~ 0
-    assert sorted(res.cv.oof.index) == sorted(ids) and b.config["n_cases"] == 80
+    assert sorted(res.cv.oof.index) == sorted(ids) and b.config.n_cases == 80
     assert res.cv.folds[0]["n_train"] == 120 and res.cv.folds[0]["n_train_copies"] == 60
     assert confidence_threshold(b.config, 0.45) == pytest.approx(cal.threshold)
     # a fixed test split's one fold model is the final model: the bundle gives the same probabilities
@@ -249,7 +249,7 @@ def test_cli_fit_augment_and_score_with_other_segmenter_weights(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "augmentation: 1 contour copies" in result.output and "ICC filter: off" in result.output
-    rec = load_bundle(tmp_path / "b").config["mask_robustness"]
+    rec = load_bundle(tmp_path / "b").config.mask_robustness
     assert rec["variant"] == "given+augment" and rec["augmentation"]["rows"] == 24 and rec["icc"] is None
     weights = default_weights_dir() / "segmenter_unet.safetensors"
     args = ["score", str(manifest), "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "s.csv")]

@@ -162,7 +162,7 @@ def test_scoring_bundle_garbage_in_unneeded_columns(scoring_bundle):
     table = pd.read_parquet(Path(scoring_bundle["bundle"]).parents[1] / "train_features.parquet")
     manifest = pd.read_csv(scoring_bundle["train"] / "manifest.csv")
     X = table.drop(columns=[c for c in ID_COLUMNS if c in table.columns]).assign(
-        **{c: manifest.set_index("case_id").loc[table["case_id"], c].to_numpy(float) for c in b.config["clinical"]}
+        **{c: manifest.set_index("case_id").loc[table["case_id"], c].to_numpy(float) for c in b.config.clinical}
     )[b.columns]
     p = b.predict_proba(X)
     rest = [c for c in b.columns if c not in set(found.columns)]

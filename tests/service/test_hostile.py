@@ -9,7 +9,7 @@ Elsewhere, the same probe's other cases:
   names, signatures): ``tests/fusion/test_bundle_validation.py``, ``tests/service/test_bundle_refusal.py``;
 * crafted skops types, tampered files: ``tests/fusion/test_bundle.py``; a pickled backbone:
   ``tests/features/test_deep.py``; token checks, an oversized body, PHI in tags and the file name:
-  ``tests/service/test_service.py``.
+  ``tests/service/test_app.py``.
 """
 
 from __future__ import annotations

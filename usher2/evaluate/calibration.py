@@ -310,7 +310,7 @@ def plot_calibration(
     """
     import matplotlib.pyplot as plt
 
-    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, save_figure
+    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, label_and_save
 
     models = dict(p) if isinstance(p, Mapping) else {"Model": p}
     with figure_style():
@@ -336,10 +336,6 @@ def plot_calibration(
             )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("Predicted probability")
-        ax.set_ylabel("Observed proportion (95% CI)")
-        ax.set_title(title or f"Calibration ({n_bins} {strategy} bins)")
-        ax.legend(loc="upper left")
-        if path is not None:
-            save_figure(fig, path)
+        heading = title or f"Calibration ({n_bins} {strategy} bins)"
+        label_and_save(fig, ax, ("Predicted probability", "Observed proportion (95% CI)", heading), "upper left", path)
     return fig

@@ -135,7 +135,7 @@ def plot_decision_curve(
     """
     import matplotlib.pyplot as plt
 
-    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, save_figure
+    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, label_and_save
 
     t = np.round(np.arange(1, 100) / 100, 2) if thresholds is None else thresholds
     nb = net_benefit(y, risk, t, names=names)
@@ -154,10 +154,7 @@ def plot_decision_curve(
         top = max(prevalence, float(nb["net_benefit"].max()))
         ax.set_ylim(-0.25 * prevalence, 1.05 * top)
         ax.set_xlim(float(nb["threshold"].min()), float(nb["threshold"].max()))
-        ax.set_xlabel("Threshold probability")
-        ax.set_ylabel("Net benefit")
-        ax.set_title(title or "Decision curve")
-        ax.legend(loc="upper right")
-        if path is not None:
-            save_figure(fig, path)
+        label_and_save(
+            fig, ax, ("Threshold probability", "Net benefit", title or "Decision curve"), "upper right", path
+        )
     return fig

@@ -90,7 +90,7 @@ def plot_roc(
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, save_figure
+    from usher2.evaluate.figures import COLORS, PALETTE, figure_style, label_and_save
 
     models = {str(k): v for k, v in scores.items()} if isinstance(scores, Mapping) else {"Model": scores}
     if not models:
@@ -113,10 +113,6 @@ def plot_roc(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_aspect("equal")
-        ax.set_xlabel("1 - Specificity (false-positive rate)")
-        ax.set_ylabel("Sensitivity (true-positive rate)")
-        ax.set_title(title or "ROC curve")
-        ax.legend(loc="lower right")
-        if path is not None:
-            save_figure(fig, path)
+        labels = ("1 - Specificity (false-positive rate)", "Sensitivity (true-positive rate)", title or "ROC curve")
+        label_and_save(fig, ax, labels, "lower right", path)
     return fig

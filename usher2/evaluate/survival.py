@@ -220,7 +220,7 @@ def plot_kaplan_meier(
     """
     import matplotlib.pyplot as plt
 
-    from usher2.evaluate.figures import PALETTE, figure_style, save_figure
+    from usher2.evaluate.figures import PALETTE, figure_style, label_and_save
 
     km = kaplan_meier(durations, events, groups, alpha=alpha)
     t, e, g = _survival_inputs(durations, events, groups)
@@ -239,10 +239,5 @@ def plot_kaplan_meier(
             ax.plot(cens["time"], cens["survival"], "+", color=color, ms=6, mew=1)
         ax.set_ylim(0, 1.02)
         ax.set_xlim(left=0)
-        ax.set_xlabel(time_label)
-        ax.set_ylabel("Survival probability")
-        ax.set_title(heading)
-        ax.legend(loc="lower left")
-        if path is not None:
-            save_figure(fig, path)
+        label_and_save(fig, ax, (time_label, "Survival probability", heading), "lower left", path)
     return fig

@@ -43,13 +43,13 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.introspect import classifier_input
 from usher2.io.errors import InputError
 
 __all__ = ["SHAP_MODELS", "plot_shap_summary", "plot_shap_waterfall", "shap_table", "shap_values"]
@@ -87,53 +87,6 @@ def _shap() -> Any:
 def _refuse(model: Any, why: str = "") -> InputError:
     got = type(model).__name__ + (f" ({why})" if why else "")
     return InputError("model", "a fitted model SHAP explains exactly: " + ", ".join(SHAP_MODELS), got)
-
-
-def _frame(values: Any, names: Any, index: Any) -> pd.DataFrame:
-    if isinstance(values, pd.DataFrame):
-        return values
-    return pd.DataFrame(np.asarray(values), columns=[str(n) for n in names], index=index)
-
-
-def _unwrap(model: Any) -> tuple[Any, Callable[[Any], pd.DataFrame]]:
-    """The classifier to explain and the map from model input to the classifier's input table."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.pipeline import Pipeline
-    from sklearn.utils.validation import check_is_fitted
-
-    from usher2.fusion.models import LateFusionClassifier
-
-    outer = model
-    if isinstance(model, CalibratedClassifierCV):
-        check_is_fitted(model, "calibrated_classifiers_")
-        if len(model.calibrated_classifiers_) != 1:
-            raise _refuse(outer, "ensemble=True keeps one model per fold; fit with ensemble=False")
-        model = model.calibrated_classifiers_[0].estimator
-    if isinstance(model, LateFusionClassifier):
-        check_is_fitted(model, "final_")
-        late = model
-
-        def design(X: Any) -> pd.DataFrame:
-            return late.final_inputs(X)
-
-        return late.final_, design
-    if isinstance(model, Pipeline):
-        pre, clf = model[:-1], model.steps[-1][1]
-
-        def select(X: Any) -> pd.DataFrame:
-            index = X.index if isinstance(X, pd.DataFrame) else None
-            return _frame(pre.transform(X), pre.get_feature_names_out(), index)
-
-        return clf, select
-
-    def identity(X: Any) -> pd.DataFrame:
-        names = getattr(model, "feature_names_in_", None)
-        if isinstance(X, pd.DataFrame):
-            return X[list(names)] if names is not None else X
-        arr = np.asarray(X, dtype=np.float64)
-        return _frame(arr, names if names is not None else [f"x{i}" for i in range(arr.shape[1])], None)
-
-    return model, identity
 
 
 def shap_values(
@@ -175,7 +128,7 @@ def shap_values(
         raise InputError("max_background", "at least 1 row", str(max_background))
     if len(X) == 0:
         raise InputError("X", "at least one case", "none")
-    clf, transform = _unwrap(model)
+    clf, transform = classifier_input(model, _refuse)
     name = type(clf).__name__
     if name not in _LINEAR + _TREES:
         raise _refuse(clf)

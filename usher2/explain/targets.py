@@ -13,19 +13,26 @@ score. Two are offered (a target is any callable ``output (num_features,) -> sca
 - :class:`LinearTarget`: ``w . features + b``, e.g. the deep-feature coefficients of a
   linear fusion model (a logistic regression's HER2 logit restricted to the deep columns).
 
+:func:`model_target` picks the target scoring uses for a fitted fusion model (the service, ``usher2
+score`` and the cohort report all draw that map).
+
 A classifier with a head is explained with the package's own
 :class:`~pytorch_grad_cam.utils.model_targets.ClassifierOutputTarget` (re-exported here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from usher2.fusion.introspect import linear_form
 from usher2.io.errors import InputError
 
-__all__ = ["ClassifierOutputTarget", "LinearTarget", "PooledFeatureTarget"]
+__all__ = ["ClassifierOutputTarget", "LinearTarget", "PooledFeatureTarget", "model_target"]
 
 
 class PooledFeatureTarget:
@@ -78,3 +85,43 @@ class LinearTarget:
 
     def __repr__(self) -> str:
         return f"LinearTarget(num_features={self.weights.numel()}, bias={self.bias})"
+
+
+def model_target(
+    model: Any, columns: Sequence[str], reads: bool
+) -> tuple[tuple[LinearTarget, LinearTarget] | None, str]:
+    """The Grad-CAM target for a fitted fusion model and one backbone, and what it is.
+
+    When the model is linear in the backbone's features (:func:`~usher2.fusion.introspect.linear_form`)
+    the target is the evidence for the *predicted* class: ``(LinearTarget(w), LinearTarget(-w))``
+    with ``w`` the model's coefficients of ``columns``, the first for a frame labelled 1 and the
+    second for one labelled 0 (Grad-CAM keeps positive evidence only). Otherwise None: the sum of
+    the pooled features (:class:`PooledFeatureTarget`).
+
+    Args:
+        model: The fitted fusion model.
+        columns: The backbone's feature columns (``deep_<backbone>_<i>``).
+        reads: The model reads any of them.
+
+    Example:
+        >>> import pandas as pd
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> lr = LogisticRegression().fit(pd.DataFrame({"a": [0.0, 1, 2, 3], "b": [1.0, 0, 1, 0]}), [0, 0, 1, 1])
+        >>> pair, what = model_target(lr, ["a"], True)
+        >>> bool(pair[0].weights[0] > 0), what.startswith("evidence for the predicted class")
+        (True, True)
+    """
+    if not reads:
+        return None, "pooled features (sum): the model reads no deep features"
+    try:
+        form = linear_form(model, None)
+    except InputError:
+        return None, "pooled features (sum): the model is not linear in the deep features"
+    coef = dict(zip(form.names, form.coef, strict=True))
+    w = np.array([coef.get(c, 0.0) for c in columns])
+    if not np.any(w):
+        return None, "pooled features (sum): the model gives this backbone's features no weight"
+    return (LinearTarget(w), LinearTarget(-w)), (
+        "evidence for the predicted class: the model's logit from this backbone's features (label 1) "
+        "or its negative (label 0)"
+    )

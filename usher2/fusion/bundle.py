@@ -23,8 +23,9 @@ Layout of ``BUNDLE/``:
 2. checks ``hashes.json`` (an object naming exactly the four files; any other name, such as
    ``../../etc/passwd``, is refused and never opened) and every file against it (a changed file
    is refused: "tampered");
-3. checks ``config.json`` (an object with the ``columns`` list and a ``threshold`` in [0, 1]) and
-   ``metrics.json`` (an object); an invalid file is an error naming it;
+3. reads ``config.json`` as a :class:`~usher2.fusion.bundle_config.BundleConfig` (a version-1
+   file through its migration; an unknown field, a missing one or a bad ``columns`` list or
+   ``threshold`` is an error naming it) and checks ``metrics.json`` (an object);
 4. lists the types ``model.skops`` would construct and refuses any type outside
    :data:`TRUSTED_TYPES` (naming it);
 5. checks the XGBoost and LightGBM models inside ``model.skops`` before skops builds them, builds
@@ -53,7 +54,6 @@ import hashlib
 import hmac
 import io
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -64,15 +64,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.fusion.bundle_config import FORMAT, BundleConfig, json_default
+from usher2.fusion.introspect import estimators
 from usher2.fusion.models import CLASSIFIER_SPECS
-from usher2.fusion.validate import check_boosters, estimators, validate_model
+from usher2.fusion.validate import check_boosters, validate_model
 from usher2.io.errors import InputError
 
 __all__ = [
     "BUNDLE_FILES",
+    "FORMAT",
     "KEY_ENV",
     "TRUSTED_TYPES",
     "Bundle",
+    "BundleConfig",
     "load_bundle",
     "read_key",
     "save_bundle",
@@ -83,7 +87,6 @@ __all__ = [
 BUNDLE_FILES = ("config.json", "model.skops", "metrics.json", "oof.csv")
 HASHES = "hashes.json"
 SIGNATURE = "signature.json"
-FORMAT = "usher2-bundle/1"
 ALGORITHM = "hmac-sha256"
 #: Environment variable naming the key file the CLI signs (``fit``) and verifies (``score``, ``serve``...) with.
 KEY_ENV = "USHER2_BUNDLE_KEY_FILE"
@@ -117,16 +120,6 @@ def strip_for_storage(model: Any) -> Any:
         if type(e).__name__ == "LateFusionClassifier" and e.selector_params:
             e.selector_params = {k: v for k, v in e.selector_params.items() if k != "perturbations"}
     return model
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def read_key(path: str | Path) -> bytes:
@@ -169,7 +162,7 @@ def _write_signature(folder: Path, key: bytes, hashes: bytes) -> None:
 def save_bundle(
     out: str | Path,
     model: Any,
-    config: dict[str, Any],
+    config: BundleConfig | dict[str, Any],
     metrics: dict[str, Any],
     oof: pd.DataFrame,
     *,
@@ -183,21 +176,26 @@ def save_bundle(
             (:func:`read_key`), so that :func:`load_bundle` with the same key can tell this bundle
             from an altered one.
 
+    Args:
+        config: The settings (a :class:`BundleConfig`, or a mapping read by
+            :meth:`BundleConfig.from_dict`), written as ``config.json``.
+
     Raises:
-        InputError: ``out`` exists and ``overwrite`` is False.
+        InputError: ``out`` exists and ``overwrite`` is False; ``config`` is not a valid config.
     """
     import skops.io as sio
 
     out = Path(out)
+    config = config if isinstance(config, BundleConfig) else BundleConfig.from_dict(config, where="config")
     if out.exists() and not overwrite:
         raise InputError(out, "a new bundle folder", "an existing path", fix="pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        config = {"format": FORMAT, **config}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default), encoding="utf-8")
+        doc = config.to_dict()
+        (tmp / "config.json").write_text(json.dumps(doc, indent=2, default=json_default), encoding="utf-8")
         sio.dump(strip_for_storage(model), tmp / "model.skops")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default), encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default), encoding="utf-8")
         oof.to_csv(tmp / "oof.csv", index=True)
         hashes = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in BUNDLE_FILES}
         hashes_bytes = json.dumps(hashes, indent=2).encode("utf-8")
@@ -224,18 +222,18 @@ class Bundle:
 
     path: Path
     model: Any
-    config: dict[str, Any]
+    config: BundleConfig
     metrics: dict[str, Any]
     verified: bool = False
 
     @property
     def threshold(self) -> float:
-        return float(self.config["threshold"])
+        return self.config.threshold
 
     @property
     def columns(self) -> list[str]:
         """The feature-table and clinical columns the model reads."""
-        return list(self.config["columns"])
+        return list(self.config.columns)
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """Probability of class 1 for rows of a feature table that has :attr:`columns`.
@@ -315,27 +313,6 @@ def _json_object(f: Path, data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def _check_config(f: Path, config: dict[str, Any]) -> None:
-    if config.get("format") != FORMAT:
-        raise InputError(f, f"bundle format {FORMAT}", repr(config.get("format")))
-    cols = config.get("columns")
-    if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
-        raise InputError(f"{f}: columns", "a non-empty list of column names", repr(cols)[:80])
-    if len(set(cols)) != len(cols):
-        dup = next(c for c in cols if cols.count(c) > 1)
-        raise InputError(f"{f}: columns", "distinct column names", f"{dup!r} twice")
-    t = config.get("threshold")
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 <= t <= 1:
-        raise InputError(f"{f}: threshold", "a decision threshold in [0, 1]", repr(t))
-    clinical = config.get("clinical", [])
-    if not isinstance(clinical, list) or not all(isinstance(c, str) for c in clinical):
-        raise InputError(f"{f}: clinical", "a list of column names", repr(clinical)[:80])
-    if config.get("segmentation_confidence") is not None:
-        from usher2.fusion.confidence import check_confidence
-
-        check_confidence(config["segmentation_confidence"], where=f"{f}: segmentation_confidence")
-
-
 def sign_bundle(path: str | Path, key: bytes) -> Path:
     """Sign an existing bundle: write ``signature.json`` over its ``hashes.json`` with ``key``.
 
@@ -370,8 +347,8 @@ def load_bundle(path: str | Path, *, verify_key: bytes | None = None) -> Bundle:
 
     p = Path(path)
     _, files = _read_checked(p, verify_key)
-    config = _json_object(p / "config.json", files["config.json"], "the bundle's settings")
-    _check_config(p / "config.json", config)
+    doc = _json_object(p / "config.json", files["config.json"], "the bundle's settings")
+    config = BundleConfig.from_dict(doc, where=str(p / "config.json"))
     metrics = _json_object(p / "metrics.json", files["metrics.json"], "the bundle's metrics")
     data = files["model.skops"]
     try:
@@ -391,5 +368,5 @@ def load_bundle(path: str | Path, *, verify_key: bytes | None = None) -> Bundle:
         model = sio.loads(data, trusted=sorted(set(untrusted)))
     except Exception as exc:  # a malformed state that a trusted type's constructor rejects
         raise InputError(p / "model.skops", "a skops model file", f"one that does not load ({exc})") from exc
-    validate_model(model, config["columns"], where=str(p / "model.skops"))
+    validate_model(model, list(config.columns), where=str(p / "model.skops"))
     return Bundle(p, model, config, metrics, verified=verify_key is not None)

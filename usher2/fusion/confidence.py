@@ -222,8 +222,12 @@ def check_confidence(record: Any, where: str = "segmentation_confidence") -> dic
 LOW_CONFIDENCE = 0.45
 
 
-def confidence_threshold(bundle_config: dict[str, Any], default: float = LOW_CONFIDENCE) -> float:
+def confidence_threshold(bundle_config: Any, default: float = LOW_CONFIDENCE) -> float:
     """The flag threshold a bundle's config calibrated, else ``default``.
+
+    Args:
+        bundle_config: A :class:`~usher2.fusion.bundle_config.BundleConfig` (its
+            ``segmentation_confidence``) or a ``config.json`` mapping.
 
     Example:
         >>> confidence_threshold({"segmentation_confidence": {"threshold": 0.31}}, 0.45)
@@ -231,5 +235,8 @@ def confidence_threshold(bundle_config: dict[str, Any], default: float = LOW_CON
         >>> confidence_threshold({}, 0.45)
         0.45
     """
-    record = bundle_config.get("segmentation_confidence")
+    if isinstance(bundle_config, dict):
+        record = bundle_config.get("segmentation_confidence")
+    else:
+        record = bundle_config.segmentation_confidence
     return float(check_confidence(record)["threshold"]) if record else float(default)

@@ -38,6 +38,8 @@ import pandas as pd
 from usher2.evaluate.threshold import youden_threshold
 from usher2.features.extract import ID_COLUMNS
 from usher2.fusion.bundle import save_bundle
+from usher2.fusion.bundle_config import FORMAT as BUNDLE_FORMAT
+from usher2.fusion.bundle_config import BundleConfig
 from usher2.fusion.clinical import clinical_ranges
 from usher2.fusion.confidence import check_confidence
 from usher2.fusion.cv import CVResult, fit_final, nested_cv, selected_features
@@ -406,15 +408,16 @@ def _final_model(
     return final, best, train.index[~augmented[keep]]
 
 
-def _config(a: _FitArgs, data: _Cohort, fit: dict[str, Any], training_cases: pd.Index) -> dict[str, Any]:
-    """The bundle's ``config.json``; ``fit`` holds ``threshold``, ``best_params``, ``selected_features``,
+def _config(a: _FitArgs, data: _Cohort, fit: dict[str, Any], training_cases: pd.Index) -> BundleConfig:
+    """The bundle's settings (``config.json``); ``fit`` holds ``threshold``, ``best_params``, ``selected_features``,
     ``mask_robustness`` and ``segmentation_confidence``."""
     import sklearn
 
     import usher2
 
     test_ids, fusion = a.test_ids, a.fusion
-    return {
+    doc = {
+        "format": BUNDLE_FORMAT,
         "family": a.family,
         "sequences": list(a.sequences or []),
         "classifier": a.classifier if fusion == "early" else "late-fusion logistic regression",
@@ -446,6 +449,7 @@ def _config(a: _FitArgs, data: _Cohort, fit: dict[str, Any], training_cases: pd.
         "training_data": a.training_data or {},
         "versions": {"usher2": usher2.__version__, "scikit-learn": sklearn.__version__},
     }
+    return BundleConfig.from_dict(doc, where="bundle config")
 
 
 def _metrics(data: _Cohort, cv: CVResult, fit: dict[str, Any]) -> dict[str, Any]:

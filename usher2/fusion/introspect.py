@@ -1,4 +1,18 @@
-"""Model introspection: a fitted fusion model read as the linear form its predictions follow.
+"""Model introspection: the one place that knows how a fitted fusion model is put together.
+
+* :func:`estimators` walks every estimator inside a model (pipeline steps, column-transformer
+  blocks, calibration, trees, late-fusion sources): the bundle checks
+  (:mod:`usher2.fusion.validate`) and the storage clean-up (:func:`usher2.fusion.bundle.strip_for_storage`)
+  read it.
+* :func:`unwrap_calibrated` opens a ``CalibratedClassifierCV(ensemble=False)`` (one fitted
+  classifier and its calibrator); :func:`classifier_input` finds the classifier that decides
+  and the map from model input to that classifier's input table (SHAP explains it,
+  :mod:`usher2.explain.shapley`).
+* :func:`linear_form` (below).
+
+:mod:`usher2.fusion.needed` walks a model backwards from the classifier's used inputs to the
+input columns; it reads the classifiers through their registry entries
+(:data:`usher2.fusion.models.CLASSIFIER_SPECS`).
 
 :func:`linear_form` writes a fitted logistic model (:data:`SUPPORTED_MODELS`) as
 ``intercept + coef @ x`` over its input columns (or, for late fusion, over its per-source scores
@@ -19,7 +33,19 @@ import pandas as pd
 from usher2.fusion.models import LateFusionClassifier
 from usher2.io.errors import InputError
 
-__all__ = ["SUPPORTED_MODELS", "Affine", "LinearForm", "linear_form"]
+__all__ = [
+    "SUPPORTED_MODELS",
+    "Affine",
+    "LinearForm",
+    "children",
+    "classifier_input",
+    "estimators",
+    "linear_form",
+    "unwrap_calibrated",
+]
+
+#: The fix a malformed model's error suggests (a bundle's model is checked before it is used).
+DAMAGED = "the bundle is damaged or was altered; refit it or restore it from a trusted copy"
 
 SUPPORTED_MODELS = (
     "LogisticRegression (binary)",
@@ -28,6 +54,125 @@ SUPPORTED_MODELS = (
     "usher2 LateFusionClassifier",
     "CalibratedClassifierCV(method='sigmoid', ensemble=False) around one of these",
 )
+
+
+def _malformed(where: str, expected: str, got: Any) -> InputError:
+    return InputError(where, expected, str(got), fix=DAMAGED)
+
+
+def children(e: Any, path: str) -> list[tuple[str, Any]]:
+    """The estimators directly inside ``e``: pipeline steps, column-transformer blocks (fitted and
+    template), calibration, forest trees, templates, late-fusion sources."""
+
+    def pairs(attr: str, width: int) -> list[tuple[str, Any]]:
+        items = getattr(e, attr, None)
+        if items is None:
+            return []
+        if not isinstance(items, list | tuple) or not all(
+            isinstance(t, tuple) and len(t) == width and isinstance(t[0], str) for t in items
+        ):
+            fields = ", ".join(["name", "estimator", "columns"][:width])
+            raise _malformed(f"{path}.{attr}", f"a list of ({fields})", "other")
+        return [(f"{path}.{attr}[{t[0]!r}]", t[1]) for t in items]
+
+    def listed(attr: str) -> list[tuple[str, Any]]:
+        items = getattr(e, attr, None)
+        if items is None:
+            return []
+        if not isinstance(items, list | tuple):
+            raise _malformed(f"{path}.{attr}", "a list", type(items).__name__)
+        return [(f"{path}.{attr}[{i}]", c) for i, c in enumerate(items)]
+
+    out = pairs("steps", 2) + pairs("transformers_", 3) + pairs("transformers", 3)
+    out += listed("calibrated_classifiers_") + listed("calibrators") + listed("estimators_")
+    out += [(f"{path}.{a}", getattr(e, a, None)) for a in ("estimator", "estimator_", "clinical_model_", "final_")]
+    sources = getattr(e, "source_models_", None)
+    if sources is not None:
+        if not isinstance(sources, dict):
+            raise _malformed(f"{path}.source_models_", "a dict of source pipelines", type(sources).__name__)
+        out += [(f"{path}.source_models_[{k!r}]", m) for k, m in sources.items()]
+    return [(p, c) for p, c in out if c is not None and not isinstance(c, str)]  # "drop", "passthrough"
+
+
+def estimators(model: Any, root: str = "model") -> list[tuple[str, Any]]:
+    """Every estimator inside a model, each once, with its path (``model.steps['select']...``).
+
+    Example:
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from sklearn.preprocessing import StandardScaler
+        >>> [p for p, _ in estimators(make_pipeline(StandardScaler()))]
+        ['model', "model.steps['standardscaler']"]
+    """
+    out: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+    todo = [(root, model)]
+    while todo:
+        path, e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append((path, e))
+        todo += children(e, path)
+    return out
+
+
+def unwrap_calibrated(model: Any, refuse: Callable[[Any, str], InputError]) -> tuple[Any, Any]:
+    """``(classifier, calibrated)``: for a ``CalibratedClassifierCV`` with one fitted classifier
+    (``ensemble=False``), that classifier and its ``_CalibratedClassifier``; else ``(model, None)``.
+
+    Raises:
+        InputError: ``refuse(model, why)`` for a calibrated model with one classifier per fold.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.utils.validation import check_is_fitted
+
+    if not isinstance(model, CalibratedClassifierCV):
+        return model, None
+    check_is_fitted(model, "calibrated_classifiers_")
+    if len(model.calibrated_classifiers_) != 1:
+        raise refuse(model, "ensemble=True keeps one model per fold; fit with ensemble=False")
+    cc = model.calibrated_classifiers_[0]
+    return cc.estimator, cc
+
+
+def _frame(values: Any, names: Any, index: Any) -> pd.DataFrame:
+    if isinstance(values, pd.DataFrame):
+        return values
+    return pd.DataFrame(np.asarray(values), columns=[str(n) for n in names], index=index)
+
+
+def classifier_input(model: Any, refuse: Callable[[Any, str], InputError]) -> tuple[Any, Callable[[Any], pd.DataFrame]]:
+    """The classifier that decides and the map from the model's input to that classifier's
+    input table: the final logistic model of a late fusion (over its source scores and clinical
+    columns), the last step of a pipeline (after its preprocessing and selection), or the model.
+
+    Raises:
+        InputError: ``refuse(model, why)`` for a calibrated model with one classifier per fold.
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    model, _ = unwrap_calibrated(model, refuse)
+    if isinstance(model, LateFusionClassifier):
+        check_is_fitted(model, "final_")
+        return model.final_, model.final_inputs
+    if isinstance(model, Pipeline):
+        pre, clf = model[:-1], model.steps[-1][1]
+
+        def select(X: Any) -> pd.DataFrame:
+            index = X.index if isinstance(X, pd.DataFrame) else None
+            return _frame(pre.transform(X), pre.get_feature_names_out(), index)
+
+        return clf, select
+
+    def identity(X: Any) -> pd.DataFrame:
+        names = getattr(model, "feature_names_in_", None)
+        if isinstance(X, pd.DataFrame):
+            return X[list(names)] if names is not None else X
+        arr = np.asarray(X, dtype=np.float64)
+        return _frame(arr, names if names is not None else [f"x{i}" for i in range(arr.shape[1])], None)
+
+    return model, identity
 
 
 @dataclass(frozen=True)
@@ -145,21 +290,15 @@ class LinearForm:
 
 def linear_form(model: Any, feature_names: Sequence[str] | None) -> LinearForm:
     """The model as ``intercept + coef @ x`` over its input columns, and its probability map."""
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import Pipeline
     from sklearn.utils.validation import check_is_fitted
 
     prob = (1.0, 0.0)
-    base = model
-    if isinstance(model, CalibratedClassifierCV):
-        check_is_fitted(model, "calibrated_classifiers_")
-        if len(model.calibrated_classifiers_) != 1:
-            raise _unsupported(model, "ensemble=True keeps one model per fold; fit with ensemble=False")
-        cc = model.calibrated_classifiers_[0]
+    base, cc = unwrap_calibrated(model, _unsupported)
+    if cc is not None:
         if cc.method != "sigmoid" or len(cc.calibrators) != 1:
             raise _unsupported(model, f"method={cc.method!r}; only sigmoid (Platt) calibration keeps an exact axis")
         prob = (-float(cc.calibrators[0].a_), -float(cc.calibrators[0].b_))
-        base = cc.estimator
     to_predictors = None
     if isinstance(base, LateFusionClassifier):
         check_is_fitted(base, "final_")

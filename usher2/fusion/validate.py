@@ -63,6 +63,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from usher2.fusion.introspect import children, estimators
 from usher2.io.errors import InputError
 
 __all__ = [
@@ -79,62 +80,6 @@ FIX = "the bundle is damaged or was altered; refit it or restore it from a trust
 
 def _fail(where: str, expected: str, got: Any) -> InputError:
     return InputError(where, expected, str(got), fix=FIX)
-
-
-# ------------------------------------------------------------------------------------------ walk
-def _children(e: Any, path: str) -> list[tuple[str, Any]]:
-    """The estimators directly inside ``e``: pipeline steps, column-transformer blocks (fitted and
-    template), calibration, forest trees, templates, late-fusion sources."""
-
-    def pairs(attr: str, width: int) -> list[tuple[str, Any]]:
-        items = getattr(e, attr, None)
-        if items is None:
-            return []
-        if not isinstance(items, list | tuple) or not all(
-            isinstance(t, tuple) and len(t) == width and isinstance(t[0], str) for t in items
-        ):
-            raise _fail(f"{path}.{attr}", f"a list of ({', '.join(['name', 'estimator', 'columns'][:width])})", "other")
-        return [(f"{path}.{attr}[{t[0]!r}]", t[1]) for t in items]
-
-    def listed(attr: str) -> list[tuple[str, Any]]:
-        items = getattr(e, attr, None)
-        if items is None:
-            return []
-        if not isinstance(items, list | tuple):
-            raise _fail(f"{path}.{attr}", "a list", type(items).__name__)
-        return [(f"{path}.{attr}[{i}]", c) for i, c in enumerate(items)]
-
-    out = pairs("steps", 2) + pairs("transformers_", 3) + pairs("transformers", 3)
-    out += listed("calibrated_classifiers_") + listed("calibrators") + listed("estimators_")
-    out += [(f"{path}.{a}", getattr(e, a, None)) for a in ("estimator", "estimator_", "clinical_model_", "final_")]
-    sources = getattr(e, "source_models_", None)
-    if sources is not None:
-        if not isinstance(sources, dict):
-            raise _fail(f"{path}.source_models_", "a dict of source pipelines", type(sources).__name__)
-        out += [(f"{path}.source_models_[{k!r}]", m) for k, m in sources.items()]
-    return [(p, c) for p, c in out if c is not None and not isinstance(c, str)]  # "drop", "passthrough"
-
-
-def estimators(model: Any, root: str = "model") -> list[tuple[str, Any]]:
-    """Every estimator inside a model, each once, with its path (``model.steps['select']...``).
-
-    Example:
-        >>> from sklearn.pipeline import make_pipeline
-        >>> from sklearn.preprocessing import StandardScaler
-        >>> [p for p, _ in estimators(make_pipeline(StandardScaler()))]
-        ['model', "model.steps['standardscaler']"]
-    """
-    out: list[tuple[str, Any]] = []
-    seen: set[int] = set()
-    todo = [(root, model)]
-    while todo:
-        path, e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        out.append((path, e))
-        todo += _children(e, path)
-    return out
 
 
 # ------------------------------------------------------------------------------ small checks
@@ -303,7 +248,7 @@ class _Validator:
             )
         self._busy.add(key)
         try:
-            for child_path, child in _children(e, path):
+            for child_path, child in children(e, path):
                 self._paths.setdefault(id(child), child_path)
             w = check(e, f"{path} ({type(e).__name__}): ") if _fitted(e) else None
         except InputError:

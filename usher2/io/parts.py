@@ -8,7 +8,9 @@ index exists is complete. ``NAME`` is a digest of the chunk's cases and file has
 them (failed cases are tried again); :func:`run_parts` is that loop, and :func:`parts_folder`
 gives a table's store. Used by the ultrasound extraction
 (:func:`usher2.features.extract.extract_cohort`) and the MRI extraction
-(:func:`usher2.mri.features.extract_mri_cohort`).
+(:func:`usher2.mri.features.extract_mri_cohort`) and the scores table
+(:func:`usher2.score.table.score_inputs`); :func:`dask_results` computes their chunks on Dask
+workers.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from usher2.io.atomic import atomic_path, atomic_write_text
+from usher2.io.errors import InputError
 
 __all__ = [
     "ChunkResults",
+    "dask_client",
+    "dask_results",
     "finished_parts",
     "latest_failures",
     "part_name",
@@ -175,3 +180,62 @@ def run_parts(
             if progress:
                 progress(n_done, len(cases))
     return len(pending)
+
+
+def dask_client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
+    """A Dask client and the local cluster it owns: ``scheduler`` (an address) wins; else a local
+    cluster of ``workers`` single-threaded worker processes; (None, None) with neither.
+
+    Raises:
+        InputError: The scheduler cannot be reached.
+    """
+    if scheduler:
+        from distributed import Client
+
+        try:
+            return Client(scheduler), None  # waits dask's distributed.comm.timeouts.connect (30 s)
+        except OSError as exc:
+            raise InputError(
+                "scheduler", "a reachable Dask scheduler (tcp://HOST:PORT)", f"{scheduler!r}: {exc}"
+            ) from exc
+    if workers:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=int(workers),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=50,
+        )
+        return Client(cluster), cluster
+    return None, None
+
+
+@contextmanager
+def dask_results(
+    compute: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    chunks: list[list[dict[str, Any]]],
+    workers: int | None,
+    scheduler: str | None,
+    say: Callable[[str], None],
+) -> Iterator[ChunkResults | None]:
+    """The chunks computed on Dask workers (``compute(chunk)``, picklable), as they finish: the
+    ``executor`` of :func:`run_parts`. None (compute them in this process) without ``workers`` or
+    ``scheduler``. The client (and a local cluster) are closed on leaving."""
+    client, cluster = dask_client(workers, scheduler) if chunks else (None, None)
+    try:
+        if client is None:
+            yield None
+        else:
+            from distributed import as_completed
+
+            say(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+            futures = {client.submit(compute, chunk, pure=False): chunk for chunk in chunks}
+            yield ((futures[fut], fut.result()) for fut in as_completed(futures))
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()

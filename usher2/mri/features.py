@@ -70,12 +70,12 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from usher2.features.extract import ExtractResult, collect_parts, write_extraction
+from usher2.features.extract import ExtractResult, collect_parts, run_extraction, write_extraction
 from usher2.features.models import cached_model
 from usher2.features.morphology import ellipsoid_fit
 from usher2.io.errors import InputError
 from usher2.io.hashing import file_sha256
-from usher2.io.parts import ChunkResults, parts_folder, run_parts
+from usher2.io.parts import ChunkResults
 from usher2.mri.adc import adc_map
 from usher2.mri.io import Volume, read_volume
 from usher2.mri.kinetics import kinetic_features
@@ -703,24 +703,17 @@ def extract_mri_cohort(
         InputError: A bad manifest (missing columns, sequences) or output path. Bad cases do not raise.
     """
     cfg = cfg or MRIExtractConfig()
-    out = Path(out)
-    if out.suffix.lower() not in (".parquet", ".pq"):
-        raise InputError(out, "an output path ending in .parquet", repr(out.suffix or out.name))
-    say = log or (lambda _msg: None)
-    cases, manifest_sha = _cases(manifest, cfg)
-    if not cases:
-        raise InputError(str(manifest), "a manifest with at least one case", "no rows")
-    parts = parts_folder(out, cfg.digest(), cfg.to_dict())
-    computed = run_parts(
-        cases,
-        parts,
-        cfg.chunk_size,
+    return run_extraction(
+        cfg,
+        manifest,
+        out,
+        lambda: _cases(manifest, cfg),
         functools.partial(_extract_chunk, cfg),
-        executor=lambda chunks: _pool_results(cfg, chunks, workers, say),
+        lambda chunks, say: _pool_results(cfg, chunks, workers, say),
+        functools.partial(_assemble, cfg),
         progress=progress,
-        log=say,
+        log=log,
     )
-    return _assemble(cfg, cases, manifest_sha, parts, out, computed=computed)
 
 
 @contextmanager

@@ -202,6 +202,7 @@ from sklearn.metrics import roc_auc_score
 from usher2 import __version__
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.errors import InputError
+from usher2.simulate.labels import draw_in_blocks
 
 __all__ = [
     "ANATOMIES",
@@ -243,7 +244,6 @@ _PROSTATE_SUBSETS: dict[str, tuple[str, ...]] = {
 }
 TASKS: tuple[str, ...] = ("label", "her2_low")
 
-_BLOCK = 4096
 _LABEL_STREAM = 0x3D1AB  # tags that keep the label, survival, HER2-low and image streams apart
 _SURV_STREAM = 0x3D5A1
 _IMAGE_STREAM = 0x3D13A
@@ -659,14 +659,8 @@ def simulate_mri_labels(n: int, seed: int, config: MRIPhantomConfig | None = Non
         >>> bool(df.loc[df.label == 1, "her2_low"].isna().all())
         True
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     config = config or MRIPhantomConfig()
-    n_blocks = -(-int(n) // _BLOCK)
-    df = pd.concat([_draw_block(int(seed), b, _BLOCK, config) for b in range(n_blocks)], ignore_index=True)
-    df = df.iloc[: int(n)].reset_index(drop=True)
+    df = draw_in_blocks(n, seed, lambda s, block, size: _draw_block(s, block, size, config))
     if config.anatomy == "breast":
         df.insert(1, "menopausal", (df["age"] >= 51).astype(np.int64))
     df.insert(df.columns.get_loc("trait_lobulation"), "trait_size_mm", df["tumour_size_mm"])
@@ -915,6 +909,15 @@ def _rician(rng: np.random.Generator, s: np.ndarray, sigma: float) -> np.ndarray
     return np.sqrt(re * re + im * im).astype(np.float32)
 
 
+def _paint_box(s: np.ndarray, box: tuple[slice, ...], regions: Iterable[tuple[np.ndarray, float]]) -> np.ndarray:
+    """``s`` with each ``(region, value)`` painted into ``s[box]`` in turn (later regions win); in place."""
+    sub = s[box]
+    for region, value in regions:
+        sub[region] = value
+    s[box] = sub
+    return s
+
+
 def _lesion_geometry(
     rng: np.random.Generator,
     row: Mapping[str, float],
@@ -1003,11 +1006,7 @@ def _render(row: Mapping[str, float], rng: np.random.Generator, config: MRIPhant
 
     def tissue(fat_v: float, fgt_v: float, les_v: float, ede_v: float) -> np.ndarray:
         s = np.float32(fat_v) * fat + np.float32(fgt_v) * fgt
-        sub = s[box]
-        sub[edema_box] = ede_v
-        sub[lesion_box] = les_v
-        s[box] = sub
-        return s
+        return _paint_box(s, box, ((edema_box, ede_v), (lesion_box, les_v)))
 
     out: dict[str, np.ndarray] = {}
     want = set(config.sequences)
@@ -1119,10 +1118,7 @@ def _render_prostate(row: Mapping[str, float], rng: np.random.Generator, config:
         s = np.float32(fat_v) * fat + np.float32(mus_v) * muscle
         s[pz] = pz_v * (texture[pz] if tex else 1.0)
         s[tz] = tz_v * (texture[tz] if tex else 1.0)
-        sub = s[box]
-        sub[lesion_box] = les_v
-        s[box] = sub
-        return s
+        return _paint_box(s, box, ((lesion_box, les_v),))
 
     out: dict[str, np.ndarray] = {}
     want = set(config.sequences)

@@ -32,6 +32,10 @@ of the variables it can see (``oracle: clinical | image | all``) on the same hel
 ``auc.csv`` gives ``ratio = test_auc / oracle_auc`` and whether the task's final model meets
 0.95.
 
+**Extras.** The study's own analyses (``extras``: DeLong matrix, SHAP ranking, survival by score
+group, bootstrap validation, ICC) are the sections of :mod:`usher2.report.study`, over the
+statistics of :mod:`usher2.evaluate.study`; this module only picks their inputs.
+
 **Missing sequences.** A sequence a model needs and the manifest lacks is an error naming it and
 the models that need it, unless the recipe declares a ``fallback`` (for instance ``dwi_b800: adc``:
 the "DWI" models use the ADC map), which is then applied and recorded in ``recipe.json``.
@@ -54,7 +58,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,11 +68,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from usher2.evaluate.summary import CohortCounts, EvaluationSummary, predictions_table, write_predictions
+from usher2.evaluate.study import final_verdict, held_out_auc, oracle_ratio
+from usher2.evaluate.summary import predictions_table
 from usher2.fusion.models import check_selection
 from usher2.io.atomic import atomic_path, atomic_write_text
 from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
+from usher2.report.study import (
+    bootstrap_section,
+    delong_section,
+    icc_section,
+    shap_section,
+    study_sections,
+    survival_section,
+    write_study_evaluation,
+)
 
 __all__ = [
     "STUDIES",
@@ -728,13 +741,12 @@ def _run_task(
     sub = {k: (m.query(task.subset) if task.subset else m) for k, m in data.mans.items()}
     models = [m for m in rec.models if m.task == task.name]
     oracle = _oracle(task, sub.get("test", sub.get("all")), config, models, rec, seed)
-    preds, thresholds, bundles, fits, rows = [], {}, {}, {}, []
+    preds, thresholds, bundles, rows = [], {}, {}, []
     for k, spec in enumerate(models):
         say(f"[{task.name}] fitting {spec.name} ({k + 1}/{len(models)})")
         if progress:
             progress(f"fit {task.name}", k, len(models))
         fit = _fit_model(rec, task, spec, tdir / _model_dir(spec.name), sub, data, seed)
-        fits[spec.name] = fit
         bundles[spec.name] = _model_dir(spec.name)
         thresholds[spec.name] = fit.threshold
         oof = fit.cv.oof
@@ -754,7 +766,7 @@ def _run_task(
         return rows, None
     from usher2.report import write_cohort_report
 
-    extra = _extras(rec, task, tdir, sub, data.feats, data.perts, fits, data.fit_on, say)
+    extra = _extras(rec, task, tdir, sub, data.feats, data.perts, data.fit_on, say)
     return rows, write_cohort_report(tdir, tdir / "report.html", cam_examples=0, extra_sections=extra)
 
 
@@ -784,11 +796,14 @@ def _fit_model(
 def _score_test(
     spec: ModelSpec, bdir: Path, data: _FitData, sub: dict[str, pd.DataFrame], task: TaskSpec, oracle: float
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A fitted model's predictions on the held-out cohort and its test AUC columns."""
+    """A fitted model's predictions on the held-out cohort and its test AUC columns (the scoring
+    doors' table step, :func:`~usher2.score.engine.score_table`)."""
     from usher2.fusion.bundle import load_bundle
+    from usher2.score.engine import score_table
 
-    X, y, ids, pids = _test_inputs(data.feats["test"], sub["test"], task.label, load_bundle(bdir))
-    p = load_bundle(bdir).predict_proba(X)
+    bundle = load_bundle(bdir)
+    X, y, ids, pids = _test_inputs(data.feats["test"], sub["test"], task.label, bundle)
+    p = score_table(bundle, X)["probability"].to_numpy()
     return predictions_table(spec.name, "test", ids, pids, y, p), _test_auc(y, p, oracle)
 
 
@@ -818,27 +833,12 @@ def _write_run(
         "fallbacks": fallbacks,
         "n_failed_cases": int(fail["case_id"].nunique()) if len(fail) else 0,
         "target_ratio": TARGET_RATIO,
-        "verdict": _verdict(rows),
+        "verdict": final_verdict(rows),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "phantom": config.to_dict() if config is not None else None,
     }
     atomic_write_text(out / "recipe.json", json.dumps(summary, indent=2, default=_json_default))
     return table
-
-
-def _verdict(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per task, its final model's AUC (test, else CV), oracle AUC, ratio and whether it meets the target."""
-    return {
-        r["task"]: {
-            "final_model": r["model"],
-            "auc": r.get("test_auc", r["cv_auc"]),
-            "oracle_auc": r["oracle_auc"],
-            "ratio": r.get("ratio"),
-            "meets_target": r.get("meets_target"),
-        }
-        for r in rows
-        if r["final"]
-    }
 
 
 def _json_default(o: Any) -> Any:
@@ -865,28 +865,13 @@ def _auc_row(rec: Recipe, task: TaskSpec, spec: ModelSpec, fit: Any, oracle: dic
         "oracle_auc": oracle[spec.name],
     }
     if rec.validation == "nested":
-        row.update(_ratio(cv["auc"], row["oracle_auc"]))
+        row.update(oracle_ratio(cv["auc"], row["oracle_auc"], target=TARGET_RATIO))
     return row
 
 
-def _ratio(auc: float, oracle: float) -> dict[str, Any]:
-    if not math.isfinite(oracle):
-        return {"ratio": float("nan"), "meets_target": None}
-    ratio = auc / oracle
-    return {"ratio": ratio, "meets_target": bool(ratio >= TARGET_RATIO)}
-
-
 def _test_auc(y: np.ndarray, p: np.ndarray, oracle: float) -> dict[str, Any]:
-    from usher2.evaluate import roc_auc_ci
-
-    r = roc_auc_ci(y, p)
-    return {
-        "n_test": len(y),
-        "test_auc": r.auc,
-        "test_ci_low": r.ci_low,
-        "test_ci_high": r.ci_high,
-        **_ratio(r.auc, oracle),
-    }
+    """The held-out AUC columns of ``auc.csv`` (:func:`usher2.evaluate.study.held_out_auc`)."""
+    return held_out_auc(y, p, oracle, target=TARGET_RATIO)
 
 
 def _test_inputs(
@@ -919,48 +904,48 @@ def _write_eval_dir(
     models: list[ModelSpec],
     fit_on: str,
 ) -> None:
-    write_predictions(tdir, preds, thresholds)
-    cohort = {}
-    for name, man in sub.items():
-        y = pd.to_numeric(man[task.label], errors="coerce")
-        cohort["train" if name in ("train", "all") else "test"] = CohortCounts.from_labels(man["patient_id"], y)
+    """Write the task's evaluation directory (:func:`usher2.report.study.write_study_evaluation`)."""
     # the cases the report analyses: the held-out cohort, or (nested) the pooled one's out-of-fold
     evaluated = "test" if "test" in sub else fit_on
-    held, f = sub[evaluated], feats[evaluated]
-    with atomic_path(tdir / "manifest.csv") as tmp:
-        held.to_csv(tmp, index=False)
-    with atomic_path(tdir / "features.parquet") as tmp:
-        f[f["case_id"].isin(held["case_id"])].to_parquet(tmp, index=False)
-    seqs = ", ".join(rec.sequences()) or "BI-RADS descriptors"
-    EvaluationSummary(
-        title=f"{rec.title} [{task.name}]",
-        cohort=cohort,
-        oracle_auc={m.name: oracle[m.name] for m in models if math.isfinite(oracle[m.name])},
-        primary_model=task.primary,
+    write_study_evaluation(
+        tdir,
+        predictions=preds,
+        thresholds=thresholds,
         bundles=bundles,
-        methods={
-            "data": (
-                f"Recipe {rec.study} ({rec.reference}); synthetic MRI phantoms with known truth (usher2.mri.phantom)"
-                if rec.phantom
-                else f"Recipe {rec.study} ({rec.reference}) on the user's manifests"
-            ),
-            "outcome": f"Binary label column {task.label!r}"
-            + (f" among cases with {task.subset}" if task.subset else ""),
-            "predictors": f"Sequences: {seqs}; features as in the recipe ({rec.source}).",
-            "missing_data": "Missing feature and clinical values are imputed with the training-fold median.",
-            "splits": (
-                "Patient-grouped nested CV on the pooled cohort"
-                if fit_on == "all"
-                else "A separate held-out test cohort; patient-grouped nested CV within the training cohort"
-            )
-            + f" ({rec.outer_folds} outer, {rec.inner_folds} inner folds).",
-            "model": "Per model: "
-            + "; ".join(f"{m.name}: {m.family}, {m.fusion} fusion, {m.classifier}" for m in models),
-            "validation": "Nested-CV out-of-fold AUC; final models refitted on the training cohort, applied once to "
-            "the test cohort; thresholds (Youden) from training out-of-fold predictions.",
-            "software": "usher2 (SimpleITK, pyradiomics, timm, scikit-learn, statsmodels, lifelines, shap).",
-        },
-    ).write(tdir)
+        cohorts={("train" if name in ("train", "all") else "test"): man for name, man in sub.items()},
+        label=task.label,
+        evaluated=sub[evaluated],
+        features=feats[evaluated],
+        title=f"{rec.title} [{task.name}]",
+        primary_model=task.primary,
+        oracle_auc={m.name: oracle[m.name] for m in models},
+        methods=_methods(rec, task, models, fit_on),
+    )
+
+
+def _methods(rec: Recipe, task: TaskSpec, models: list[ModelSpec], fit_on: str) -> dict[str, str]:
+    """The methods fields of a task's report (:data:`usher2.report.METHOD_FIELDS`)."""
+    seqs = ", ".join(rec.sequences()) or "BI-RADS descriptors"
+    return {
+        "data": (
+            f"Recipe {rec.study} ({rec.reference}); synthetic MRI phantoms with known truth (usher2.mri.phantom)"
+            if rec.phantom
+            else f"Recipe {rec.study} ({rec.reference}) on the user's manifests"
+        ),
+        "outcome": f"Binary label column {task.label!r}" + (f" among cases with {task.subset}" if task.subset else ""),
+        "predictors": f"Sequences: {seqs}; features as in the recipe ({rec.source}).",
+        "missing_data": "Missing feature and clinical values are imputed with the training-fold median.",
+        "splits": (
+            "Patient-grouped nested CV on the pooled cohort"
+            if fit_on == "all"
+            else "A separate held-out test cohort; patient-grouped nested CV within the training cohort"
+        )
+        + f" ({rec.outer_folds} outer, {rec.inner_folds} inner folds).",
+        "model": "Per model: " + "; ".join(f"{m.name}: {m.family}, {m.fusion} fusion, {m.classifier}" for m in models),
+        "validation": "Nested-CV out-of-fold AUC; final models refitted on the training cohort, applied once to "
+        "the test cohort; thresholds (Youden) from training out-of-fold predictions.",
+        "software": "usher2 (SimpleITK, pyradiomics, timm, scikit-learn, statsmodels, lifelines, shap).",
+    }
 
 
 # ----------------------------------------------------------------------------------- extras
@@ -973,197 +958,66 @@ def _extras(
     sub: dict[str, pd.DataFrame],
     feats: dict[str, pd.DataFrame],
     perts: dict[str, pd.DataFrame | None],
-    fits: dict[str, Any],
     fit_on: str,
     say: Callable[[str], None],
 ) -> list[tuple[str, str]]:
-    """The study's own sections; a failing analysis shows its message instead."""
-    from usher2.report.html import escape
-
+    """The study's own sections (:mod:`usher2.report.study`); a failing analysis shows its message instead."""
     split = "test" if "test" in sub else "train_oof"
     preds = pd.read_csv(tdir / "predictions.csv", dtype={"case_id": str})
     preds = preds[preds["split"] == split]
     todo: list[tuple[str, Callable[[], str]]] = []
     if "delong_matrix" in rec.extras:
-        todo.append(("DeLong comparison matrix", lambda: _delong_matrix(preds, tdir)))
+        todo.append(("DeLong comparison matrix", lambda: delong_section(tdir, preds)))
     if "shap_ranking" in rec.extras:
         todo.append(("SHAP ranking", lambda: _shap_ranking(tdir, task)))
     if "survival" in rec.extras and rec.survival.get("task", task.name) == task.name:
         man = sub.get("test", sub.get(fit_on))
-        todo.append(("Disease-free survival by score group", lambda: _survival(rec, task, tdir, preds, man)))
-    if "bootstrap" in rec.extras:
+        t_col, e_col = rec.survival.get("time", "dfs_time"), rec.survival.get("event", "dfs_event")
         todo.append(
-            ("Bootstrap validation", lambda: _bootstrap(rec, task, tdir, fits[task.primary], feats, sub, fit_on))
+            (
+                "Disease-free survival by score group",
+                lambda: survival_section(tdir, preds, man, model=task.primary, time=t_col, event=e_col),
+            )
         )
+    if "bootstrap" in rec.extras:
+        todo.append(("Bootstrap validation", lambda: _bootstrap(rec, task, tdir, feats, sub, fit_on)))
     if "icc" in rec.extras:
         todo.append(("Feature reproducibility (ICC)", lambda: _icc(rec, tdir, perts.get(fit_on))))
-    out = []
-    for heading, fn in todo:
-        try:
-            out.append((heading, fn()))
-        except Exception as exc:  # one failing analysis must not lose the rest of the report
-            say(f"[{task.name}] {heading} failed: {type(exc).__name__}: {exc}")
-            out.append((heading, f'<p class="fail">{escape(type(exc).__name__)}: {escape(str(exc))}</p>'))
-    return out
+    return study_sections(todo, log=lambda m: say(f"[{task.name}] {m}"))
 
 
-def _save_table(tdir: Path, name: str, df: pd.DataFrame) -> None:
-    with atomic_path(tdir / "report_tables" / f"{name}.csv") as tmp:
-        df.to_csv(tmp, index=False)
+def _primary_inputs(
+    tdir: Path, task: TaskSpec, features: pd.DataFrame, manifest: pd.DataFrame
+) -> tuple[Any, pd.DataFrame, np.ndarray]:
+    """The task's final bundle, and the cases' inputs and labels as it reads them."""
+    from usher2.fusion.bundle import load_bundle
 
-
-def _delong_matrix(preds: pd.DataFrame, tdir: Path) -> str:
-    from usher2.evaluate import delong_test, roc_auc_ci
-    from usher2.report.html import table
-
-    wide = preds.pivot_table(index="case_id", columns="model", values="probability")
-    labels = preds.drop_duplicates("case_id").set_index("case_id")["label"]
-    models = list(dict.fromkeys(preds["model"]))
-    auc = {m: roc_auc_ci(labels[wide[m].dropna().index], wide[m].dropna()).auc for m in models}
-    rows = []
-    for a in models:
-        row = {"model": a, "AUC": f"{auc[a]:.3f}"}
-        for b in models:
-            if a == b:
-                row[b] = "—"
-                continue
-            both = wide[[a, b]].dropna()
-            r = delong_test(labels[both.index].to_numpy(), both[a].to_numpy(), both[b].to_numpy())
-            row[b] = f"{r.p:.3g}" if r.p >= 0.001 else "<0.001"
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    _save_table(tdir, "delong_matrix", df)
-    return "<p>DeLong p-values for every pair of models (row vs column) on the cases both scored.</p>" + table(
-        df.columns.tolist(), df.to_numpy().tolist()
-    )
+    b = load_bundle(tdir / _model_dir(task.primary))
+    X, y, *_ = _test_inputs(features, manifest, task.label, b)
+    return b, X, y
 
 
 def _shap_ranking(tdir: Path, task: TaskSpec) -> str:
-    from usher2.explain import shap_values
-    from usher2.fusion.bundle import load_bundle
-    from usher2.report.html import table
-
-    b = load_bundle(tdir / _model_dir(task.primary))
+    """The SHAP ranking of the final model over the evaluated cases (``tdir``'s manifest and features)."""
     f = pd.read_parquet(tdir / "features.parquet")
     m = pd.read_csv(tdir / "manifest.csv", dtype={"case_id": str})
-    X, *_ = _test_inputs(f, m, task.label, b)
-    exp = shap_values(b.model, X[b.columns], seed=0)
-    vals = np.abs(np.asarray(exp.values))
-    names = list(getattr(exp, "feature_names", None) or b.columns)
-    rank = pd.DataFrame({"feature": names, "mean_abs_shap": vals.mean(axis=0)})
-    rank = rank.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
-    _save_table(tdir, "shap_ranking", rank)
-    top = rank.head(15)
-    return f"<p>Mean |SHAP| of {task.primary} over {len(X)} test cases (top 15).</p>" + table(
-        ["feature", "mean |SHAP|"], [[r.feature, f"{r.mean_abs_shap:.4f}"] for r in top.itertuples()]
-    )
-
-
-def _survival(rec: Recipe, task: TaskSpec, tdir: Path, preds: pd.DataFrame, man: pd.DataFrame) -> str:
-    from usher2.evaluate import logrank_test, plot_kaplan_meier, score_groups
-    from usher2.report.html import fig_uri, figure, table
-
-    time_col, event_col = rec.survival.get("time", "dfs_time"), rec.survival.get("event", "dfs_event")
-    missing = [c for c in (time_col, event_col) if c not in man.columns]
-    if missing:
-        raise InputError("manifest", f"survival columns {time_col!r}, {event_col!r}", f"missing {missing}")
-    p = preds[preds["model"] == task.primary].set_index("case_id")["probability"]
-    m = man.set_index(man["case_id"].astype(str))
-    ids = [c for c in p.index if c in m.index and pd.notna(m.loc[c, time_col])]
-    t, e, s = m.loc[ids, time_col].astype(float), m.loc[ids, event_col].astype(int), p[ids].to_numpy()
-    thr = json.loads((tdir / "thresholds.json").read_text())[task.primary]
-    html, rows = "", []
-    for kind, groups in (("threshold", score_groups(s, threshold=thr)), ("tertiles", score_groups(s, quantiles=3))):
-        lr = logrank_test(t.to_numpy(), groups, e.to_numpy())
-        rows.append({"grouping": kind, "groups": lr.n_groups, "chi2": lr.statistic, "df": lr.df, "p": lr.p})
-        fig = plot_kaplan_meier(t.to_numpy(), e.to_numpy(), groups, time_label="Months", title=f"DFS by {kind}")
-        html += figure(fig_uri(fig), f"Kaplan-Meier of disease-free survival by {task.primary} score ({kind})")
-    df = pd.DataFrame(rows)
-    _save_table(tdir, "logrank", df)
-    note = (
-        f"<p>Score groups of {task.primary} on {len(ids)} cases: at its training threshold {thr:.3f}, and tertiles.</p>"
-    )
-    groups_table = table(
-        ["grouping", "groups", "χ²", "df", "p"],
-        [[r["grouping"], r["groups"], f"{r['chi2']:.2f}", r["df"], f"{r['p']:.3g}"] for r in rows],
-    )
-    return note + groups_table + html
+    b, X, _ = _primary_inputs(tdir, task, f, m)
+    return shap_section(tdir, b, X, model=task.primary)
 
 
 def _bootstrap(
-    rec: Recipe,
-    task: TaskSpec,
-    tdir: Path,
-    fit: Any,
-    feats: dict[str, pd.DataFrame],
-    sub: dict[str, pd.DataFrame],
-    fit_on: str,
+    rec: Recipe, task: TaskSpec, tdir: Path, feats: dict[str, pd.DataFrame], sub: dict[str, pd.DataFrame], fit_on: str
 ) -> str:
-    """Bootstrap validation of the nomogram stage: the final logistic model on its inputs."""
-    from sklearn.base import clone
-
-    from usher2.evaluate.bootstrap import bootstrap_validation
-    from usher2.fusion.bundle import load_bundle
-    from usher2.fusion.models import LateFusionClassifier
-    from usher2.report.html import table
-
-    b = load_bundle(tdir / _model_dir(task.primary))
-    model = b.model
-    if not isinstance(model, LateFusionClassifier):
-        raise InputError(
-            task.primary, "a late-fusion (nomogram) model for the bootstrap validation", type(model).__name__
-        )
-    X, y, *_ = _test_inputs(feats[fit_on], sub[fit_on], task.label, b)
-    design = model.final_inputs(X, model.out_of_fold_scores(X, y))
-    n_boot = int(rec.bootstrap.get("n_boot", 1000))
-    res = bootstrap_validation(clone(model.final_), design, y, n_boot=n_boot, seed=0)
-    df = res.as_frame()
-    _save_table(tdir, "bootstrap_validation", df)
-    cells = [[r.metric, f"{r.apparent:.3f}", f"{r.optimism:.3f}", f"{r.corrected:.3f}"] for r in df.itertuples()]
-    return (
-        f"<p>Harrell's optimism-corrected bootstrap validation ({res.n_boot} resamples) of the {task.primary} "
-        f"logistic model on its inputs ({', '.join(design.columns)}); the source scores are out-of-fold, so the "
-        "feature selection that made them is validated by the nested CV, not here.</p>"
-        + table(["metric", "apparent", "optimism", "corrected"], cells)
-    )
+    """Bootstrap validation of the nomogram stage: the final logistic model on its inputs (the fitted cohort)."""
+    b, X, y = _primary_inputs(tdir, task, feats[fit_on], sub[fit_on])
+    return bootstrap_section(tdir, b, X, y, model=task.primary, n_boot=int(rec.bootstrap.get("n_boot", 1000)))
 
 
 def _icc(rec: Recipe, tdir: Path, perts: pd.DataFrame | None) -> str:
-    from usher2.evaluate.agreement import icc_columns
-    from usher2.report.html import table
-
+    """The ICC section over the perturbation table, by the source of each MRI feature column."""
     if perts is None or perts.empty:
         raise InputError("perturbations", "a perturbation table (extract.perturbations in the recipe)", "none")
-    cols = [c for c in perts.columns if c not in ("case_id", "perturbation", "patient_id", "label")]
-    cols = [c for c in cols if pd.api.types.is_numeric_dtype(perts[c])]
-    names = sorted(perts["perturbation"].unique())
-    by_name = {
-        n: perts[perts["perturbation"] == n].drop_duplicates("case_id").set_index("case_id")[cols] for n in names
-    }
-    cases = sorted(set.intersection(*(set(d.index) for d in by_name.values())))
-    cube = np.stack([by_name[n].loc[cases].to_numpy(float) for n in names], axis=1)  # (cases, raters, features)
-    complete = np.isfinite(cube).all(axis=(1, 2))
-    values, _ = icc_columns(cube[complete])
-    rows = []
-    for group in sorted({_source_of(c) for c in cols}):
-        v = values[[i for i, c in enumerate(cols) if _source_of(c) == group]]
-        rows.append(
-            {
-                "source": group,
-                "features": len(v),
-                "kept": int(np.sum(v >= rec.icc_threshold)),
-                "median_icc": float(np.nanmedian(v)),
-            }
-        )
-    df = pd.DataFrame(rows)
-    _save_table(tdir, "icc", df)
-    cells = [[r["source"], r["features"], r["kept"], f"{r['median_icc']:.3f}"] for r in rows]
-    return (
-        f"<p>ICC(3,1) of every feature over {int(complete.sum())} cases across the original and "
-        f"{len(names) - 1} perturbed extractions ({', '.join(n for n in names if n != 'original')}); features "
-        f"with ICC ≥ {rec.icc_threshold} are kept (inside the folds, by each model's ICC filter).</p>"
-        + table(["source", "features", f"ICC ≥ {rec.icc_threshold}", "median ICC"], cells)
-    )
+    return icc_section(tdir, perts, threshold=rec.icc_threshold, source_of=_source_of)
 
 
 def _source_of(column: str) -> str:

@@ -39,9 +39,12 @@ rest is still written.
    per selected feature).
 7. Waterfall of the primary model's test probabilities, centred at its threshold.
 8. SHAP summary (beeswarm) of the primary model on the test features.
-9. Grad-CAM examples (the deep backbone's ROI crop, pasted into the frame): the primary model's
-   worst false positives, worst false negatives and most confident true positives at its
-   threshold, ``cam_examples`` of each; unreadable images or masks are listed.
+9. Grad-CAM examples, drawn as ``usher2 score`` draws them (the frame after the bundle's
+   enhancer, its predicted mask, the heat map of the predicted class from the backbone the model
+   reads: :func:`~usher2.explain.targets.model_target`, :func:`~usher2.explain.render.render_overlay`):
+   the primary model's worst false positives, worst false negatives and most confident true
+   positives at its threshold, ``cam_examples`` of each; unreadable images and frames without a
+   found lesion are listed.
 
 **Numbers.** Next to the figures the numbers go to ``DIR/report_tables/`` (CSV, written
 atomically): ``auc.csv``, ``delong.csv``, ``threshold_metrics.csv``, ``calibration.csv`` (per-bin
@@ -527,10 +530,10 @@ def _imaging_axis(bundle: Any) -> dict[str, list[str]] | None:
     """``{axis: imaging columns}`` of an early-fusion bundle with more than one imaging input; None otherwise
     (late fusion already has one axis per source score; the clinical model has no imaging input)."""
     cfg = bundle.config
-    family = str(cfg.get("family") or "").partition(":")[0]
-    if cfg.get("fusion") == "late" or family not in _IMAGING_AXIS:
+    family = str(cfg.family or "").partition(":")[0]
+    if cfg.fusion == "late" or family not in _IMAGING_AXIS:
         return None
-    clinical = set(cfg.get("clinical") or [])
+    clinical = set(cfg.clinical)
     imaging = [c for c in bundle.columns if c not in clinical]
     return {_IMAGING_AXIS[family]: imaging} if len(imaging) > 1 else None
 
@@ -583,55 +586,76 @@ def _path(root: Path, v: Any) -> Path | None:
     return p if p.is_absolute() else root / p
 
 
-def _cam_backbone(ctx: _Ctx) -> Any:
-    from usher2.features.deep import DeepExtractor
+def _cam_setup(bundle: Any) -> tuple[Any, Any, Any, str]:
+    """What ``usher2 score`` draws for ``bundle``: its extraction settings, the deep extractor
+    of its heat map (the first backbone the model reads, else its first backbone; None without
+    one), the target pair (:func:`~usher2.explain.targets.model_target`) and its description."""
+    from usher2.explain.targets import model_target
+    from usher2.features.models import deep_extractor
 
-    specs: list[str] = []
-    try:
-        specs = list(ctx.bundle(ctx.primary).config.get("extraction", {}).get("settings", {}).get("backbones", []))
-    except InputError:
-        pass
-    for spec in [*specs[:1], "usresnet10t"]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return DeepExtractor(spec, device="cpu"), spec
-        except Exception:  # a stale NAME=PATH in a bundle: fall back to the shipped backbone
-            if spec == "usresnet10t":
-                raise
-    raise AssertionError("unreachable")
+    cfg = bundle.config.extract_config("predicted")
+    extractors = {spec: deep_extractor(cfg, spec) for spec in cfg.backbones}
+    used = [s for s, ex in extractors.items() if set(bundle.columns) & set(ex.columns)]
+    spec = used[0] if used else (cfg.backbones[0] if cfg.backbones else None)
+    if spec is None:
+        return cfg, None, None, "none: the model has no deep backbone (scoring draws no heat map)"
+    target, what = model_target(bundle.model, extractors[spec].columns, spec in used)
+    return cfg, extractors[spec], target, f"Grad-CAM of <code>{escape(spec)}</code>, target: {escape(what)}"
+
+
+def _cam_groups(d: pd.DataFrame, t: float, k: int) -> dict[str, pd.DataFrame]:
+    fp = (d["label"] == 0) & (d["probability"] >= t)
+    fn = (d["label"] == 1) & (d["probability"] < t)
+    tp = (d["label"] == 1) & (d["probability"] >= t)
+    return {
+        "Worst false positives (negatives with the highest probability)": d[fp]
+        .sort_values("probability", ascending=False)
+        .head(k),
+        "Worst false negatives (positives with the lowest probability)": d[fn].sort_values("probability").head(k),
+        "True positives (highest probability)": d[tp].sort_values("probability", ascending=False).head(k),
+    }
+
+
+def _scored_overlay(ctx: _Ctx, setup: tuple[Any, Any, Any, str], case: Any, icol: str, prob: float, t: float) -> Any:
+    """The frame as ``usher2 score`` draws it: enhanced, its predicted mask, the heat map of the
+    predicted class (:func:`~usher2.explain.render.render_overlay`)."""
+    from usher2.explain import explain_frame
+    from usher2.explain.render import render_overlay
+    from usher2.features.extract import prepare_pixels
+    from usher2.io.frames import read_frame
+
+    cfg, ex, target, _ = setup
+    man = ctx.manifest()
+    if case not in man.index:
+        raise InputError(ctx.root / "manifest.csv", f"a row for case {case}", "none")
+    ipath = _path(ctx.root, man.at[case, icol])
+    if ipath is None:
+        raise InputError(f"case {case}", "an image path", "an empty cell")
+    p = prepare_pixels(cfg, read_frame(ipath).pixels, where=f"case {case}")
+    heat = None
+    if ex is not None:
+        pick = target[0 if prob >= t else 1] if target is not None else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            heat = explain_frame(p["pixels"], p["mask"], backbone=ex, method="gradcam", target=pick).frame_heat
+    return render_overlay(p["pixels"], p["mask"], heat, f"p={prob:.3f}")
 
 
 def _section_cam(ctx: _Ctx, k: int) -> str:
-    from usher2.explain import explain_frame, overlay
-    from usher2.io.frames import read_frame, read_mask
-
     if k <= 0:
         return "<p>No Grad-CAM examples requested (cam_examples=0).</p>"
     m = ctx.primary
     t = ctx.threshold(m)
-    d = ctx.split(m)
-    groups = {
-        "Worst false positives (negatives with the highest probability)": d[(d["label"] == 0) & (d["probability"] >= t)]
-        .sort_values("probability", ascending=False)
-        .head(k),
-        "Worst false negatives (positives with the lowest probability)": d[(d["label"] == 1) & (d["probability"] < t)]
-        .sort_values("probability")
-        .head(k),
-        "True positives (highest probability)": d[(d["label"] == 1) & (d["probability"] >= t)]
-        .sort_values("probability", ascending=False)
-        .head(k),
-    }
     man = ctx.manifest()
     icol = "image" if "image" in man.columns else "image_path"
-    mcol = "mask" if "mask" in man.columns else "mask_path"
-    if icol not in man.columns or mcol not in man.columns:
-        raise InputError(ctx.root / "manifest.csv", "image and mask columns", f"columns {list(man.columns)[:8]}")
-    ex, spec = _cam_backbone(ctx)
-    out = [f"<p>Grad-CAM of the deep backbone <code>{escape(spec)}</code> on each ROI crop (pooled features), "
-           f"pasted back into the frame; {escape(m)} at threshold {t:.3f}.</p>"]  # fmt: skip
+    if icol not in man.columns:
+        raise InputError(ctx.root / "manifest.csv", "an image column", f"columns {list(man.columns)[:8]}")
+    setup = _cam_setup(ctx.bundle(m))
+    out = [f"<p>Each frame as <code>usher2 score</code> draws it with {escape(m)}: the frame as scored "
+           f"(after the bundle's enhancer), its predicted lesion contour and the heat map inside the ROI box; "
+           f"heat map: {setup[3]}. Threshold {t:.3f}.</p>"]  # fmt: skip
     unreadable = []
-    for title, g in groups.items():
+    for title, g in _cam_groups(ctx.split(m), t, k).items():
         out.append(f"<h3>{escape(title)}</h3>")
         if g.empty:
             out.append("<p>None.</p>")
@@ -639,27 +663,14 @@ def _section_cam(ctx: _Ctx, k: int) -> str:
         figs = []
         for case, row in g.iterrows():
             try:
-                if case not in man.index:
-                    raise InputError(ctx.root / "manifest.csv", f"a row for case {case}", "none")
-                ipath, mpath = _path(ctx.root, man.at[case, icol]), _path(ctx.root, man.at[case, mcol])
-                if ipath is None or mpath is None:
-                    raise InputError(f"case {case}", "an image and a mask path", "an empty cell")
-                frame = read_frame(ipath).pixels
-                mask = read_mask(mpath, frame.shape, case=str(case))
-                r = explain_frame(frame, mask, backbone=ex)
-            except (InputError, OSError) as exc:
+                rgb = _scored_overlay(ctx, setup, case, icol, float(row["probability"]), t)
+            except (InputError, OSError) as exc:  # NoLesion is an InputError: listed with the unreadable
                 unreadable.append([case, str(exc)])
                 continue
-            y0, y1, x0, x1 = r.box
-            where = np.zeros(frame.shape, bool)
-            where[y0:y1, x0:x1] = True
-            cap = f"{case} | label {int(row['label'])} | p = {row['probability']:.3f}"
-            full = overlay(frame, r.frame_heat, where=where)
-            figs.append(figure(rgb_uri(full), f"{cap} (frame)"))
-            figs.append(figure(rgb_uri(overlay(r.roi, r.roi_heat)), f"{cap} (ROI)"))
+            figs.append(figure(rgb_uri(rgb), f"{case} | label {int(row['label'])} | p = {row['probability']:.3f}"))
         out.append('<div class="cams">' + "".join(figs) + "</div>")
     if unreadable:
-        out.append("<h3>Cases that could not be read</h3>" + table(["Case", "Problem"], unreadable))
+        out.append("<h3>Cases that could not be shown</h3>" + table(["Case", "Problem"], unreadable))
         ctx.errors.extend(
             {"section": SECTIONS[8], "kind": "InputError", "message": f"{c}: {msg}"} for c, msg in unreadable
         )

@@ -9,11 +9,11 @@ extractor and backbones its extraction settings name) and scores frames held in 
    columns are computed (:func:`~usher2.features.extract.frame_features` with ``columns``: the
    pyradiomics image types, classes and features they name, the regions, lexicon and backbones
    they use; see :attr:`FrameScorer.groups`); every other input column is filled with 0.0, a
-   value the model provably ignores. The computed values are those of ``usher2 extract``, so a
-   frame's probability here equals its probability from ``usher2 score FILE --out SCORES.csv``;
-3. the probability, the label at the bundle's threshold, and the flags of
-   :mod:`usher2.score.table` (``no_lesion``, ``low_segmentation_confidence``,
-   ``clinical_missing``);
+   value the model provably ignores. The computed values are those of ``usher2 extract``;
+3. the probability, the label at the bundle's threshold, and the flags (``no_lesion``,
+   ``low_segmentation_confidence``, ``clinical_missing``, ``clinical_out_of_range``):
+   :func:`score_table`, the step every door runs from a feature table (``Pipeline.evaluate`` and
+   the MRI recipes too);
 4. optionally a Grad-CAM heat map of the deep backbone's ROI crop, pasted into the frame
    (:func:`~usher2.explain.frame.explain_frame`). When the model is linear in that backbone's
    features the map shows the evidence for the *predicted* class: its target is the model's own
@@ -26,10 +26,13 @@ extractor and backbones its extraction settings name) and scores frames held in 
 together, :data:`BATCH` at a time (:data:`GPU_BATCH` on CUDA). While one such step's features
 are extracted (pyradiomics runs on one core), the networks already run on the next step's
 frames in the calling thread, so a call with many frames keeps two cores busy. On the CPU a
-network's float32 output for a frame can differ in the last bits with the batch it is in, so a
-frame scored in a batch matches ``usher2 score`` on a folder to about 1e-6, and scored alone
-(``score_frame``) it matches ``usher2 score FILE`` to rounding (both with
-``torch.set_num_threads(1)``).
+network's float32 output for a frame can differ in the last bits with the batch it is in: the
+folder output scores each input's frames together, the table output (``--out SCORES.csv``) a
+chunk's frames, so the two agree to about 1e-7 in probability (measured on the golden frames:
+1.5e-8) rather than bit for bit.
+
+**Given masks.** ``score(..., masks=[...])`` skips the segmenter for frames with a mask (the table
+output's ``--masks given``); their uncertainty is NaN.
 
 A frame that cannot be scored (no lesion found, a radiomics failure) gives a :class:`FrameScore`
 with ``error`` set and ``probability`` None; it never raises, so one bad frame of a video does
@@ -50,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from usher2.explain.targets import model_target
 from usher2.features.extract import ExtractConfig, frame_features
 from usher2.features.models import (
     deep_extractor,
@@ -59,17 +63,16 @@ from usher2.features.models import (
     torch_threads,
     with_segmenter_weights,
 )
-from usher2.fusion.bundle import Bundle, load_bundle
+from usher2.fusion.bundle import Bundle, BundleConfig, load_bundle
 from usher2.fusion.clinical import check_clinical
 from usher2.fusion.confidence import LOW_CONFIDENCE, confidence_threshold
-from usher2.fusion.introspect import linear_form
 from usher2.fusion.needed import find_needed
 from usher2.io.errors import InputError, NoLesion
 from usher2.io.hashing import file_sha256
 from usher2.io.overlay import detect_overlays, inpaint_overlays
 from usher2.types import Frame
 
-__all__ = ["BATCH", "GPU_BATCH", "FrameScore", "FrameScorer", "bundle_extract_config"]
+__all__ = ["BATCH", "GPU_BATCH", "FrameScore", "FrameScorer", "bundle_extract_config", "score_table"]
 
 #: Frames of one shape that go through the networks together: one step of the two-stage
 #: pipeline (networks | features). Small steps overlap the stages best: 32 frames at 256 px on
@@ -105,6 +108,8 @@ class FrameScore:
         mask: ``(H, W)`` bool lesion mask, or None.
         heat: ``(H, W)`` float32 heat map in [0, 1] (0 outside the ROI box), or None.
         pixels: The frame as scored (after the enhancer), ``(H, W)`` float32 in [0, 1].
+        features: The feature values computed for the model (the columns it can read, see
+            :attr:`FrameScorer.groups`), or None when the frame was not scored.
         error: Why the frame was not scored, or None.
         seconds: Time per stage and frame (a batch's time divided by its frames): ``enhance``,
             ``segment``, ``prepare`` (both, with overlay handling), ``features``, ``model``, ``heatmap``.
@@ -121,6 +126,7 @@ class FrameScore:
     mask: np.ndarray | None = None
     heat: np.ndarray | None = None
     pixels: np.ndarray | None = None
+    features: dict[str, float] | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -150,37 +156,81 @@ class FrameScore:
         }
 
 
-def bundle_extract_config(bundle_config: Mapping[str, Any], masks: str) -> ExtractConfig:
-    """The extraction settings a bundle was fitted with, for scoring with ``masks`` (no perturbations).
+def bundle_extract_config(bundle_config: BundleConfig, masks: str) -> ExtractConfig:
+    """The extraction settings a bundle was fitted with, for scoring with ``masks``
+    (:meth:`~usher2.fusion.bundle_config.BundleConfig.extract_config`)."""
+    return bundle_config.extract_config(masks)
+
+
+def score_table(bundle: Bundle, table: pd.DataFrame, *, low_confidence: float | None = None) -> pd.DataFrame:
+    """The one step from a feature table to probabilities, labels and flags: what every door runs
+    (:class:`FrameScorer` on the features it computed, ``Pipeline.evaluate`` and the MRI recipes on
+    their extracted tables).
+
+    Each row's clinical values are read by :func:`~usher2.fusion.clinical.check_clinical` (a
+    non-numeric value or one far outside the training range: the row is not scored and ``error``
+    says why; missing values are imputed by the model and flagged); the scored rows go through
+    the model together.
+
+    Args:
+        bundle: The loaded bundle.
+        table: One row per case (the index names it) with the bundle's :attr:`~Bundle.columns`;
+            ``mask_uncertainty``, when present, sets ``low_segmentation_confidence``.
+        low_confidence: The uncertainty flag threshold (None: the bundle's,
+            :func:`~usher2.fusion.confidence.confidence_threshold`).
+
+    Returns:
+        Indexed like ``table``: ``probability`` (NaN when not scored), ``label`` (Int64),
+        ``threshold``, ``low_segmentation_confidence``, ``clinical_missing``,
+        ``clinical_out_of_range``, ``error`` (None when scored).
 
     Raises:
-        InputError: The bundle's config has no extraction settings, or settings this version does
-            not know (named).
-
-    Example:
-        >>> cfg = bundle_extract_config({"extraction": {"settings": {"backbones": [], "lexicon": False}}}, "predicted")
-        >>> cfg.masks, cfg.backbones, cfg.perturb
-        ('predicted', (), False)
-        >>> try:
-        ...     bundle_extract_config({"extraction": {"settings": {"regoins": ["lesion"]}}}, "predicted")
-        ... except InputError as exc:
-        ...     exc.got
-        "unknown ['regoins']"
+        InputError: Columns the model needs are missing from ``table``.
     """
-    settings = dict(bundle_config.get("extraction", {}).get("settings", {}))
-    if not settings:
-        raise InputError("bundle", "extraction settings in config.json (a bundle from usher2 fit)", "none")
-    unknown = sorted(set(settings) - set(ExtractConfig.__dataclass_fields__))
-    if unknown:  # a setting this version cannot apply would score other features than the model learnt from
+    cfg = bundle.config
+    clinical = list(cfg.clinical)
+    absent = [c for c in bundle.columns if c not in table.columns and c not in clinical]
+    if absent:  # a clinical column left out is a missing value (imputed, flagged); a feature column is an error
         raise InputError(
-            "bundle config.json extraction.settings",
-            f"settings among {', '.join(sorted(ExtractConfig.__dataclass_fields__))}",
-            f"unknown {unknown}",
-            fix="a bundle from a newer usher2: score it with that version",
+            "features",
+            f"the {len(bundle.columns)} columns the bundle was fitted on",
+            f"{len(absent)} missing (e.g. {absent[:3]})",
         )
-    settings["backbones"] = tuple(settings.get("backbones", ()))
-    settings.update(masks=masks, perturb=False)
-    return ExtractConfig(**settings)
+    low = confidence_threshold(cfg, LOW_CONFIDENCE) if low_confidence is None else low_confidence
+    n = len(table)
+    missing, outside, errors = np.zeros(n, bool), np.zeros(n, bool), [None] * n
+    values = table.reindex(columns=clinical).astype(object)
+    checked = np.full((n, len(clinical)), np.nan)
+    for k, cid in enumerate(table.index if clinical else ()):
+        try:
+            got, off = check_clinical(values.iloc[k].to_dict(), clinical, cfg.clinical_ranges, where=f"case {cid}")
+        except InputError as exc:
+            errors[k] = f"InputError: {exc}"
+            continue
+        checked[k] = [got[c] for c in clinical]
+        missing[k], outside[k] = bool(np.isnan(checked[k]).any()), bool(off)
+    X = table.reindex(columns=bundle.columns)  # the feature columns keep their dtype
+    if clinical:
+        X = X.assign(**{c: checked[:, j] for j, c in enumerate(clinical)})
+    ok = np.array([e is None for e in errors], bool)
+    prob = np.full(n, np.nan)
+    if ok.any():
+        prob[ok] = bundle.predict_proba(X.loc[ok])
+    unc = table["mask_uncertainty"].to_numpy(float) if "mask_uncertainty" in table.columns else np.full(n, np.nan)
+    label = pd.array(np.where(ok, prob >= bundle.threshold, 0).astype(int), dtype="Int64")
+    label[~ok] = pd.NA
+    return pd.DataFrame(
+        {
+            "probability": prob,
+            "label": label,
+            "threshold": bundle.threshold,
+            "low_segmentation_confidence": unc > low,
+            "clinical_missing": missing,
+            "clinical_out_of_range": outside,
+            "error": errors,
+        },
+        index=table.index,
+    )
 
 
 def _pixels(frame: Frame | np.ndarray, i: int) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -222,8 +272,8 @@ class FrameScorer:
         cfg = with_segmenter_weights(bundle_extract_config(self.bundle.config, "predicted"), segmenter_weights)
         self.low_confidence = confidence_threshold(self.bundle.config, LOW_CONFIDENCE)
         self.cam = cam
-        self.clinical = list(self.bundle.config.get("clinical", []))
-        self.clinical_ranges = dict(self.bundle.config.get("clinical_ranges") or {})
+        self.clinical = list(self.bundle.config.clinical)
+        self.clinical_ranges = dict(self.bundle.config.clinical_ranges)
         self.needed = find_needed(self.bundle.model, self.bundle.columns)
         clinical = set(self.clinical)
         self._columns = [c for c in self.needed.columns if c not in clinical]  # the ones to compute
@@ -260,10 +310,10 @@ class FrameScorer:
         digest = "".join(file_sha256(self.bundle.path / f) for f in files)
         self.model_info = {
             "name": self.bundle.path.name,
-            "family": self.bundle.config.get("family"),
-            "classifier": self.bundle.config.get("classifier"),
-            "version": self.bundle.config.get("versions", {}).get("usher2"),
-            "format": self.bundle.config.get("format"),
+            "family": self.bundle.config.family,
+            "classifier": self.bundle.config.classifier,
+            "version": self.bundle.config.versions.get("usher2"),
+            "format": self.bundle.config.format,
             "sha256": hashlib.sha256(digest.encode()).hexdigest(),
             "threshold": self.bundle.threshold,
             "low_confidence_threshold": self.low_confidence,
@@ -278,28 +328,16 @@ class FrameScorer:
     def _cam_target(self) -> tuple[Any, str]:
         if self._cam_spec is None or self.cam is None:
             return None, "none"
-        from usher2.explain.targets import LinearTarget
-
         ex = self._extractors[self._cam_spec]
-        if self._cam_spec not in self._used_backbones:
-            return None, "pooled features (sum): the model reads no deep features"
-        try:
-            form = linear_form(self.bundle.model, None)
-        except InputError:
-            return None, "pooled features (sum): the model is not linear in the deep features"
-        coef = dict(zip(form.names, form.coef, strict=True))
-        w = np.array([coef.get(c, 0.0) for c in ex.columns])
-        if not np.any(w):
-            return None, "pooled features (sum): the model gives this backbone's features no weight"
-        return (LinearTarget(w), LinearTarget(-w)), (
-            "evidence for the predicted class: the model's logit from this backbone's features (label 1) "
-            "or its negative (label 0)"
-        )
+        return model_target(self.bundle.model, ex.columns, self._cam_spec in self._used_backbones)
 
     # ------------------------------------------------------------------ scoring
-    def _prepare(self, pixels: list[np.ndarray], index: list[int]) -> list[dict[str, Any] | InputError]:
+    def _prepare(
+        self, pixels: list[np.ndarray], index: list[int], given: list[np.ndarray | None], names: list[str]
+    ) -> list[dict[str, Any] | InputError]:
         """Overlays, enhancer and segmenter on frames of one shape, as one batch: what
-        :func:`~usher2.features.extract.prepare_pixels` does to one frame."""
+        :func:`~usher2.features.extract.prepare_pixels` does to one frame. A frame with a
+        ``given`` mask is not segmented (its uncertainty is NaN)."""
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -315,21 +353,25 @@ class FrameScorer:
             step = len(x) if device is not None and device.type == "cuda" else ENHANCE_CPU_BATCH
             x = np.concatenate([np.asarray(net(x[k : k + step]), np.float32) for k in range(0, len(x), step)])
         t1 = time.perf_counter()
-        segs = segmenter(cfg.segmenter).segment(x)
+        todo = [j for j, m in enumerate(given) if m is None]
+        segs = dict(zip(todo, segmenter(cfg.segmenter).segment(x[todo]) if todo else [], strict=True))
         t2 = time.perf_counter()
         n = len(pixels)
         times = {"enhance": (t1 - t0) / n, "segment": (t2 - t1) / n, "prepare": (t2 - t0) / n}
         out: list[dict[str, Any] | InputError] = []
-        for j, seg in enumerate(segs):
-            where = f"frame {index[j]}"
-            if seg.no_lesion:
+        for j in range(n):
+            where = names[index[j]]
+            seg = segs.get(j)
+            if seg is not None and seg.no_lesion:
                 out.append(NoLesion(where))
-            elif not seg.mask.any():  # pragma: no cover - no_lesion says the same
+                continue
+            mask, unc = (seg.mask, float(seg.uncertainty)) if seg is not None else (given[j], float("nan"))
+            if mask.shape != x.shape[2:]:
+                out.append(InputError(f"{where} mask", f"a mask of the frame's shape {x.shape[2:]}", str(mask.shape)))
+            elif not mask.any():
                 out.append(InputError(f"{where} mask", "at least one lesion pixel", "an empty mask"))
             else:
-                out.append(
-                    {"pixels": x[j, 0], "mask": seg.mask, "uncertainty": float(seg.uncertainty), "seconds": times}
-                )
+                out.append({"pixels": x[j, 0], "mask": mask, "uncertainty": unc, "seconds": times})
         return out
 
     def score(
@@ -338,6 +380,8 @@ class FrameScorer:
         clinical: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         *,
         heatmaps: bool = True,
+        masks: Sequence[np.ndarray | None] | None = None,
+        names: Sequence[str] | None = None,
     ) -> list[FrameScore]:
         """Score frames (each independently; one frame's failure does not affect the others).
 
@@ -348,6 +392,9 @@ class FrameScorer:
                 :func:`~usher2.fusion.clinical.check_clinical`: a frame with a non-numeric value or
                 one far outside the training range is not scored (its ``error`` says why).
             heatmaps: Compute heat maps (when the scorer has a CAM method).
+            masks: One ``(H, W)`` bool lesion mask or None per frame: a frame with a mask is not
+                segmented (``usher2 score --masks given``); None: every frame is segmented.
+            names: How errors name each frame (``"case bus_0042"``); None: ``"frame i"``.
 
         Returns:
             One :class:`FrameScore` per frame, in order.
@@ -357,19 +404,24 @@ class FrameScorer:
             clinical = [clinical] * n
         if len(clinical) != n:
             raise InputError("clinical", f"one mapping per frame ({n})", str(len(clinical)))
+        given = list(masks) if masks is not None else [None] * n
+        names = list(names) if names is not None else [f"frame {i}" for i in range(n)]
+        if len(given) != n or len(names) != n:
+            raise InputError("masks/names", f"one per frame ({n})", f"{len(given)} masks, {len(names)} names")
         results: list[FrameScore | None] = [None] * n
         inputs = [_pixels(f, i) for i, f in enumerate(frames)]
         values: list[tuple[dict[str, float], list[str]] | None] = [None] * n
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (px, _) in enumerate(inputs):
             try:  # before any network runs: a frame with bad clinical values is not scored
-                values[i] = check_clinical(clinical[i], self.clinical, self.clinical_ranges)
+                where = "clinical" if names[i] == f"frame {i}" else names[i]
+                values[i] = check_clinical(clinical[i], self.clinical, self.clinical_ranges, where=where)
             except InputError as exc:
                 results[i] = FrameScore(None, None, self.bundle.threshold, pixels=px, error=str(exc))
                 continue
             by_shape.setdefault(px.shape, []).append(i)
         steps = [idx[k : k + self._step] for idx in by_shape.values() for k in range(0, len(idx), self._step)]
-        extracted = self._run_steps(steps, inputs, results)
+        extracted = self._run_steps(steps, inputs, results, given, names)
         ok = self._predict(extracted, values, results)
         if heatmaps and self.cam and self._cam_spec is not None:
             self._heatmaps([results[i] for i in ok])
@@ -380,6 +432,8 @@ class FrameScorer:
         steps: list[list[int]],
         inputs: list[tuple[np.ndarray, Any]],
         results: list[FrameScore | None],
+        given: list[np.ndarray | None],
+        names: list[str],
     ) -> list[tuple[list, list, float]]:
         """The networks of each step, and the features of its frames with a lesion: ``(ready, rows,
         seconds per frame)`` per step. The networks of step k+1 run in this thread while a worker
@@ -397,7 +451,8 @@ class FrameScorer:
         try:
             for step in steps:
                 ready = []
-                for i, p in zip(step, self._prepare([inputs[i][0] for i in step], step), strict=True):
+                prepared = self._prepare([inputs[i][0] for i in step], step, [given[i] for i in step], names)
+                for i, p in zip(step, prepared, strict=True):
                     if isinstance(p, InputError):
                         no_lesion = isinstance(p, NoLesion)
                         results[i] = FrameScore(None, None, thr, no_lesion=no_lesion, pixels=inputs[i][0], error=str(p))
@@ -438,6 +493,7 @@ class FrameScorer:
                 if isinstance(fe, Exception):
                     base.error = f"{type(fe).__name__}: {fe}"
                     continue
+                base.features = fe
                 row = X[len(ok)]
                 for c, v in fe.items():
                     row[self._index[c]] = v
@@ -449,7 +505,8 @@ class FrameScorer:
                 ok.append(i)
         if ok:
             t0 = time.perf_counter()
-            prob = self.bundle.predict_proba(pd.DataFrame(X[: len(ok)], columns=self.bundle.columns))
+            table = pd.DataFrame(X[: len(ok)], columns=self.bundle.columns)
+            prob = score_table(self.bundle, table, low_confidence=self.low_confidence)["probability"].to_numpy()
             t_model = (time.perf_counter() - t0) / len(ok)
             for i, pr in zip(ok, prob, strict=True):
                 r = results[i]

@@ -7,8 +7,12 @@ host, port, ...)`` runs it with uvicorn. Masks come back as PNG and as COCO run-
 
 from __future__ import annotations
 
-from usher2.service.app import TOKEN_ENV, ApiError, ScoreResponse, create_app, parse_clinical, serve
+from usher2.service.api_errors import ApiError
+from usher2.service.app import create_app, serve
+from usher2.service.responses import ScoreResponse
 from usher2.service.rle import rle_decode, rle_encode
+from usher2.service.settings import TOKEN_ENV
+from usher2.service.upload import parse_clinical
 
 __all__ = [
     "TOKEN_ENV",

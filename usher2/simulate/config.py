@@ -26,6 +26,11 @@ def _finite(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _check_range(where: str, value: Any, lo: float, hi: float, expected: str) -> None:
+    """A finite number in ``[lo, hi]`` (an infinite bound leaves that side open), else a ValueError."""
+    _check(_finite(value) and lo <= value <= hi, where, expected, value)
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """One rendering of the scatterer field (an acquisition setting of the virtual scanner).
@@ -63,20 +68,10 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         name = "RenderSettings"
-        _check(_finite(self.f0_mhz) and 1.0 <= self.f0_mhz <= 20.0, f"{name}.f0_mhz", "in [1, 20] MHz", self.f0_mhz)
-        _check(
-            _finite(self.bandwidth) and 0.2 <= self.bandwidth <= 1.2,
-            f"{name}.bandwidth",
-            "in [0.2, 1.2]",
-            self.bandwidth,
-        )
-        _check(
-            _finite(self.lateral_fwhm_mm) and 0.05 <= self.lateral_fwhm_mm <= 5.0,
-            f"{name}.lateral_fwhm_mm",
-            "in [0.05, 5] mm",
-            self.lateral_fwhm_mm,
-        )
-        _check(_finite(self.focus_mm) and self.focus_mm >= 0, f"{name}.focus_mm", ">= 0 mm", self.focus_mm)
+        _check_range(f"{name}.f0_mhz", self.f0_mhz, 1.0, 20.0, "in [1, 20] MHz")
+        _check_range(f"{name}.bandwidth", self.bandwidth, 0.2, 1.2, "in [0.2, 1.2]")
+        _check_range(f"{name}.lateral_fwhm_mm", self.lateral_fwhm_mm, 0.05, 5.0, "in [0.05, 5] mm")
+        _check_range(f"{name}.focus_mm", self.focus_mm, 0, math.inf, ">= 0 mm")
         _check(
             _finite(self.depth_of_field_mm) and self.depth_of_field_mm > 0,
             f"{name}.depth_of_field_mm",
@@ -91,50 +86,37 @@ class RenderSettings:
             self.compound_angles_deg,
         )
         object.__setattr__(self, "compound_angles_deg", tuple(float(a) for a in angles))
-        _check(_finite(self.noise_db) and self.noise_db <= 0, f"{name}.noise_db", "<= 0 dB", self.noise_db)
-        _check(_finite(self.clutter) and 0 <= self.clutter <= 2, f"{name}.clutter", "in [0, 2]", self.clutter)
-        _check(
-            _finite(self.dynamic_range_db) and 10 <= self.dynamic_range_db <= 100,
-            f"{name}.dynamic_range_db",
-            "in [10, 100] dB",
-            self.dynamic_range_db,
-        )
-        _check(
-            _finite(self.gain_error_db) and 0 <= self.gain_error_db <= 20,
-            f"{name}.gain_error_db",
-            "in [0, 20] dB",
-            self.gain_error_db,
-        )
+        _check_range(f"{name}.noise_db", self.noise_db, -math.inf, 0, "<= 0 dB")
+        _check_range(f"{name}.clutter", self.clutter, 0, 2, "in [0, 2]")
+        _check_range(f"{name}.dynamic_range_db", self.dynamic_range_db, 10, 100, "in [10, 100] dB")
+        _check_range(f"{name}.gain_error_db", self.gain_error_db, 0, 20, "in [0, 20] dB")
         _check(_finite(self.tgc_error) and 0 <= self.tgc_error < 1, f"{name}.tgc_error", "in [0, 1)", self.tgc_error)
+
+
+#: The two renderings of every frame side by side, ``(clean, degraded)``; the settings not listed
+#: keep their defaults.
+_RENDERINGS: dict[str, tuple[Any, Any]] = {
+    "f0_mhz": (7.5, 5.0),
+    "bandwidth": (0.6, 0.5),
+    "lateral_fwhm_mm": (0.40, 0.85),
+    "depth_of_field_mm": (20.0, 9.0),
+    "compound_angles_deg": ((-8.0, 0.0, 8.0), (0.0,)),
+    "noise_db": (-90.0, -42.0),
+    "clutter": (0.0, 0.35),
+    "dynamic_range_db": (60.0, 45.0),
+    "gain_error_db": (0.0, 4.0),
+    "tgc_error": (0.0, 0.15),
+}
 
 
 def clean_settings() -> RenderSettings:
     """High quality: higher frequency, narrow beam, 3-angle compounding, low noise, 60 dB."""
-    return RenderSettings(
-        f0_mhz=7.5,
-        bandwidth=0.6,
-        lateral_fwhm_mm=0.40,
-        depth_of_field_mm=20.0,
-        compound_angles_deg=(-8.0, 0.0, 8.0),
-        noise_db=-90.0,
-        dynamic_range_db=60.0,
-    )
+    return RenderSettings(**{key: pair[0] for key, pair in _RENDERINGS.items()})
 
 
 def degraded_settings() -> RenderSettings:
     """Degraded: lower frequency, wider beam, noise, clutter, 45 dB, gain and TGC errors."""
-    return RenderSettings(
-        f0_mhz=5.0,
-        bandwidth=0.5,
-        lateral_fwhm_mm=0.85,
-        depth_of_field_mm=9.0,
-        compound_angles_deg=(0.0,),
-        noise_db=-42.0,
-        clutter=0.35,
-        dynamic_range_db=45.0,
-        gain_error_db=4.0,
-        tgc_error=0.15,
-    )
+    return RenderSettings(**{key: pair[1] for key, pair in _RENDERINGS.items()})
 
 
 @dataclass(frozen=True)
@@ -203,18 +185,8 @@ class SimulationConfig:
             "an integer in [1, 64]",
             self.frames_per_patient,
         )
-        _check(
-            _finite(self.sound_speed_m_s) and 1000 <= self.sound_speed_m_s <= 2000,
-            f"{name}.sound_speed_m_s",
-            "in [1000, 2000] m/s",
-            self.sound_speed_m_s,
-        )
-        _check(
-            _finite(self.attenuation_db_cm_mhz) and 0 <= self.attenuation_db_cm_mhz <= 3,
-            f"{name}.attenuation_db_cm_mhz",
-            "in [0, 3]",
-            self.attenuation_db_cm_mhz,
-        )
+        _check_range(f"{name}.sound_speed_m_s", self.sound_speed_m_s, 1000, 2000, "in [1000, 2000] m/s")
+        _check_range(f"{name}.attenuation_db_cm_mhz", self.attenuation_db_cm_mhz, 0, 3, "in [0, 3]")
         for which in ("clean", "degraded"):
             _check(
                 isinstance(getattr(self, which), RenderSettings),

@@ -75,6 +75,7 @@ __all__ = [
     "CLINICAL_VARIABLES",
     "IMAGE_VARIABLES",
     "LabelModel",
+    "draw_in_blocks",
     "linear_predictor",
     "oracle_auc",
     "oracle_aucs",
@@ -270,6 +271,27 @@ def _draw_block(seed: int, block: int, n: int, model: LabelModel) -> pd.DataFram
     return df
 
 
+def draw_in_blocks(n: int, seed: int, draw_block: Callable[[int, int, int], pd.DataFrame]) -> pd.DataFrame:
+    """The first ``n`` rows of ``draw_block(seed, block, size)`` over blocks ``0, 1, …`` of a fixed size.
+
+    Every block draws from its own seed, so patient ``i`` does not depend on ``n``.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer or ``seed`` not a non-negative one.
+
+    Example:
+        >>> draw_in_blocks(3, 0, lambda seed, block, size: pd.DataFrame({"i": range(size)})).i.tolist()
+        [0, 1, 2]
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    n_blocks = -(-int(n) // _BLOCK)
+    df = pd.concat([draw_block(int(seed), b, _BLOCK) for b in range(n_blocks)], ignore_index=True)
+    return df.iloc[: int(n)].reset_index(drop=True)
+
+
 # --- public functions -------------------------------------------------------------------------------
 
 
@@ -294,14 +316,8 @@ def simulate_labels(n: int, seed: int, model: LabelModel | None = None) -> pd.Da
         >>> df.shape[0], bool(df["true_prob"].between(0, 1).all())
         (1000, True)
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     model = model or LabelModel()
-    n_blocks = -(-int(n) // _BLOCK)
-    df = pd.concat([_draw_block(int(seed), b, _BLOCK, model) for b in range(n_blocks)], ignore_index=True)
-    df = df.iloc[: int(n)].reset_index(drop=True)
+    df = draw_in_blocks(n, seed, lambda s, block, size: _draw_block(s, block, size, model))
     for col in ("age", "ln_status", "er", "pr", "grade", "ki67", "trait_calcifications"):
         df[col] = df[col].astype(np.int64)
     df.insert(df.columns.get_loc("trait_aspect_ratio"), "trait_size_mm", df["tumour_size_mm"])

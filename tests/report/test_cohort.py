@@ -51,6 +51,9 @@ def eval_dir(tmp_path_factory) -> Path:
             family=family,
             outer_folds=3,
             inner_folds=2,
+            # scoring's settings (the report draws Grad-CAM as `usher2 score` would): the shipped
+            # segmenter and backbone; the synthetic columns are not the backbone's, so its target is the sum
+            provenance={"settings": {"backbones": ["usresnet10t"], "segmenter": "unet"}},
         )
         thresholds[family] = fit.threshold
         oof = fit.cv.oof.reset_index()
@@ -125,7 +128,9 @@ def test_sections_images_and_no_external_fetches(eval_dir, report):
     errors = pd.read_csv(eval_dir / "report_tables" / "errors.csv")
     assert (errors["kind"] == "InputError").all(), errors  # nothing unexpected
     assert not errors["section"].isin(SECTIONS[:8]).any(), errors
-    assert "(frame)" in doc and "(ROI)" in doc  # Grad-CAM overlays were drawn
+    cams = doc[doc.index(f"<h2>{html.escape(SECTIONS[8])}</h2>") :]
+    assert len(re.findall(r"<img ", cams)) >= 1  # Grad-CAM overlays were drawn, as scoring draws them
+    assert "target: pooled features (sum): the model reads no deep features" in cams
     assert seconds < 40
 
 
@@ -196,10 +201,10 @@ def test_a_failing_analysis_is_reported_and_the_rest_written(eval_dir, tmp_path)
 def test_unreadable_cam_cases_are_listed(eval_dir, tmp_path):
     ev = _copy(eval_dir, tmp_path)
     man = pd.read_csv(ev / "manifest.csv", dtype={"case_id": str})
-    man["mask"] = str(ev / "nowhere.png")
+    man["image"] = str(ev / "nowhere.png")
     man.to_csv(ev / "manifest.csv", index=False)
     doc = write_cohort_report(ev, ev / "r.html", cam_examples=1).read_text()
-    assert "Cases that could not be read" in doc and "nowhere.png" in doc
+    assert "Cases that could not be shown" in doc and "nowhere.png" in doc
 
 
 @pytest.mark.parametrize("broken", ["summary.json", "predictions.csv"])
