@@ -2,7 +2,8 @@
 
 The layers and the scan live in ``bench/architecture.py`` (which also prints the graph); this test
 holds the package to them: no module imports from a layer above its own, the fusion core imports
-nothing from explain/report/score/service/pipeline, and no package imports another's private name.
+nothing from explain/report/score/service/pipeline, no package imports another's private name, and
+no function outside the phantom and simulator renderers is over 100 lines.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def test_fusion_imports_no_later_stage(arch, scan):
 
 def test_no_private_name_crosses_a_package(scan):
     assert scan["private"] == [], "\n".join(f"{p['file']}:{p['line']} {p['import']}" for p in scan["private"])
+
+
+def test_no_function_over_100_lines_outside_the_phantom_and_simulator(arch, scan):
+    # issue 24: long functions are split along their steps; the two renderers are exempt
+    long = [f for f in scan["functions"] if f["lines"] > 100 and not f["file"].startswith(arch.EXEMPT_LONG)]
+    assert long == [], "\n".join(f"{f['file']}:{f['line']} {f['function']} ({f['lines']} lines)" for f in long)
 
 
 def test_the_check_sees_imports_inside_functions(arch, tmp_path):

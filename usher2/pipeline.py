@@ -527,7 +527,7 @@ class Pipeline:
         for model, fit in fits.items():
             bundle = load_bundle(fit.bundle)
             thresholds[model] = float(bundle.threshold)
-            p = score_table(bundle, X)["probability"].to_numpy()  # the scoring doors' own table step
+            p = score_table(bundle, X, check_ranges=False)["probability"].to_numpy()  # the scoring doors' table step
             oof = fit.cv.oof
             preds.append(
                 predictions_table(model, "train_oof", oof.index, oof["patient_id"], oof["label"], oof["probability"])

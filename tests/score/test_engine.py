@@ -11,6 +11,7 @@ import pytest
 import usher2.features.extract as extract
 import usher2.score.engine as engine
 from usher2.fusion.needed import needed_columns
+from usher2.io.errors import InputError
 from usher2.io.frames import read_frame
 from usher2.score.engine import FrameScore, FrameScorer
 from usher2.score.table import score_inputs
@@ -109,3 +110,37 @@ def test_clinical_values_are_used_and_missing_ones_flagged(scoring_bundle, score
     given = {c: man.loc[0, c] for c in scorer.clinical}
     full, none = scorer.score([frame, frame], [given, None], heatmaps=False)
     assert not full.clinical_missing and (none.probability is None or none.clinical_missing)
+
+
+def test_score_table_flags_checks_and_equals_predict_proba(tmp_path):
+    """The one table step: probabilities equal the bundle's model, clinical values are checked
+    (far outside the training range: not scored unless check_ranges=False), missing ones flagged."""
+    from usher2.fusion.bundle import load_bundle
+    from usher2.fusion.fit import fit_cohort
+    from usher2.score.engine import score_table
+
+    rng = np.random.default_rng(0)
+    n = 40
+    y = np.arange(n) % 2
+    ids = [f"c{i}" for i in range(n)]
+    feats = pd.DataFrame({"case_id": ids, "radiomics_a": rng.normal(size=n) + y, "radiomics_b": rng.normal(size=n)})
+    manifest = pd.DataFrame({"case_id": ids, "patient_id": ids, "label": y, "age": rng.uniform(30, 80, n)})
+    res = fit_cohort(feats, manifest, tmp_path / "b", family="combined", clinical=["age"], outer_folds=3, inner_folds=2)
+    b = load_bundle(res.bundle)
+    X = (
+        feats.set_index("case_id")
+        .iloc[:4]
+        .assign(age=[50.0, np.nan, 5000.0, 60.0], mask_uncertainty=[0.1, 0.9, 0.1, np.nan])
+    )
+    out = score_table(b, X)
+    ok = [0, 1, 3]
+    expected = b.model.predict_proba(X.iloc[ok][list(b.columns)])[:, 1]
+    np.testing.assert_allclose(out["probability"].to_numpy()[ok], expected, rtol=0, atol=0)  # the same arithmetic
+    assert out["label"].tolist()[:2] == [int(expected[0] >= b.threshold), int(expected[1] >= b.threshold)]
+    assert out["clinical_missing"].tolist() == [False, True, False, False]
+    assert np.isnan(out["probability"].iloc[2]) and "clinical.age" in out["error"].iloc[2]
+    assert out["low_segmentation_confidence"].tolist() == [False, True, False, False]  # 0.45 bits, NaN: not flagged
+    lenient = score_table(b, X, check_ranges=False)
+    assert lenient["error"].isna().all() and np.isfinite(lenient["probability"]).all()
+    with pytest.raises(InputError, match="columns the bundle was fitted on"):
+        score_table(b, X.drop(columns=["radiomics_a"]))

@@ -47,7 +47,15 @@ import numpy as np
 from usher2.io.config import check_keys, read_mapping
 from usher2.io.errors import InputError
 
-__all__ = ["DEFAULT_PARAMS", "PREFIX", "RadiomicsExtractor", "load_params", "restrict_params"]
+__all__ = [
+    "DEFAULT_PARAMS",
+    "PREFIX",
+    "RadiomicsExtractor",
+    "load_params",
+    "log_name",
+    "plan_columns",
+    "restrict_params",
+]
 
 PREFIX = "radiomics_"
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -104,7 +112,7 @@ def load_params(params: str | Path | dict[str, Any] | None = None) -> dict[str, 
     return out
 
 
-def _log_name(sigma: Any) -> str:
+def log_name(sigma: Any) -> str:
     """pyradiomics' image-type name of a LoG sigma (``imageoperations.getLoGImage``)."""
     return "log-sigma-%s-mm-3D" % (str(sigma).replace(".", "-"))  # noqa: UP031 - pyradiomics' own format
 
@@ -122,7 +130,7 @@ def _image_type(name: str) -> str | None:
     return None
 
 
-def _plan(params: dict[str, Any], columns: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+def plan_columns(params: dict[str, Any], columns: Sequence[str]) -> dict[str, dict[str, list[str]]]:
     """``{image-type name: {class: [features]}}`` for radiomics columns; checks each against ``params``."""
     from radiomics import getFeatureClasses
 
@@ -139,7 +147,7 @@ def _plan(params: dict[str, Any], columns: Sequence[str]) -> dict[str, dict[str,
         bad = None
         if kind is None or kind not in types:
             bad = f"image type {name!r} (enabled: {sorted(types)})"
-        elif kind == "LoG" and name not in {_log_name(s) for s in (types[kind] or {}).get("sigma", [])}:
+        elif kind == "LoG" and name not in {log_name(s) for s in (types[kind] or {}).get("sigma", [])}:
             bad = f"LoG image {name!r} (sigmas {(types[kind] or {}).get('sigma', [])})"
         elif cls not in enabled or cls not in classes:
             bad = f"feature class {cls!r} (enabled: {sorted(enabled)})"
@@ -176,14 +184,14 @@ def restrict_params(params: str | Path | dict[str, Any] | None, columns: Sequenc
     full = load_params(params)
     if not list(columns):
         raise InputError("radiomics columns", "at least one column", "none")
-    plan = _plan(full, columns)
+    plan = plan_columns(full, columns)
     types: dict[str, Any] = {}
     for name in plan:
         kind = _image_type(name)
         assert kind is not None  # _plan checked it
         args = deepcopy(full["imageType"][kind] or {})
         if kind == "LoG":
-            args["sigma"] = [s for s in args.get("sigma", []) if _log_name(s) in plan]
+            args["sigma"] = [s for s in args.get("sigma", []) if log_name(s) in plan]
         types.setdefault(kind, args)
     classes: dict[str, list[str]] = {}
     for per_type in plan.values():
@@ -272,7 +280,7 @@ class RadiomicsExtractor:
     ) -> None:
         self.params = load_params(params)
         self.columns = None if columns is None else list(dict.fromkeys(columns))
-        self._plan = None if self.columns is None else _plan(self.params, self.columns)
+        self._plan = None if self.columns is None else plan_columns(self.params, self.columns)
         self._extractors: dict[int, Any] = {}
 
     def _params_for(self, ndim: int) -> dict[str, Any]:

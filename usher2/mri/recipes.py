@@ -803,7 +803,7 @@ def _score_test(
 
     bundle = load_bundle(bdir)
     X, y, ids, pids = _test_inputs(data.feats["test"], sub["test"], task.label, bundle)
-    p = score_table(bundle, X)["probability"].to_numpy()
+    p = score_table(bundle, X, check_ranges=False)["probability"].to_numpy()
     return predictions_table(spec.name, "test", ids, pids, y, p), _test_auc(y, p, oracle)
 
 

@@ -162,7 +162,9 @@ def bundle_extract_config(bundle_config: BundleConfig, masks: str) -> ExtractCon
     return bundle_config.extract_config(masks)
 
 
-def score_table(bundle: Bundle, table: pd.DataFrame, *, low_confidence: float | None = None) -> pd.DataFrame:
+def score_table(
+    bundle: Bundle, table: pd.DataFrame, *, low_confidence: float | None = None, check_ranges: bool = True
+) -> pd.DataFrame:
     """The one step from a feature table to probabilities, labels and flags: what every door runs
     (:class:`FrameScorer` on the features it computed, ``Pipeline.evaluate`` and the MRI recipes on
     their extracted tables).
@@ -178,6 +180,9 @@ def score_table(bundle: Bundle, table: pd.DataFrame, *, low_confidence: float | 
             ``mask_uncertainty``, when present, sets ``low_segmentation_confidence``.
         low_confidence: The uncertainty flag threshold (None: the bundle's,
             :func:`~usher2.fusion.confidence.confidence_threshold`).
+        check_ranges: Refuse a clinical value far outside the training range (scoring). False
+            (an evaluation of a labelled cohort, which scores every case it can): no range check,
+            ``clinical_out_of_range`` is False.
 
     Returns:
         Indexed like ``table``: ``probability`` (NaN when not scored), ``label`` (Int64),
@@ -203,7 +208,8 @@ def score_table(bundle: Bundle, table: pd.DataFrame, *, low_confidence: float | 
     checked = np.full((n, len(clinical)), np.nan)
     for k, cid in enumerate(table.index if clinical else ()):
         try:
-            got, off = check_clinical(values.iloc[k].to_dict(), clinical, cfg.clinical_ranges, where=f"case {cid}")
+            ranges = cfg.clinical_ranges if check_ranges else None
+            got, off = check_clinical(values.iloc[k].to_dict(), clinical, ranges, where=f"case {cid}")
         except InputError as exc:
             errors[k] = f"InputError: {exc}"
             continue

@@ -1,0 +1,322 @@
+"""The torch radiomics engine: pyradiomics' 2D columns for a batch of frames, from the class modules.
+
+:class:`TorchRadiomics` takes the same parameters as
+:class:`~usher2.features.radiomics.RadiomicsExtractor` (a pyradiomics YAML file or dict; usher2's
+default: Original, Wavelet and LoG sigma 1, 2, 3, every class, ``binWidth`` 8) and the same
+optional ``columns`` subset, and returns the same columns (``radiomics_<image>_<class>_<feature>``)
+for a whole batch at once:
+
+1. the frames are padded into one ``(B, H, W)`` float64 batch (top-left; each frame's size is kept
+   for the filters, whose borders depend on it) and every ROI is checked as pyradiomics' ``checkMask``
+   checks it (fewer than 2 dimensions is an error naming the frame);
+2. shape (``shape2D``) on the original mask with each frame's spacing;
+3. per image type (Original, then the Wavelet bands and the LoG sigmas the plan needs, filtered on
+   the whole frames as pyradiomics does, rounded to float32 as pyradiomics stores them): the
+   grey levels discretised per ROI (:func:`~usher2.features.torchrad.discretise.discretise`),
+   then each class the plan names on that image, only the features it names.
+
+**Supported settings.** ``binWidth`` or ``binCount``, ``voxelArrayShift``, ``gldm_a``,
+``weightingNorm``, ``label`` 1, ``correctMask``, ``minimumROIDimensions`` (<= 2),
+``minimumROISize``; image types Original, Wavelet (pyradiomics' defaults: ``coif1``, level 1,
+start level 0) and LoG. Anything else (``normalize``, resampling, other filters, other wavelets,
+3D volumes) is refused by :func:`unsupported` with its name; the pyradiomics backend computes it.
+
+A frame that cannot be measured (an empty ROI, fewer than 2 dimensions) gets an
+:class:`~usher2.io.errors.InputError` in its place in :meth:`TorchRadiomics.extract_batch`; the
+other frames of the batch are unaffected (each ROI's values do not depend on the others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from usher2.features.radiomics import PREFIX, load_params, log_name, plan_columns
+from usher2.features.torchrad import filters, firstorder, glcm, gldm, glrlm, glszm, ngtdm, shape2d
+from usher2.features.torchrad.discretise import check_roi, crop_boxes, discretise
+from usher2.io.errors import InputError
+
+__all__ = ["CLASSES", "TorchRadiomics", "full_columns", "unsupported"]
+
+#: The torch module of each pyradiomics feature class.
+CLASSES = {
+    "firstorder": firstorder,
+    "shape2D": shape2d,
+    "glcm": glcm,
+    "glrlm": glrlm,
+    "glszm": glszm,
+    "gldm": gldm,
+    "ngtdm": ngtdm,
+}
+_SETTINGS = {
+    "binWidth",
+    "binCount",
+    "label",
+    "normalize",
+    "correctMask",
+    "voxelArrayShift",
+    "gldm_a",
+    "weightingNorm",
+    "minimumROIDimensions",
+    "minimumROISize",
+    "additionalInfo",
+    "padDistance",
+    "geometryTolerance",
+}
+_DEFAULT_OFF = {"normalize": False, "label": 1, "resampledPixelSpacing": None, "interpolator": None}
+
+
+def unsupported(params: dict[str, Any]) -> str | None:
+    """Why the torch backend cannot compute ``params`` (None: it can).
+
+    Example:
+        >>> unsupported(load_params()) is None
+        True
+        >>> unsupported({**load_params(), "setting": {"binWidth": 8, "normalize": True}})
+        'setting normalize=True'
+    """
+    setting = params.get("setting") or {}
+    for key, value in setting.items():
+        if key not in _SETTINGS:
+            return f"setting {key}"
+        if key in _DEFAULT_OFF and value != _DEFAULT_OFF[key]:
+            return f"setting {key}={value!r}"
+    if int(setting.get("minimumROIDimensions", 2)) > 2:
+        return "setting minimumROIDimensions > 2 (a 2D frame has 2)"
+    for kind, args in (params.get("imageType") or {}).items():
+        if kind not in ("Original", "Wavelet", "LoG"):
+            return f"image type {kind}"
+        if kind == "Wavelet" and set(args or {}) - {"binWidth"}:
+            return f"Wavelet arguments {sorted(args)} (only pyradiomics' defaults: coif1, level 1)"
+        if kind == "LoG" and set(args or {}) - {"sigma", "binWidth"}:
+            return f"LoG arguments {sorted(args)}"
+    for cls in params.get("featureClass") or {}:
+        if cls not in CLASSES:
+            return f"feature class {cls}"
+    if params.get("voxelSetting"):
+        return "voxelSetting"
+    return None
+
+
+def full_columns(params: dict[str, Any]) -> list[str]:
+    """Every column ``params`` produce, in pyradiomics' order (shape first, then each image type's
+    classes in ``featureClass`` order, each class's features as its torch module lists them)."""
+    types = params.get("imageType") or {}
+    classes = params.get("featureClass") or {}
+    names: list[str] = []
+    if "Original" in types:
+        names.append("original")
+    if "Wavelet" in types:
+        names += list(filters.WAVELET_NAMES)
+    if "LoG" in types:
+        names += [log_name(s) for s in (types["LoG"] or {}).get("sigma", [])]
+    cols = [
+        f"{PREFIX}original_shape2D_{f}" for f in (classes.get("shape2D") or shape2d.FEATURES) if "shape2D" in classes
+    ]
+    for name in names:
+        for cls, feats in classes.items():
+            if cls != "shape2D":
+                cols += [f"{PREFIX}{name}_{cls}_{f}" for f in (feats or CLASSES[cls].FEATURES)]
+    return cols
+
+
+def _batch(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The frames (float32 values as float64) and masks padded top-left into one batch, and the sizes."""
+    h = max(a.shape[0] for a in images)
+    w = max(a.shape[1] for a in images)
+    image = torch.zeros((len(images), h, w), dtype=torch.float64, device=device)
+    mask = torch.zeros((len(images), h, w), dtype=torch.bool, device=device)
+    for k, (a, m) in enumerate(zip(images, masks, strict=True)):
+        image[k, : a.shape[0], : a.shape[1]] = torch.from_numpy(np.asarray(a, np.float32).astype(np.float64))
+        mask[k, : m.shape[0], : m.shape[1]] = torch.from_numpy(np.asarray(m) != 0)
+    sizes = torch.tensor([a.shape for a in images], dtype=torch.int64, device=device)
+    return image, mask, sizes
+
+
+def _batch_index(mask: torch.Tensor) -> torch.Tensor:
+    return torch.arange(mask.shape[0], device=mask.device)[:, None, None]
+
+
+def _crop_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row and column indices ``(B, h, 1)``, ``(B, 1, w)`` that gather each ROI's bounding box into
+    a ``(B, h, w)`` batch (``h``, ``w``: the largest box), and which of those cells lie inside the
+    ROI's own box (the rest are padding, masked out)."""
+    box = crop_boxes(mask)
+    hb, wb = int((box[:, 1] - box[:, 0]).max()), int((box[:, 3] - box[:, 2]).max())
+    dy = torch.arange(hb, device=mask.device)
+    dx = torch.arange(wb, device=mask.device)
+    rows = (box[:, :1] + dy).clamp(max=mask.shape[1] - 1)[:, :, None]
+    cols = (box[:, 2:3] + dx).clamp(max=mask.shape[2] - 1)[:, None, :]
+    inside = (dy < (box[:, 1:2] - box[:, :1]))[:, :, None] & (dx < (box[:, 3:4] - box[:, 2:3]))[:, None, :]
+    return rows, cols, inside
+
+
+class TorchRadiomics:
+    """pyradiomics' 2D features, batched in torch (see the module docstring).
+
+    Args:
+        params: A pyradiomics YAML file, a dict in that format, or None (usher2's defaults).
+        columns: Compute only these columns (as ``RadiomicsExtractor(columns=...)``); None: all.
+        device: Torch device (None: the CPU).
+
+    Raises:
+        InputError: Parameters the torch backend does not support (named), or a column the
+            parameters do not produce.
+
+    Example:
+        >>> yy, xx = np.mgrid[:48, :48]
+        >>> img = (np.random.default_rng(0).random((48, 48)) * 255).astype(np.float32)
+        >>> mask = (yy - 24) ** 2 + (xx - 24) ** 2 < 12**2
+        >>> cols = ["radiomics_original_firstorder_Mean", "radiomics_original_glcm_Contrast"]
+        >>> row = TorchRadiomics(columns=cols).extract(img, mask)
+        >>> list(row) == cols, bool(np.isclose(row[cols[0]], img[mask].astype(float).mean(), rtol=1e-12))
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        params: str | Path | dict[str, Any] | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.params = load_params(params)
+        why = unsupported(self.params)
+        if why is not None:
+            raise InputError(
+                "radiomics parameters", "settings the torch backend computes", why, fix="use the pyradiomics backend"
+            )
+        self.columns = list(dict.fromkeys(columns)) if columns is not None else full_columns(self.params)
+        self.plan = plan_columns(self.params, self.columns)
+        self.device = torch.device(device or "cpu")
+        setting = self.params["setting"]
+        self._bins = {"bin_width": setting.get("binWidth"), "bin_count": setting.get("binCount")}
+        if self._bins["bin_count"] is not None:
+            self._bins["bin_width"] = None
+
+    def extract(self, image: Any, mask: Any, spacing: Any = None) -> dict[str, float]:
+        """One frame's row (as :meth:`RadiomicsExtractor.extract`).
+
+        Raises:
+            InputError: An empty mask, a mask of another shape, or a region pyradiomics cannot measure.
+        """
+        row = self.extract_batch([image], [mask], None if spacing is None else [spacing])[0]
+        if isinstance(row, InputError):
+            raise row
+        return row
+
+    def extract_batch(
+        self, images: Sequence[Any], masks: Sequence[Any], spacings: Sequence[Any] | None = None
+    ) -> list[dict[str, float] | InputError]:
+        """One row per frame (``{column: value}`` in :attr:`columns` order), or the frame's error.
+
+        Args:
+            images: ``(H, W)`` grey levels (pixels x 255), any sizes.
+            masks: ``(H, W)`` masks of the same shapes (non-zero: the ROI).
+            spacings: Pixel size in mm per array axis per frame; None: pixels.
+        """
+        if not len(images):
+            return []
+        pairs = enumerate(zip(images, masks, strict=True))
+        errors: list[InputError | None] = [self._check(k, a, m) for k, (a, m) in pairs]
+        good = [k for k, e in enumerate(errors) if e is None]
+        values = self._compute([images[k] for k in good], [masks[k] for k in good], spacings, good) if good else {}
+        rows = {k: {c: float(values[c][j]) for c in self.columns} for j, k in enumerate(good)}
+        return [rows[k] if k in rows else errors[k] for k in range(len(images))]  # type: ignore[misc]
+
+    def _check(self, k: int, image: Any, mask: Any) -> InputError | None:
+        a, m = np.asarray(image), np.asarray(mask)
+        if a.ndim != 2:
+            return InputError(f"frame {k}", "a 2D (H, W) image (the torch backend is 2D)", f"shape {a.shape}")
+        if m.shape != a.shape:
+            return InputError(f"frame {k} mask", f"the image's shape {a.shape}", f"shape {m.shape}")
+        if not m.any():
+            return InputError(f"frame {k} mask", "a mask with at least one region pixel", "an empty mask")
+        try:
+            check_roi(
+                torch.from_numpy(m != 0)[None],
+                minimum_dimensions=int(self.params["setting"].get("minimumROIDimensions", 2)),
+                minimum_size=self.params["setting"].get("minimumROISize"),
+            )
+        except InputError as exc:
+            return InputError(f"frame {k} mask", "a region pyradiomics can measure", exc.got)
+        return None
+
+    def _compute(
+        self, images: list[Any], masks: list[Any], spacings: Sequence[Any] | None, index: list[int]
+    ) -> dict[str, torch.Tensor]:
+        image, mask, sizes = _batch(images, masks, self.device)
+        sp = [(1.0, 1.0) if spacings is None or spacings[k] is None else tuple(spacings[k]) for k in index]
+        spacing = torch.tensor(sp, dtype=torch.float64, device=self.device)
+        out: dict[str, torch.Tensor] = {}
+        shape = self.plan.get("original", {}).get("shape2D")
+        if shape:
+            values = shape2d.compute(mask, spacing, names=shape)
+            out.update({f"{PREFIX}original_shape2D_{f}": v for f, v in values.items()})
+        images_by_name = self._images(image, mask, sizes, spacing)
+        rows, cols, inside = _crop_index(mask)
+        b = _batch_index(mask)
+        cmask = mask[b, rows, cols] & inside
+        for name, per_class in self.plan.items():
+            texture = {c: fs for c, fs in per_class.items() if c != "shape2D"}
+            if texture:  # every class reads only the ROI: computed on each ROI's bounding box
+                out.update(self._classes(name, images_by_name[name][b, rows, cols], cmask, spacing, texture))
+        return {c: out[c].detach().cpu() for c in self.columns}
+
+    def _images(
+        self, image: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor, spacing: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The image types the plan needs, filtered on the whole frames as pyradiomics does and
+        rounded to float32 as pyradiomics stores them; a LoG sigma pyradiomics skips for a frame
+        (too small) is NaN there."""
+        wanted = [n for n, per_class in self.plan.items() if set(per_class) - {"shape2D"}]
+        out: dict[str, torch.Tensor] = {}
+        bands = [n for n in wanted if n.startswith("wavelet")]
+        if bands:
+            out.update(filters.wavelet(image, mask, sizes=sizes, names=bands))
+        for name in (n for n in wanted if n.startswith("log-sigma-")):
+            sigma = float(name.removeprefix("log-sigma-").removesuffix("-mm-3D").replace("-", "."))
+            res = filters.log(image, mask, (sigma,), spacing, sizes=sizes)
+            out[name] = next(iter(res.values())) if res else torch.full_like(image, float("nan"))
+        out = {n: v.to(torch.float32).to(torch.float64) for n, v in out.items()}
+        if "original" in wanted:
+            out["original"] = image
+        return out
+
+    def _classes(
+        self,
+        name: str,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        spacing: torch.Tensor,
+        texture: dict[str, list[str]],
+    ) -> dict[str, torch.Tensor]:
+        """The texture and first-order features of one image type."""
+        setting = self.params["setting"]
+        binned, _ = discretise(image, mask, **self._bins)
+        out: dict[str, torch.Tensor] = {}
+        for cls, feats in texture.items():
+            if cls == "firstorder":
+                vals = firstorder.compute(
+                    image,
+                    mask,
+                    binned,
+                    names=feats,
+                    spacing=spacing,
+                    voxel_array_shift=float(setting.get("voxelArrayShift", 0)),
+                )
+            elif cls == "glcm":  # the weighting (off by default) uses the first frame's spacing
+                pair = tuple(float(v) for v in spacing[0].tolist())
+                vals = glcm.compute(binned, feats, weighting_norm=setting.get("weightingNorm"), spacing=pair)
+            elif cls == "gldm":
+                vals = gldm.compute(binned, feats, alpha=setting.get("gldm_a", 0))
+            else:
+                vals = CLASSES[cls].compute(binned, feats)
+            out.update({f"{PREFIX}{name}_{cls}_{f}": v for f, v in vals.items()})
+        return out
