@@ -19,9 +19,13 @@ features for a *batch* of frames and masks at once, in float64, on the CPU or a 
                    parameter set (or a subset) for a batch of frames, from the modules above
 =================  ==============================================================================
 
-**Status.** Every default column agrees with pyradiomics (``tests/features/torchrad``); the
-engine is not yet the scoring default and is not yet faster than pyradiomics on one CPU core
-(``python bench/radiomics.py`` prints both): see issue 25.
+**Status.** Every default column agrees with pyradiomics on the test ROIs
+(``tests/features/torchrad``), but on larger frames a filtered (LoG, Wavelet) pixel whose value
+lies within float32 rounding of a bin edge can land in the neighbouring bin (pyradiomics' filters
+round in float32, these compute in float64 and round the result), which moves that image type's
+texture features by up to ~5e-3 relative (``python bench/torchrad.py`` prints the largest
+difference per image type and class, and the speed). The engine is not yet the scoring default
+and not yet faster than pyradiomics on one CPU core: see issue 25.
 
 **Batches.** Every function takes ``(B, H, W)`` tensors: the images (float, the grey levels
 pyradiomics sees, i.e. pixels x 255), the masks (bool) and, for the texture classes, the

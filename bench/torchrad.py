@@ -1,7 +1,7 @@
 """Issue 25: per-ROI radiomics time, the torch backend against pyradiomics, in one run.
 
 Usage:
-    python bench/radiomics.py [--n 16] [--size 256] [--threads 1] [--device cpu]
+    python bench/torchrad.py [--n 16] [--size 256] [--threads 1] [--device cpu]
 
 Simulates ``--n`` frames (the usher2 simulator, seed 3) and times, per ROI:
 
