@@ -18,28 +18,12 @@ from usher2.enhance.apply import DEFAULT_ENHANCER
 from usher2.io import read_frame
 
 sys.path.insert(0, str(Path(__file__).parent / "io"))  # tests/io is no package ("io" is taken)
+from io_helpers import grey8 as _grey8
+from io_helpers import read_grey_png as _read
 from io_helpers import write_dicom
+from io_helpers import write_png as _png
 
 runner = CliRunner()
-
-
-def _grey8(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Seeded 8-bit noise with both 0 and 255 present."""
-    a = np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-    a.flat[0], a.flat[1] = 0, 255
-    return a
-
-
-def _png(path: Path, pixels: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def _read(path: Path) -> np.ndarray:
-    im = Image.open(path)
-    assert im.mode == "L", im.mode
-    return np.asarray(im)
 
 
 def _enhance(*args: str) -> object:

@@ -13,26 +13,10 @@ from PIL import Image
 from usher2.enhance.apply import enhance_paths
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))  # tests/io is no package ("io" is taken)
+from io_helpers import grey8 as _grey8
+from io_helpers import read_grey_png as _read
 from io_helpers import write_dicom
-
-
-def _grey8(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Seeded 8-bit noise with both 0 and 255 present."""
-    a = np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-    a.flat[0], a.flat[1] = 0, 255
-    return a
-
-
-def _png(path: Path, pixels: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def _read(path: Path) -> np.ndarray:
-    im = Image.open(path)
-    assert im.mode == "L", im.mode
-    return np.asarray(im)
+from io_helpers import write_png as _png
 
 
 def _tree(root: Path) -> dict[str, np.ndarray]:

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from usher2.evaluate.calibration import plot_calibration
 from usher2.evaluate.dca import plot_decision_curve
 from usher2.evaluate.survival import plot_kaplan_meier
 
 
-def check_files(base: Path) -> None:
-    png, svg = base.with_suffix(".png"), base.with_suffix(".svg")
-    assert png.is_file() and svg.is_file()
-    with Image.open(png) as im:
-        assert im.info["dpi"] == pytest.approx((300, 300), abs=0.01)  # PNG stores pixels per metre
-    assert ET.parse(svg).getroot().tag.endswith("svg")
-
-
-@pytest.fixture
-def close():
-    figs = []
-    yield figs.append
-    for f in figs:
-        plt.close(f)
-
-
-def test_calibration_plot(tmp_path, close):
+def test_calibration_plot(check_files, tmp_path, close):
     rng = np.random.default_rng(0)
     p = rng.uniform(0.05, 0.95, 200)
     y = (rng.uniform(size=200) < p).astype(int)
@@ -45,7 +26,7 @@ def test_calibration_plot(tmp_path, close):
     assert "slope" in ax.get_legend().get_texts()[1].get_text()
 
 
-def test_decision_curve_plot(tmp_path, close):
+def test_decision_curve_plot(check_files, tmp_path, close):
     d = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "reference" / "stats" / "dcurves_df_binary.csv")
     fig = plot_decision_curve(d["cancer"].astype(int), {"marker": d["cancerpredmarker"]}, path=tmp_path / "dca")
     close(fig)
@@ -58,7 +39,7 @@ def test_decision_curve_plot(tmp_path, close):
     assert treat_all.get_ydata()[9] == pytest.approx(0.04444444444444445, abs=1e-12)  # dcurves, threshold 0.10
 
 
-def test_kaplan_meier_plot(tmp_path, close):
+def test_kaplan_meier_plot(check_files, tmp_path, close):
     fig = plot_kaplan_meier(
         [10, 20, 30, 10, 20, 50],
         [1, 0, 1, 1, 0, 1],

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import pandas as pd
-import pytest
-from PIL import Image
 
 from usher2.evaluate.roc_plot import plot_roc, roc_band
 
 
-def check_files(base: Path) -> None:
-    png, svg = base.with_suffix(".png"), base.with_suffix(".svg")
-    assert png.is_file() and svg.is_file()
-    with Image.open(png) as im:
-        assert im.info["dpi"] == pytest.approx((300, 300), abs=0.01)  # PNG stores pixels per metre
-    assert ET.parse(svg).getroot().tag.endswith("svg")
-
-
-@pytest.fixture
-def close():
-    figs = []
-    yield figs.append
-    for f in figs:
-        plt.close(f)
-
-
-def test_roc_plot_prints_proc_delong_ci(tmp_path, close, shared_dir):
+def test_roc_plot_prints_proc_delong_ci(check_files, tmp_path, close, shared_dir):
     d = pd.read_csv(shared_dir / "reference" / "stats" / "pROC_aSAH.csv")  # GPL data: read from ../shared, not vendored
     y = (d["outcome"] == "Poor").astype(int)
     fig = plot_roc(y, {"ndka": d["ndka"], "s100b": d["s100b"]}, path=tmp_path / "roc")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
@@ -108,3 +109,24 @@ def ramp(rows: int, cols: int, top: int, seed: int = 0) -> np.ndarray:
     a = rng.integers(0, top + 1, size=(rows, cols))
     a.flat[0], a.flat[1] = 0, top
     return a
+
+
+def grey8(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Seeded 8-bit noise with both 0 and 255 present."""
+    a = np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+    a.flat[0], a.flat[1] = 0, 255
+    return a
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    """Write ``pixels`` as a PNG (folders created); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def read_grey_png(path: Path) -> np.ndarray:
+    """A PNG's pixels, asserting it is 8-bit grey (mode L)."""
+    im = Image.open(path)
+    assert im.mode == "L", im.mode
+    return np.asarray(im)
