@@ -2,7 +2,7 @@
 
 Usage:
     python bench/serve.py [--bundle DIR] [--seconds 120] [--clients 16] [--work runs/bench-serve]
-                          [--max-concurrent 2] [--max-queue 16]
+                          [--max-concurrent 2] [--max-queue 16] [--max-batch 16] [--max-wait-ms 5]
 
 Starts ``usher2.service.serve`` (uvicorn, one process) in a subprocess with a bundle. Without
 ``--bundle`` it uses ``WORK/bundles/combined``, built first when missing the way the test
@@ -11,11 +11,16 @@ cases, radiomics + usresnet10t + clinical, logistic regression; about 20 s), tog
 held-out cohort's evaluation directory and cohort report (``WORK/report.html``, which
 ``bench/browser.py`` checks).
 
-After 16 warm-up requests, ``--clients`` threads post the held-out frames (alternately with
-and without clinical values) for ``--seconds``. Printed: requests, errors (any status other than
-200, target 0), throughput, latency percentiles, and the server's resident memory when loaded,
-after the warm-up and at the end, with its growth over the run (target < 10%). The server's
-log (one line per request) goes to ``WORK/server.log``.
+After 16 warm-up requests one at a time and ``--warmup-seconds`` of the full load (so the
+batches, and the memory they take, have reached their steady size), ``--clients`` threads post
+the held-out frames (alternately with and without clinical values) for ``--seconds``. Printed:
+requests, errors (any status other than 200, target 0), throughput, latency percentiles, the
+server's CPU seconds per request (all its threads: a measure of work that does not depend on
+what else the shared cores run), the
+micro-batches the requests ran in (from each response's ``timings``: ``batch_size``,
+``model_wait_s``, ``score_s``; see ``usher2.service.batching``), and the server's resident memory
+when loaded, after the warm-up and at the end, with its growth over the run (target < 10%). The
+server's log (one line per request) goes to ``WORK/server.log``.
 """
 
 from __future__ import annotations
@@ -86,6 +91,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used so far, all its threads, user + system (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def rss_mb(pid: int) -> float:
@@ -162,20 +173,30 @@ def _requests(test_dir: Path) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
-def _post(client: httpx.Client, url: str, item: tuple[bytes, dict[str, str]]) -> tuple[float, int, str]:
+def _post(
+    client: httpx.Client, url: str, item: tuple[bytes, dict[str, str]]
+) -> tuple[float, int, str, dict[str, float]]:
+    """Post one frame: (seconds, status, error note, the response's timings: {} unless 200)."""
     data, form = item
     t = time.perf_counter()
+    timings: dict[str, float] = {}
     try:
         r = client.post(f"{url}/v1/score", files={"file": ("frame.png", data, "image/png")}, data=form)
         status, note = r.status_code, "" if r.status_code == 200 else r.text[:200]
     except httpx.HTTPError as exc:
         status, note = 0, f"{type(exc).__name__}: {exc}"
-    return time.perf_counter() - t, status, note
+    lat = time.perf_counter() - t
+    if status == 200:
+        timings = r.json()["timings"]
+    return lat, status, note, timings
 
 
-def load(url: str, items: list[tuple[bytes, dict[str, str]]], clients: int, seconds: float) -> list[tuple[float, int]]:
-    """``clients`` threads posting ``items`` round-robin until ``seconds`` have passed: (latency, status) each."""
-    results: list[tuple[float, int]] = []
+def load(
+    url: str, items: list[tuple[bytes, dict[str, str]]], clients: int, seconds: float
+) -> list[tuple[float, int, dict[str, float]]]:
+    """``clients`` threads posting ``items`` round-robin until ``seconds`` have passed: (latency, status,
+    timings) each."""
+    results: list[tuple[float, int, dict[str, float]]] = []
     notes: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -184,10 +205,10 @@ def load(url: str, items: list[tuple[bytes, dict[str, str]]], clients: int, seco
         with httpx.Client(timeout=120) as client:
             i = k
             while time.monotonic() < deadline:
-                lat, status, note = _post(client, url, items[i % len(items)])
+                lat, status, note, timings = _post(client, url, items[i % len(items)])
                 i += clients
                 with lock:
-                    results.append((lat, status))
+                    results.append((lat, status, timings))
                     if note and len(notes) < 5:
                         notes.append(f"status {status}: {note}")
 
@@ -201,6 +222,28 @@ def load(url: str, items: list[tuple[bytes, dict[str, str]]], clients: int, seco
     return results
 
 
+def print_batches(timings: list[dict[str, float]]) -> None:
+    """The micro-batches the 200 responses ran in: sizes, and each request's wait and batch time."""
+    if not timings:
+        return
+    sizes = np.array([t.get("batch_size", 1) for t in timings])
+    wait = np.array([t.get("model_wait_s", 0.0) for t in timings]) * 1000
+    run = np.array([t.get("score_s", 0.0) for t in timings]) * 1000
+    print("\nMicro-batches (per request; a batch of k frames counts k times):\n")
+    print("| batch size mean | p10 | p50 | p90 | max | model wait p50 ms | p90 ms | batch run p50 ms | p90 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    q = np.percentile(sizes, [10, 50, 90])
+    print(
+        f"| {sizes.mean():.1f} | {q[0]:.0f} | {q[1]:.0f} | {q[2]:.0f} | {sizes.max():.0f} | "
+        f"{np.median(wait):.0f} | {np.percentile(wait, 90):.0f} | {np.median(run):.0f} | {np.percentile(run, 90):.0f} |"
+    )
+    stages = ("read", "prepare", "features", "model", "heatmap", "encode")
+    means = {k: 1000 * float(np.mean([t.get(f"{k}_s", 0.0) for t in timings])) for k in stages}
+    print("\nPer-frame stage means (ms; a batch stage's time divided by its frames):\n")
+    print("| " + " | ".join(stages) + " |\n|" + "---|" * len(stages))
+    print("| " + " | ".join(f"{means[k]:.1f}" for k in stages) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, help="bundle folder (default: WORK/bundles/combined, built if missing)")
@@ -209,6 +252,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--max-concurrent", type=int, default=2)
     ap.add_argument("--max-queue", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, help="most frames in one batch through the networks (server default)")
+    ap.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill (server default)")
+    ap.add_argument("--warmup-seconds", type=float, default=5.0, help="full load before the measured run")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-serve"))
     args = ap.parse_args()
     built = ensure_bundle(args.work) if args.bundle is None or args.test is None else {}
@@ -218,14 +264,19 @@ def main() -> None:
     print(
         f"\nbundle {bundle}; {len(items)} frames (128 px) posted round-robin by {args.clients} clients for "
         f"{args.seconds:g} s; server: max_concurrent {args.max_concurrent}, max_queue {args.max_queue}, "
+        f"max_batch {args.max_batch or 'default'}, max_wait_ms {args.max_wait_ms or 'default'}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} cores shared with the "
         "clients\n"
     )
-    settings = {"max_concurrent": args.max_concurrent, "max_queue": args.max_queue, "token": ""}
+    settings: dict[str, Any] = {"max_concurrent": args.max_concurrent, "max_queue": args.max_queue, "token": ""}
+    for key in ("max_batch", "max_wait_ms"):  # only when given: the server's defaults otherwise
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     with Server(bundle, args.work / "server.log", **settings) as server:
         rss_start = rss_mb(server.pid)
         with httpx.Client(timeout=120) as c:
             warm = [_post(c, server.url, items[i % len(items)])[:2] for i in range(16)]
+        warm += [r[:2] for r in load(server.url, items, args.clients, args.warmup_seconds)]
         rss_warm = rss_mb(server.pid)
         peak = [rss_warm]
         stop = threading.Event()
@@ -236,24 +287,25 @@ def main() -> None:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        t = time.perf_counter()
+        t, cpu0 = time.perf_counter(), cpu_s(server.pid)
         results = load(server.url, items, args.clients, args.seconds)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, cpu_s(server.pid) - cpu0
         stop.set()
         sampler.join()
         rss_end = rss_mb(server.pid)
     lat = np.array([r[0] for r in results]) * 1000
     errors = sum(1 for r in results if r[1] != 200)
     growth = (rss_end - rss_warm) / rss_warm * 100
-    print("| clients | seconds | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| clients | seconds | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU ms/req |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     p50, p90, p99 = np.percentile(lat, [50, 90, 99])
     print(
         f"| {args.clients} | {wall:.1f} | {len(results)} | {errors} | {len(results) / wall:.2f} | "
-        f"{p50:.0f} | {p90:.0f} | {p99:.0f} | {lat.max():.0f} |"
+        f"{p50:.0f} | {p90:.0f} | {p99:.0f} | {lat.max():.0f} | {cpu / len(results) * 1000:.0f} |"
     )
+    print_batches([r[2] for r in results if r[1] == 200])
     print("\nServer resident memory (MiB):\n")
-    print("| loaded | after 16 warm-up requests | peak during run | end | growth over the run |")
+    print("| loaded | after the warm-up | peak during run | end | growth over the run |")
     print("|---|---|---|---|---|")
     print(
         f"| {rss_start:.0f} | {rss_warm:.0f} | {max(peak):.0f} | {rss_end:.0f} | {growth:+.1f}% "

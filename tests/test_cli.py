@@ -104,3 +104,17 @@ def test_train_is_one_command_for_every_network(tmp_path):
     for kind in ("enhancer", "segmenter", "backbone"):
         r = CliRunner().invoke(app, ["train", kind, "--config", str(tmp_path / "c.yaml"), "--no-track"])
         assert r.exit_code == 2 and "c.yaml" in r.output and "no such file" in r.output, (kind, r.output)
+
+
+@pytest.mark.parametrize("command", ["score", "extract"])
+def test_an_unknown_radiomics_backend_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "m.csv").write_text("case_id,image\n")
+    args = {
+        "score": ["score", str(tmp_path / "m.csv"), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")],
+        "extract": ["extract", str(tmp_path / "m.csv"), "--out", str(tmp_path / "f.parquet")],
+    }[command]
+    result = runner.invoke(app, [*args, "--radiomics-backend", "fast"])
+    assert result.exit_code == 2, result.output
+    out = result.output
+    assert "radiomics_backend" in out and "'pyradiomics' or 'torch'" in out and "fast" in out
+    assert "Traceback" not in result.output

@@ -71,10 +71,16 @@ def test_bad_options_exit_2_with_named_errors(cohort, tmp_path):
 
 @pytest.mark.slow
 def test_fit_without_features_extracts_first(cohort, tmp_path):
+    """The default extraction (every image type, region and the lexicon, plus the redrawn contours of
+    --scoring-masks predicted), with the torch radiomics backend, which the bundle records."""
     manifest = cohort / "cohort" / "manifest.csv"
-    result = runner.invoke(app, ["fit", str(manifest), "--out", str(tmp_path / "b"), "--model", "dlr"])
+    args = ["fit", str(manifest), "--out", str(tmp_path / "b"), "--model", "dlr", "--radiomics-backend", "torch"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "b.features.parquet").is_file() and load_bundle(tmp_path / "b").config.family == "dlr"
+    b = load_bundle(tmp_path / "b")
+    assert (tmp_path / "b.features.parquet").is_file() and b.config.family == "dlr"
+    assert b.config.extraction_settings["radiomics_backend"] == "torch"
+    assert b.config.extraction["radiomics"]["backend"] == "torch"
 
 
 def test_score_a_folder_and_a_manifest_with_flags_and_failures(cohort, tmp_path):

@@ -145,6 +145,14 @@ FramesArgument = Annotated[
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1... Default: CUDA when available.")
 ]
+RadiomicsBackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--radiomics-backend",
+        help="pyradiomics (the reference) or torch (the same columns, batched; equal to float tolerance). "
+        "Default: pyradiomics for extract and fit, torch for score.",
+    ),
+]
 
 
 @app.command()
@@ -423,6 +431,7 @@ def extract(
     ] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Cases per unit of work.")] = 16,
     device: DeviceOption = None,
+    radiomics_backend: RadiomicsBackendOption = None,
 ) -> None:
     """Extract the named feature table (radiomics + deep features) of a cohort.
 
@@ -446,6 +455,7 @@ def extract(
             device=device,
             workers=workers,
             scheduler=scheduler,
+            radiomics_backend=radiomics_backend,
         )
         t0 = time.perf_counter()
         pipe = Pipeline(cfg, progress=lambda _name: _progress("extracting"), log=console.print)
@@ -628,6 +638,7 @@ def fit(
     training_masks: TrainingMasksOption = None,
     confidence_probs: ConfidenceProbsOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle folder.")] = False,
+    radiomics_backend: RadiomicsBackendOption = None,
     sign: Annotated[
         Path | None,
         typer.Option(
@@ -664,6 +675,7 @@ def fit(
             augment=augment,
             icc=icc,
             icc_perturbations=tuple(icc_perturbation or ()),
+            radiomics_backend=radiomics_backend,
         )
         ids = None
         if test_ids is not None:
@@ -745,6 +757,7 @@ def score(
         ),
     ] = None,
     device: DeviceOption = None,
+    radiomics_backend: RadiomicsBackendOption = None,
 ) -> None:
     """Score frames with a bundle: enhance, segment, extract, predict, explain.
 
@@ -762,7 +775,9 @@ def score(
             from usher2.fusion.bundle import load_bundle
 
             model = load_bundle(bundle, verify_key=_bundle_key(verify))
-        cfg = PipelineConfig(scoring_masks=masks, device=device, workers=workers)  # as usher2 fit and the YAML
+        cfg = PipelineConfig(  # as usher2 fit and the YAML
+            scoring_masks=masks, device=device, workers=workers, radiomics_backend=radiomics_backend
+        )
         pipe = Pipeline(cfg, progress=_progress, log=lambda msg: console.print(msg, highlight=False))
     if out.suffix.lower() == ".csv":
         _score_csv(pipe, input_path, model, out, clinical, segmenter_weights)
@@ -1217,8 +1232,16 @@ def serve(
             "--max-megapixels", help="Largest decoded frame (2**20 pixels), checked before decoding; larger: 413."
         ),
     ] = 64,
-    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="Scoring threads.")] = 2,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", min=1, help="Threads reading and encoding uploads.")
+    ] = 2,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; then 503.")] = 16,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Most frames per batched pass through the networks.")
+    ] = 16,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="Longest wait (ms) for a batch to fill.")
+    ] = 5.0,
     cam: Annotated[str, typer.Option("--cam", help="Heat-map method (gradcam, ..., none).")] = "gradcam",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     verify: Annotated[Path | None, typer.Option("--verify", envvar=_KEY_ENV, help=_VERIFY_HELP)] = None,
@@ -1242,6 +1265,8 @@ def serve(
             max_megapixels=max_megapixels,
             max_concurrent=max_concurrent,
             max_queue=max_queue,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
             cam=None if cam == "none" else cam,
             log_level=log_level,
             verify_key=_bundle_key(verify),

@@ -113,6 +113,9 @@ class PipelineConfig:
             predicted scoring masks when the perturbation table holds contour-1 rows, else 0.
         icc: Apply the ICC filter when a perturbation table lies beside the features.
         icc_perturbations: Compute the ICC over only these perturbations (+ original); empty: all.
+        radiomics_backend: ``pyradiomics`` or ``torch`` (:mod:`usher2.features.torchrad`); None:
+            each job's default, pyradiomics (the reference) for extraction and fitting, torch for
+            scoring (:class:`~usher2.score.engine.FrameScorer`). The two agree to float tolerance.
 
     The CLI's ``usher2 fit``, ``extract`` and ``score`` flags have the same names
     (``--scoring-masks``, ``--augment``, ``--icc/--no-icc``, ``--icc-perturbation``, ``--perturb``,
@@ -148,6 +151,7 @@ class PipelineConfig:
     augment: int | None = None
     icc: bool = True
     icc_perturbations: tuple[str, ...] = ()
+    radiomics_backend: str | None = None
 
     def __post_init__(self) -> None:
         from usher2.fusion.models import FAMILIES
@@ -223,6 +227,7 @@ class PipelineConfig:
             overlays=self.overlays,
             regions=self.regions,
             device=self.device,
+            radiomics_backend=self.radiomics_backend or "pyradiomics",
             perturb=fit and (self.perturb or bool(contours)),
             perturbations=chosen,
         )
@@ -466,6 +471,8 @@ class Pipeline:
             InputError: ``scoring_masks="given"`` without a ``.csv`` output (only a manifest gives masks).
         """
         kwargs.setdefault("device", self.config.device)
+        if self.config.radiomics_backend is not None:
+            kwargs.setdefault("radiomics_backend", self.config.radiomics_backend)
         if out is None:
             from usher2.io.frames import iter_frames
             from usher2.score.engine import FrameScorer

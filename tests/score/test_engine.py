@@ -144,3 +144,37 @@ def test_score_table_flags_checks_and_equals_predict_proba(tmp_path):
     assert lenient["error"].isna().all() and np.isfinite(lenient["probability"]).all()
     with pytest.raises(InputError, match="columns the bundle was fitted on"):
         score_table(b, X.drop(columns=["radiomics_a"]))
+
+
+def test_the_two_radiomics_backends_give_the_same_probabilities(scoring_bundle, scorer, test_images, torch_one_thread):
+    """The scorer's default radiomics backend is torch; pyradiomics (the reference, which computed the
+    bundle's training features) scores the same frames to the same probabilities. The bundle's
+    Original first-order/GLCM/shape columns agree to ~1e-12 relative (tests/features/torchrad); the
+    networks run identically, so the logit moves by ~1e-12 x |coef . x| and p by less: 1e-9 clears it."""
+    ref = FrameScorer(scoring_bundle["bundle"], cam=None, radiomics_backend="pyradiomics")
+    assert scorer.model_info["radiomics_backend"] == {"scoring": "torch", "training": "pyradiomics"}
+    assert ref.model_info["radiomics_backend"]["scoring"] == "pyradiomics"
+    frames = [read_frame(p) for p in test_images[:8]]
+    a, b = scorer.score(frames, heatmaps=False), ref.score(frames, heatmaps=False)
+    scored = [(x, y) for x, y in zip(a, b, strict=True) if y.probability is not None]
+    assert len(scored) >= 4 and all(x.probability is not None for x, _ in scored)
+    for x, y in scored:
+        assert x.probability == pytest.approx(y.probability, abs=1e-9) and x.label == y.label
+        for c, v in y.features.items():
+            assert x.features[c] == pytest.approx(v, rel=1e-9, abs=1e-9), c
+
+
+def test_parameters_the_torch_backend_cannot_compute_fall_back_to_pyradiomics():
+    from usher2.features.config import ExtractConfig
+    from usher2.features.models import radiomics_extractor
+    from usher2.features.radiomics import RadiomicsExtractor
+    from usher2.features.torchrad.engine import TorchRadiomics
+
+    params = {"imageType": {"Original": {}}, "featureClass": {"firstorder": None}, "setting": {"binWidth": 8}}
+    cfg = ExtractConfig(params=params, backbones=(), radiomics_backend="torch")
+    assert isinstance(radiomics_extractor(cfg), TorchRadiomics)
+    normalised = {**params, "setting": {"binWidth": 8, "normalize": True}}
+    cfg = ExtractConfig(params=normalised, backbones=(), radiomics_backend="torch")
+    assert isinstance(radiomics_extractor(cfg), RadiomicsExtractor)
+    with pytest.raises(InputError, match="radiomics_backend"):
+        ExtractConfig(backbones=(), radiomics_backend="fast")

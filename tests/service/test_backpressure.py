@@ -1,9 +1,10 @@
-"""Back-pressure (usher2.service.backpressure): the bounded pool, the queue, 503 and Retry-After."""
+"""Back-pressure (usher2.service.backpressure): admitted places, the pool, 503 and Retry-After."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future
 
 import pytest
 
@@ -14,21 +15,19 @@ from usher2.service.settings import make_settings
 
 @pytest.fixture
 def runner():
-    r = Runner(make_settings(20, 64, "", 2, 3), thread_safe=False)
+    r = Runner(make_settings(20, 64, "", 2, 3))
     yield r
     r.pool.shutdown(wait=True)
 
 
 def test_capacity_is_running_plus_waiting(runner):
     assert runner.capacity == 5 and runner.pending == 0
-    assert runner.parallel == 1  # a model that is not thread-safe runs one job at a time
-    assert Runner(make_settings(20, 64, "", 2, 3), thread_safe=True).parallel == 2
 
 
-def test_retry_after_is_the_mean_job_time_per_parallel_job_clamped(runner):
+def test_retry_after_is_the_mean_request_time_per_pending_request_clamped(runner):
     runner._mean_s = 2.5
     runner.pending = 3
-    assert runner.retry_after() == 8  # ceil(2.5 * 3 / 1)
+    assert runner.retry_after() == 8  # ceil(2.5 * 3): the model runs one batch at a time
     runner.pending = 0
     assert runner.retry_after() == 1
     runner.pending = 1000
@@ -38,29 +37,56 @@ def test_retry_after_is_the_mean_job_time_per_parallel_job_clamped(runner):
 def test_run_returns_the_job_output_and_releases_its_place(runner):
     seen = {}
 
-    def fn(queue_s):
-        seen["queue_s"], seen["thread"] = queue_s, threading.current_thread().name
-        return {"timings": {"model_wait_s": 0.0}, "value": 42}
+    def work(x):
+        seen["thread"], seen["pending"] = threading.current_thread().name, runner.pending
+        return x + 1
 
-    out = asyncio.run(runner.run(fn))
-    assert out["value"] == 42 and seen["queue_s"] >= 0 and seen["thread"].startswith("usher2-score")
+    async def job(ticket):
+        value, own = await ticket.call(work, 41)
+        assert own >= 0 and ticket.busy_s == own and ticket.queue_s >= 0
+        # a batch of 4 that ran 0.5 s: this request's share is 0.125 s
+        return {"timings": {"score_s": 0.5, "batch_size": 4.0}, "value": value}
+
+    out = asyncio.run(runner.run(job))
+    assert out["value"] == 42 and seen["thread"].startswith("usher2-score") and seen["pending"] == 1
     assert runner.pending == 0
-    assert 0.8 <= runner._mean_s < 1.0  # 0.8 * 1.0 + 0.2 * (a job of a few microseconds)
+    # 0.8 * 1.0 + 0.2 * (0.125 + a pool job of a few microseconds)
+    assert 0.825 <= runner._mean_s < 0.83
 
 
 def test_a_failing_job_releases_its_place_too(runner):
-    def fn(queue_s):
+    async def job(ticket):
+        await ticket.call(lambda: None)
         raise ApiError(422, "file", "a frame", "nothing")
 
     with pytest.raises(ApiError):
-        asyncio.run(runner.run(fn))
+        asyncio.run(runner.run(job))
     assert runner.pending == 0
+
+
+def test_a_cancelled_request_keeps_its_place_until_its_work_is_done(runner):
+    """A client that goes away mid-batch: its frame still occupies the model, so its place stays taken."""
+    model: Future[int] = Future()
+    model.set_running_or_notify_cancel()  # already in a running batch: it cannot be cancelled
+
+    async def main():
+        task = asyncio.create_task(runner.run(lambda ticket: ticket.wait(model)))
+        while runner.pending == 0:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert runner.pending == 1  # the batch still runs this request's frame
+        model.set_result(1)
+        assert runner.pending == 0
+
+    asyncio.run(main())
 
 
 def test_a_full_queue_is_503_with_retry_after(runner):
     runner.pending = runner.capacity
     with pytest.raises(ApiError) as info:
-        asyncio.run(runner.run(lambda q: {"timings": {"model_wait_s": 0.0}}))
+        asyncio.run(runner.run(lambda ticket: asyncio.sleep(0, {"timings": {}})))
     e = info.value
     assert e.status_code == 503 and e.headers == {"Retry-After": str(runner.retry_after())}
     assert e.detail.startswith("service: expected at most 3 waiting and 2 running requests, got a full queue")

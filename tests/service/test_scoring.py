@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -14,9 +14,11 @@ import pytest
 
 from usher2.io.limits import PixelLimits
 from usher2.service.api_errors import ApiError
+from usher2.service.backpressure import Runner
 from usher2.service.responses import ScoreResponse
 from usher2.service.rle import rle_decode
 from usher2.service.scoring import UploadScorer, png_b64, result_fields
+from usher2.service.settings import make_settings
 
 INFO = {"name": "stand-in", "version": "1", "sha256": "ab" * 32, "clinical": ["age"], "clinical_ranges": {}}
 
@@ -50,12 +52,10 @@ def _result(mask: np.ndarray | None, heat: np.ndarray | None, **kw: Any) -> Simp
 class StandIn:
     """Returns a fixed result and records the frames it saw."""
 
-    def __init__(self, result: SimpleNamespace, *, thread_safe: bool | None = None) -> None:
+    def __init__(self, result: SimpleNamespace) -> None:
         self.model_info = INFO
         self.result = result
         self.frames: list[Any] = []
-        if thread_safe is not None:
-            self.thread_safe = thread_safe
 
     def score_frame(self, frame: Any, clinical: Any = None) -> SimpleNamespace:
         self.frames.append((frame, clinical))
@@ -100,31 +100,60 @@ def test_fields_of_a_frame_without_a_lesion():
     assert np.array_equal(_decode(out["overlay_png"]), np.full((10, 12, 3), 51, np.uint8))  # round(0.2 * 255)
 
 
+def _score(adapter: UploadScorer, data: bytes, clinical: Any = None) -> dict[str, Any]:
+    runner = Runner(make_settings(20, 64, "", 2, 4))
+    try:
+        return asyncio.run(runner.run(lambda ticket: adapter.score_upload(ticket, data, 0, clinical, False)))
+    finally:
+        runner.pool.shutdown(wait=True)
+        adapter.batcher.close()
+
+
 def test_score_upload_reads_scores_and_times():
     scorer = StandIn(_result(None, None, probability=None, label=None, no_lesion=True, flags=lambda: ["no_lesion"]))
     adapter = UploadScorer(scorer, PixelLimits())
-    out = adapter.score_upload(_png_bytes(12, 14, 51), 0, {"age": 50.0}, False, 0.25)
+    out = _score(adapter, _png_bytes(12, 14, 51), {"age": 50.0})
     frame, clinical = scorer.frames[0]
     assert frame.shape == (12, 14) and clinical == {"age": 50.0}
     assert out["model"] == {"name": "stand-in", "version": "1", "sha256": "ab" * 32}
     t = out["timings"]
-    assert t["queue_s"] == 0.25 and t["prepare_s"] == 0.5 and t["model_s"] == 0.25
-    assert {"read_s", "model_wait_s", "score_s", "encode_s"} <= set(t) and "total_s" not in t
+    assert t["prepare_s"] == 0.5 and t["model_s"] == 0.25 and t["batch_size"] == 1  # alone in its batch
+    assert {"queue_s", "read_s", "model_wait_s", "score_s", "encode_s"} <= set(t) and "total_s" not in t
+    assert min(t.values()) >= 0
     ScoreResponse.model_validate({**out, "request_id": "x", "timings": {**t, "total_s": 1.0}})
 
 
 def test_a_frame_that_cannot_be_scored_is_422():
     adapter = UploadScorer(StandIn(_result(None, None, probability=None, error="no features")), PixelLimits())
     with pytest.raises(ApiError) as info:
-        adapter.score_upload(_png_bytes(12, 14, 51), 0, None, False, 0.0)
+        _score(adapter, _png_bytes(12, 14, 51))
     assert info.value.status_code == 422
     assert info.value.detail == "file: expected a frame whose features can be computed, got no features"
 
 
-@pytest.mark.parametrize(("thread_safe", "locked"), [(None, True), (False, True), (True, False)])
-def test_the_model_lock_serialises_unless_the_scorer_is_thread_safe(thread_safe, locked):
-    adapter = UploadScorer(StandIn(_result(None, None), thread_safe=thread_safe), PixelLimits())
-    assert adapter.thread_safe is not locked
-    assert isinstance(adapter.model_lock, type(threading.Lock())) is locked
-    assert isinstance(adapter.model_lock, contextlib.nullcontext) is not locked
+def test_the_model_runs_only_in_the_batchers_worker_thread():
+    """Thread safety by construction: requests from 4 threads, every scorer call in the one worker."""
+    seen: list[str] = []
+
+    class Recording(StandIn):
+        def score_frame(self, frame: Any, clinical: Any = None) -> SimpleNamespace:
+            seen.append(threading.current_thread().name)
+            return super().score_frame(frame, clinical)
+
+    scorer = Recording(_result(None, None))
+    adapter = UploadScorer(scorer, PixelLimits(), max_batch=4, max_wait_ms=1)
+    try:
+        futures = []
+        threads = [
+            threading.Thread(target=lambda k=k: futures.append(adapter.batcher.submit((k, None)))) for k in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert [f.result(timeout=30).value.probability for f in futures] == [0.75] * 4
+        worker = adapter.batcher.thread
+    finally:
+        adapter.batcher.close()
+    assert seen == ["usher2-model"] * 4 and not worker.is_alive()
     assert adapter.clinical == ["age"] and adapter.clinical_ranges == {}

@@ -38,9 +38,30 @@ def test_the_token_comes_from_the_environment_unless_given(monkeypatch):
         ((0, 64, "", 2, 16), "max_upload_mb: expected a size in MiB > 0, got 0"),
         ((float("nan"), 64, "", 2, 16), "max_upload_mb: expected a size in MiB > 0, got nan"),
         ((20, 0, "", 2, 16), "max_megapixels: expected a number of megapixels > 0"),
+        ((20, 64, "", 2, 16, {"max_batch": 0}), "max_batch: expected an integer >= 1, got 0"),
+        ((20, 64, "", 2, 16, {"max_batch": 4.0}), "max_batch: expected an integer >= 1, got 4.0"),
+        ((20, 64, "", 2, 16, {"max_batch": True}), "max_batch: expected an integer >= 1, got True"),
+        (
+            (20, 64, "", 2, 16, {"max_wait_ms": -1}),
+            "max_wait_ms: expected a finite number of milliseconds >= 0, got -1",
+        ),
+        ((20, 64, "", 2, 16, {"max_wait_ms": float("nan")}), "max_wait_ms: expected a finite number of"),
+        ((20, 64, "", 2, 16, {"max_wait_ms": float("inf")}), "max_wait_ms: expected a finite number of"),
+        (
+            (20, 64, "", 2, 16, {"max_wait_ms": "5"}),
+            "max_wait_ms: expected a finite number of milliseconds >= 0, got '5'",
+        ),
     ],
 )
 def test_a_limit_out_of_range_is_named(args, message):
+    kw = args[5] if len(args) > 5 else {}
     with pytest.raises(InputError) as info:
-        make_settings(*args)
+        make_settings(*args[:5], **kw)
     assert str(info.value).startswith(message)
+
+
+def test_the_batching_settings_default_to_16_frames_and_5_ms():
+    s = make_settings(20, 64, "", 2, 16)
+    assert (s.max_batch, s.max_wait_ms) == (16, 5.0)
+    s = make_settings(20, 64, "", 2, 16, max_batch=1, max_wait_ms=0)
+    assert (s.max_batch, s.max_wait_ms) == (1, 0.0) and isinstance(s.max_wait_ms, float)

@@ -34,6 +34,7 @@ __all__ = [
     "NO_LESION_STAGE",
     "PERTURBATIONS",
     "PERTURBATION_CHOICES",
+    "RADIOMICS_BACKENDS",
     "REGIONS",
     "ExtractConfig",
 ]
@@ -48,6 +49,8 @@ NO_LESION_STAGE = "no_lesion"
 #: Stages at which a whole case produced no row (tried again by a re-run).
 CASE_STAGES = ("features", NO_LESION_STAGE)
 REGIONS = ("lesion", "peritumoral", "posterior")
+#: Who computes the radiomics (:attr:`ExtractConfig.radiomics_backend`).
+RADIOMICS_BACKENDS = ("pyradiomics", "torch")
 AREA_COLUMNS = ("peritumoral_area_px", "posterior_area_px")
 ID_COLUMNS = [
     "case_id",
@@ -83,6 +86,11 @@ class ExtractConfig:
             calcifications), as ``radiomics_lexicon_*`` columns.
         chunk_size: Cases per unit of work.
         device: Torch device for the networks (None: CUDA when available).
+        radiomics_backend: Who computes the radiomics: ``"pyradiomics"`` (the reference) or
+            ``"torch"`` (:mod:`usher2.features.torchrad`: the same columns, batched; parameters
+            it cannot compute fall back to pyradiomics, see
+            :func:`~usher2.features.models.radiomics_backend`). The two agree to float tolerance
+            (``tests/features/torchrad``).
     """
 
     params: dict[str, Any] | None = None
@@ -98,6 +106,7 @@ class ExtractConfig:
     lexicon: bool = True
     chunk_size: int = 16
     device: str | None = None
+    radiomics_backend: str = "pyradiomics"
 
     def __post_init__(self) -> None:
         from usher2.features.radiomics import load_params
@@ -112,6 +121,10 @@ class ExtractConfig:
             raise InputError("features", "radiomics and/or at least one backbone", "neither")
         if self.chunk_size < 1:
             raise InputError("chunk_size", "a positive number of cases", str(self.chunk_size))
+        if self.radiomics_backend not in RADIOMICS_BACKENDS:
+            raise InputError(
+                "radiomics_backend", " or ".join(map(repr, RADIOMICS_BACKENDS)), repr(self.radiomics_backend)
+            )
         object.__setattr__(self, "backbones", tuple(str(b) for b in self.backbones))
         object.__setattr__(self, "regions", tuple(self.regions))
         bad = [r for r in self.regions if r not in REGIONS]
@@ -140,6 +153,8 @@ class ExtractConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in ("chunk_size", "device")}
         if d["perturbations"] is None or not self.perturb:  # the default: digests from before the field stay valid
             d.pop("perturbations")
+        if d["radiomics_backend"] == "pyradiomics":  # likewise
+            d.pop("radiomics_backend")
         if not self.radiomics:
             d.pop("params")
             d.pop("lexicon")

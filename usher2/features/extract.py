@@ -51,7 +51,12 @@ from usher2.features.models import segmenter as _segmenter
 from usher2.features.models import torch_threads as _torch_threads
 from usher2.features.models import with_segmenter_weights
 from usher2.features.perturb import CONTOUR_ERROR, contour_error, contour_seed, perturbation_rows
-from usher2.features.regions import MIN_REGION_PX, radiomics_row, region_features, region_masks
+from usher2.features.regions import (
+    MIN_REGION_PX,
+    radiomics_rows,
+    region_masks,
+    region_rows,
+)
 from usher2.features.subset import subset_features, wanted_columns
 from usher2.io.errors import InputError, NoLesion
 
@@ -121,16 +126,12 @@ def frame_features(
         return subset_features(cfg, items, wanted_columns(cfg, columns))
     rows: list[Any] = [{} for _ in items]
     if cfg.radiomics:
-        rad = _radiomics(cfg)
-        for i, (p, m, sp) in enumerate(items):
-            row = radiomics_row(rad, p, m, sp)
-            if isinstance(row, InputError):
-                rows[i] = row
-            else:
-                rows[i].update(row)
-                rows[i].update(region_features(cfg, p, m, sp))
-                if cfg.lexicon:
-                    rows[i].update(lexicon_features(p, m, sp))
+        rows = [r if isinstance(r, InputError) else dict(r) for r in radiomics_rows(_radiomics(cfg), items)]
+        ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+        for i, extra in zip(ok, region_rows(cfg, [items[i] for i in ok]), strict=True):
+            rows[i].update(extra)
+            if cfg.lexicon:
+                rows[i].update(lexicon_features(*items[i]))
     ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
     for spec in cfg.backbones:
         deep = _deep(cfg, spec)

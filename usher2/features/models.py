@@ -8,7 +8,7 @@ a process builds each model once and every door runs the same one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +22,7 @@ __all__ = [
     "enhancer",
     "in_dask_worker",
     "on_cpu",
+    "radiomics_backend",
     "radiomics_extractor",
     "segmenter",
     "segmenter_spec",
@@ -39,13 +40,49 @@ def cached_model(kind: str, key: str, build: Callable[[], Any]) -> Any:
     return _MODELS[(kind, key)]
 
 
-def radiomics_extractor(cfg: Any) -> Any:
-    """The :class:`~usher2.features.radiomics.RadiomicsExtractor` of ``cfg.params``."""
+def radiomics_backend(params: dict[str, Any], backend: str) -> str:
+    """The backend that computes ``params``: ``"torch"`` when asked for and it supports them
+    (:func:`~usher2.features.torchrad.engine.unsupported`), else ``"pyradiomics"``.
+
+    Example:
+        >>> from usher2.features.radiomics import load_params
+        >>> normalised = {**load_params(), "setting": {"normalize": True}}
+        >>> radiomics_backend(load_params(), "torch"), radiomics_backend(normalised, "torch")
+        ('torch', 'pyradiomics')
+    """
+    if backend != "torch":
+        return "pyradiomics"
+    from usher2.features.torchrad.engine import unsupported
+
+    return "torch" if unsupported(params) is None else "pyradiomics"
+
+
+def _torch_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def radiomics_extractor(cfg: Any, columns: Sequence[str] | None = None, params: dict[str, Any] | None = None) -> Any:
+    """The radiomics extractor of ``cfg`` (its ``params``, or ``params``; only ``columns`` when
+    given): a :class:`~usher2.features.radiomics.RadiomicsExtractor`, or a
+    :class:`~usher2.features.torchrad.engine.TorchRadiomics` on ``cfg.device`` when
+    ``cfg.radiomics_backend`` is ``"torch"`` and it supports the parameters. Both have
+    ``extract(image, mask, spacing)``; the torch one also ``extract_batch``."""
+    params = cfg.params if params is None else params
+    backend = radiomics_backend(params, getattr(cfg, "radiomics_backend", "pyradiomics"))
+    cols = None if columns is None else tuple(columns)
+    key = f"{backend}|{json.dumps(params, sort_keys=True, default=str)}|{cols}"
+    if backend == "torch":
+        from usher2.features.radiomics import pyradiomics_order
+        from usher2.features.torchrad.engine import TorchRadiomics, full_columns
+
+        cols = cols if cols is not None else tuple(pyradiomics_order(full_columns(params)))
+        device = _torch_device(cfg.device)
+        return cached_model("radiomics", f"{key}|{device}", lambda: TorchRadiomics(params, columns=cols, device=device))
     from usher2.features.radiomics import RadiomicsExtractor
 
-    return cached_model(
-        "radiomics", json.dumps(cfg.params, sort_keys=True, default=str), lambda: RadiomicsExtractor(cfg.params)
-    )
+    return cached_model("radiomics", key, lambda: RadiomicsExtractor(params, columns=cols))
 
 
 def deep_extractor(cfg: Any, spec: str) -> Any:

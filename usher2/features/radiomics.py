@@ -54,6 +54,7 @@ __all__ = [
     "load_params",
     "log_name",
     "plan_columns",
+    "pyradiomics_order",
     "restrict_params",
 ]
 
@@ -115,6 +116,22 @@ def load_params(params: str | Path | dict[str, Any] | None = None) -> dict[str, 
 def log_name(sigma: Any) -> str:
     """pyradiomics' image-type name of a LoG sigma (``imageoperations.getLoGImage``)."""
     return "log-sigma-%s-mm-3D" % (str(sigma).replace(".", "-"))  # noqa: UP031 - pyradiomics' own format
+
+
+def pyradiomics_order(columns: Sequence[str]) -> list[str]:
+    """``columns`` in the order pyradiomics returns them: each ``<image>_<class>`` block where it
+    first appears, and within a block the features sorted as pyradiomics lists its
+    ``get<Feature>FeatureValue`` methods (``inspect.getmembers``: by method name, so ``Mean``
+    comes after ``MeanAbsoluteDeviation``).
+
+    Example:
+        >>> pyradiomics_order(["x_original_firstorder_Mean", "x_original_firstorder_MeanAbsoluteDeviation"])
+        ['x_original_firstorder_MeanAbsoluteDeviation', 'x_original_firstorder_Mean']
+    """
+    blocks: dict[str, list[str]] = {}
+    for c in columns:
+        blocks.setdefault(c.rsplit("_", 1)[0], []).append(c)
+    return [c for b in blocks.values() for c in sorted(b, key=lambda c: f"get{c.rsplit('_', 1)[1]}FeatureValue")]
 
 
 def _image_type(name: str) -> str | None:

@@ -11,14 +11,17 @@ than 16 px (a lesion touching the bottom edge has no posterior region) gets NaN 
 which the fusion core imputes inside its folds; the lesion's own features are never NaN.
 
 * :func:`radiomics_row`: one frame's lesion radiomics, checked finite (an error, never a NaN row);
+  :func:`radiomics_rows`: the same for many frames (one batched call with the torch backend);
 * :func:`region_masks`: the peritumoral ring and the posterior region of a lesion mask;
-* :func:`region_features`: the ``radiomics_<region>_original_*`` features and areas of those regions;
+* :func:`region_features`: the ``radiomics_<region>_original_*`` features and areas of those regions
+  (:func:`region_rows`: of many frames, each region's extraction batched);
 * :func:`disk`: the elliptical structuring element of the ring (and of the erode/dilate perturbations).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -26,9 +29,10 @@ import numpy as np
 
 from usher2.features.config import ExtractConfig
 from usher2.features.models import cached_model as _model
+from usher2.features.models import radiomics_extractor
 from usher2.io.errors import InputError
 
-__all__ = ["MIN_REGION_PX", "disk", "radiomics_row", "region_features", "region_masks"]
+__all__ = ["MIN_REGION_PX", "disk", "radiomics_row", "radiomics_rows", "region_features", "region_masks", "region_rows"]
 
 MIN_REGION_PX = 16
 
@@ -38,16 +42,45 @@ def disk(r: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def radiomics_row(rad: Any, pixels: np.ndarray, mask: np.ndarray, spacing: Any) -> dict[str, float] | InputError:
-    """One frame's radiomics (pixels x 255), or the error; a NaN/inf value is an error, never a silent NaN row."""
-    try:
-        row = rad.extract(pixels * 255.0, mask, spacing=spacing)
-    except InputError as exc:
-        return exc
+def _finite(row: dict[str, float]) -> dict[str, float] | InputError:
     bad = [k for k, v in row.items() if not np.isfinite(v)]
     if bad:
         return InputError("radiomics", "finite feature values", f"NaN/inf in {len(bad)} columns ({bad[:3]})")
     return row
+
+
+def radiomics_row(rad: Any, pixels: np.ndarray, mask: np.ndarray, spacing: Any) -> dict[str, float] | InputError:
+    """One frame's radiomics (pixels x 255), or the error; a NaN/inf value is an error, never a silent NaN row."""
+    return radiomics_rows(rad, [(pixels, mask, spacing)])[0]
+
+
+Item = tuple[np.ndarray, np.ndarray, Any]
+
+
+def radiomics_rows(rad: Any, items: Sequence[Item]) -> list[dict[str, float] | InputError]:
+    """:func:`radiomics_row` of ``(pixels, mask, spacing)`` items: one batched call when the
+    extractor has ``extract_batch`` (the torch backend), else one call per frame."""
+    return [r if isinstance(r, InputError) else _finite(r) for r in _extract_rows(rad, items)]
+
+
+def _extract_rows(rad: Any, items: Sequence[Item]) -> list[dict[str, float] | InputError]:
+    """The extractor's rows (pixels x 255) or errors, values unchecked."""
+    if not items:
+        return []
+    if not hasattr(rad, "extract_batch"):
+        out: list[dict[str, float] | InputError] = []
+        for p, m, sp in items:
+            try:
+                out.append(rad.extract(p * 255.0, m, spacing=sp))
+            except InputError as exc:
+                out.append(exc)
+        return out
+    spacings = [sp for _, _, sp in items]
+    return rad.extract_batch(
+        [p * 255.0 for p, _, _ in items],
+        [m for _, m, _ in items],
+        None if all(s is None for s in spacings) else spacings,
+    )
 
 
 def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,19 +105,15 @@ def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _region_extractor(cfg: ExtractConfig, columns: tuple[str, ...] | None = None) -> Any:
-    """The regions' radiomics extractor; with ``columns`` (``radiomics_original_*`` names) only those."""
-    from usher2.features.radiomics import RadiomicsExtractor
-
+    """The regions' radiomics extractor (``cfg``'s backend); with ``columns`` (``radiomics_original_*``
+    names) only those."""
     setting = {k: v for k, v in cfg.params["setting"].items() if k not in ("resampledPixelSpacing",)}
     params = {
         "imageType": {"Original": {}},
         "featureClass": {c: None for c in ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")},
         "setting": setting,
     }
-    key = json.dumps(params, sort_keys=True, default=str)
-    if columns is None:
-        return _model("radiomics", key, lambda: RadiomicsExtractor(params))
-    return _model("radiomics-subset", f"{key}|{columns}", lambda: RadiomicsExtractor(params, columns=columns))
+    return radiomics_extractor(cfg, columns, params=params)
 
 
 def _region_columns(cfg: ExtractConfig) -> list[str]:
@@ -96,7 +125,8 @@ def _region_columns(cfg: ExtractConfig) -> list[str]:
         img = np.random.default_rng(0).random((48, 48)).astype(np.float32) * 255
         return list(_region_extractor(cfg).extract(img, disk))
 
-    return _model("region-columns", json.dumps(cfg.params, sort_keys=True, default=str), build)
+    key = f"{cfg.radiomics_backend}|{json.dumps(cfg.params, sort_keys=True, default=str)}"
+    return _model("region-columns", key, build)
 
 
 def region_features(
@@ -110,22 +140,28 @@ def region_features(
     for a region smaller than :data:`MIN_REGION_PX` pixels (e.g. no posterior region under a lesion
     that touches the bottom edge) or one pyradiomics cannot measure. With ``columns``
     (``{region: its radiomics_original_* names}``) only those regions and features, no area."""
-    out: dict[str, float] = {}
+    return region_rows(cfg, [(pixels, mask, spacing)], columns)[0]
+
+
+def region_rows(
+    cfg: ExtractConfig, items: Sequence[Item], columns: dict[str, tuple[str, ...]] | None = None
+) -> list[dict[str, float]]:
+    """:func:`region_features` of ``(pixels, lesion mask, spacing)`` items, each region's radiomics
+    of all items in one :func:`radiomics_rows` call."""
+    out: list[dict[str, float]] = [{} for _ in items]
     extra = [r for r in cfg.regions if r != "lesion" and (columns is None or columns.get(r))]
     if not extra:
         return out
-    masks = region_masks(mask)
+    masks = [region_masks(m) for _, m, _ in items]
     for region in extra:
-        rm = masks[region]
         names = _region_columns(cfg) if columns is None else list(columns[region])
         extractor = _region_extractor(cfg, None if columns is None else columns[region])
-        if columns is None:
-            out[f"{region}_area_px"] = int(rm.sum())
-        values = dict.fromkeys(names, float("nan"))
-        if rm.sum() >= MIN_REGION_PX:
-            try:
-                values.update(extractor.extract(pixels * 255.0, rm, spacing=spacing))
-            except InputError:
-                pass
-        out.update({k.replace("radiomics_", f"radiomics_{region}_", 1): float(v) for k, v in values.items()})
+        big = [j for j, rm in enumerate(masks) if rm[region].sum() >= MIN_REGION_PX]
+        rows = _extract_rows(extractor, [(items[j][0], masks[j][region], items[j][2]) for j in big])
+        got = {j: r for j, r in zip(big, rows, strict=True) if not isinstance(r, InputError)}
+        for j in range(len(items)):
+            if columns is None:
+                out[j][f"{region}_area_px"] = int(masks[j][region].sum())
+            values = {**dict.fromkeys(names, float("nan")), **got.get(j, {})}
+            out[j].update({k.replace("radiomics_", f"radiomics_{region}_", 1): float(v) for k, v in values.items()})
     return out

@@ -12,7 +12,6 @@ needs) hands over to this module:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +19,9 @@ import numpy as np
 
 from usher2.features.config import REGIONS, ExtractConfig
 from usher2.features.lexicon import lexicon_features
-from usher2.features.models import cached_model as _model
 from usher2.features.models import deep_extractor as _deep
-from usher2.features.regions import radiomics_row, region_features
+from usher2.features.models import radiomics_extractor
+from usher2.features.regions import radiomics_rows, region_rows
 from usher2.io.errors import InputError
 
 __all__ = ["subset_features", "wanted_columns"]
@@ -76,35 +75,28 @@ def wanted_columns(cfg: ExtractConfig, columns: Sequence[str]) -> dict[str, Any]
     return out
 
 
-def _lesion_subset(cfg: ExtractConfig, columns: tuple[str, ...]) -> Any:
-    from usher2.features.radiomics import RadiomicsExtractor
-
-    key = f"{json.dumps(cfg.params, sort_keys=True, default=str)}|{columns}"
-    return _model("radiomics-subset", key, lambda: RadiomicsExtractor(cfg.params, columns=columns))
-
-
 def subset_features(
     cfg: ExtractConfig, items: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]], wanted: dict[str, Any]
 ) -> list[Any]:
     """:func:`~usher2.features.extract.frame_features` for the columns sorted by :func:`wanted_columns`."""
     rows: list[Any] = [{} for _ in items]
-    rad = _lesion_subset(cfg, tuple(wanted["lesion"])) if wanted["lesion"] else None
-    for i, (p, m, sp) in enumerate(items):
+    for i, (p, m, _) in enumerate(items):
         m = np.asarray(m)
         if m.shape != p.shape or not m.any():
             what = f"shape {m.shape} for a frame of {p.shape}" if m.shape != p.shape else "an empty mask"
             rows[i] = InputError("mask", "a non-empty mask of the frame's shape", what)
-            continue
-        if rad is not None:
-            row = radiomics_row(rad, p, m, sp)
-            if isinstance(row, InputError):
-                rows[i] = row
-                continue
-            rows[i].update(row)
-        if wanted["regions"]:
-            rows[i].update(region_features(cfg, p, m, sp, wanted["regions"]))
-        if wanted["lexicon"]:
-            lex = lexicon_features(p, m, sp)
+    if wanted["lesion"]:
+        rad = radiomics_extractor(cfg, wanted["lesion"])
+        todo = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+        for i, row in zip(todo, radiomics_rows(rad, [items[i] for i in todo]), strict=True):
+            rows[i] = row if isinstance(row, InputError) else dict(row)
+    todo = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+    if wanted["regions"]:
+        for i, extra in zip(todo, region_rows(cfg, [items[i] for i in todo], wanted["regions"]), strict=True):
+            rows[i].update(extra)
+    if wanted["lexicon"]:
+        for i in todo:
+            lex = lexicon_features(*items[i])
             rows[i].update({c: lex[c] for c in wanted["lexicon"]})
     ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
     for spec, names in wanted["deep"].items():

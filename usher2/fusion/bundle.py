@@ -50,6 +50,7 @@ whoever fitted it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -65,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from usher2.fusion.bundle_config import FORMAT, BundleConfig, json_default
+from usher2.fusion.compiled import CompiledModel, compile_model
 from usher2.fusion.introspect import estimators
 from usher2.fusion.models import CLASSIFIER_SPECS
 from usher2.fusion.validate import check_boosters, validate_model
@@ -235,20 +237,22 @@ class Bundle:
         """The feature-table and clinical columns the model reads."""
         return list(self.config.columns)
 
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        """Probability of class 1 for rows of a feature table that has :attr:`columns`.
+    @functools.cached_property
+    def compiled(self) -> CompiledModel:
+        """The model as plain NumPy over only the columns it uses (:mod:`usher2.fusion.compiled`):
+        equal to its ``predict_proba`` to 1e-12, without scikit-learn's validation of every column
+        (about 0.1 ms a frame instead of 15-120 ms). Built on first use."""
+        return compile_model(self.model, self.columns)
+
+    def predict_proba(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Probability of class 1 for rows of a feature table holding the columns the model uses
+        (``compiled.columns``; it provably ignores the others), or a ``(n, len(compiled.columns))``
+        array of them in that order.
 
         Raises:
-            InputError: Columns the model needs are missing.
+            InputError: A column the model uses is missing (named), or a value it cannot read.
         """
-        missing = [c for c in self.columns if c not in features.columns]
-        if missing:
-            raise InputError(
-                "features",
-                f"the {len(self.columns)} columns the bundle was fitted on",
-                f"{len(missing)} missing (e.g. {missing[:3]})",
-            )
-        return np.asarray(self.model.predict_proba(features[self.columns]))[:, 1]
+        return self.compiled.predict_proba(features)
 
 
 def _verify(p: Path, key: bytes, hashes: bytes) -> None:

@@ -51,7 +51,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from usher2.fusion.selection import CorrelationPruner, ICCFilter, LassoSelector, UnivariateFilter, case_groups
+from usher2.fusion.selection import (
+    CorrelationPruner,
+    ICCFilter,
+    LassoSelector,
+    PerturbationTable,
+    UnivariateFilter,
+    case_groups,
+)
 from usher2.io.errors import InputError
 
 __all__ = [
@@ -477,6 +484,8 @@ def build_model(
     ``selector_params`` takes the keys of :data:`SELECTION_KEYS`.
     """
     params = {"random_state": random_state, **check_selection(selector_params, "selector_params")}
+    if perturbations is not None:  # a one-line repr: see PerturbationTable
+        perturbations = PerturbationTable(perturbations)
     clinical_alpha = float(params.pop("clinical_alpha", 0.05))
     imaging = columns["radiomics"] + columns["deep"]
     if fusion == "late":

@@ -251,10 +251,11 @@ class _Ctx:
                 m = self.manifest()
             except InputError:
                 m = pd.DataFrame(index=X.index)
-            X = X.copy()
-            for c in extra:
-                col = m[c] if c in m.columns else pd.Series(dtype=float)
-                X[c] = pd.to_numeric(col.reindex(X.index), errors="coerce")
+            empty = pd.Series(dtype=float)
+            added = {
+                c: pd.to_numeric((m[c] if c in m.columns else empty).reindex(X.index), errors="coerce") for c in extra
+            }
+            X = pd.concat([X, pd.DataFrame(added, index=X.index)], axis=1)  # one insert, not one per column
         return b, X[b.columns]
 
     def threshold(self, model: str) -> float:

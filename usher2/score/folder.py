@@ -215,6 +215,7 @@ def score_to_dir(
     device: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     segmenter_weights: str | Path | None = None,
+    radiomics_backend: str = "torch",
 ) -> ScoreDirResult:
     """Score every frame of ``source`` with ``bundle`` into the folder ``out`` (see the module docstring).
 
@@ -232,6 +233,7 @@ def score_to_dir(
         device: Torch device (None: CUDA when available).
         progress: Called as ``progress(done_inputs, total_inputs)``.
         segmenter_weights: Other weights of the bundle's segmenter network (None: its own).
+        radiomics_backend: ``"torch"`` or ``"pyradiomics"`` (:class:`~usher2.score.engine.FrameScorer`).
 
     Raises:
         InputError: A bad bundle, source, clinical file or setting. Bad inputs do not raise.
@@ -245,8 +247,12 @@ def score_to_dir(
         raise InputError(out, "an output folder", "a .csv path", fix="give a folder, or use score_inputs for a CSV")
     items = scan_inputs(source)
     clin = _clinical_table(clinical)
-    scorer = FrameScorer(bundle, cam=cam, device=device, segmenter_weights=segmenter_weights)
+    scorer = FrameScorer(
+        bundle, cam=cam, device=device, segmenter_weights=segmenter_weights, radiomics_backend=radiomics_backend
+    )
     settings = {"cam": cam, "overlays": overlays, "stride": stride, "max_frames": max_frames}
+    if scorer.model_info["radiomics_backend"]["scoring"] == "torch":  # not bit-equal to pyradiomics: own parts
+        settings["radiomics_backend"] = "torch"
     if segmenter_weights is not None:  # other masks, other results: never reuse parts of a run with the bundle's own
         settings["segmenter"] = scorer.model_info["segmenter"]
     key_base = json.dumps([scorer.model_info["sha256"], settings], sort_keys=True)

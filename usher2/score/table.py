@@ -108,12 +108,20 @@ class _Job:
     segmenter_weights: str | None
     device: str | None
     one_thread: bool
+    radiomics_backend: str = "torch"
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_scorer(bundle: str, segmenter_weights: str | None, device: str | None) -> FrameScorer:
+def _worker_scorer(bundle: str, segmenter_weights: str | None, device: str | None, backend: str) -> FrameScorer:
     """One scorer per worker process (the bundle and networks are loaded once)."""
-    return FrameScorer(bundle, cam=None, device=device, segmenter_weights=segmenter_weights)
+    return FrameScorer(bundle, cam=None, device=device, segmenter_weights=segmenter_weights, radiomics_backend=backend)
+
+
+def _backend_setting(scorer: FrameScorer) -> dict[str, str]:
+    """The radiomics backend, in a resume digest: none for pyradiomics (digests from before the
+    torch backend stay valid), its name otherwise."""
+    backend = scorer.model_info["radiomics_backend"]["scoring"]
+    return {"radiomics_backend": backend} if backend not in (None, "pyradiomics") else {}
 
 
 def score_rows(cases: list[dict[str, Any]], scores: list[FrameScore]) -> tuple[list[dict[str, Any]], list[dict]]:
@@ -144,7 +152,7 @@ def score_rows(cases: list[dict[str, Any]], scores: list[FrameScore]) -> tuple[l
 
 def _score_chunk(job: _Job, chunk: list[dict[str, Any]], scorer: FrameScorer | None = None) -> dict[str, Any]:
     """One chunk's rows and failures (the ``compute`` of :func:`~usher2.io.parts.run_parts`)."""
-    scorer = scorer or _worker_scorer(job.bundle, job.segmenter_weights, job.device)
+    scorer = scorer or _worker_scorer(job.bundle, job.segmenter_weights, job.device, job.radiomics_backend)
     read, frames, masks, clinical = [], [], [], []
     failures: list[dict[str, Any]] = []
     for case in chunk:
@@ -229,6 +237,7 @@ def score_inputs(
     segmenter_weights: str | Path | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
+    radiomics_backend: str = "torch",
 ) -> ScoreResult:
     """Score frames with a bundle (see the module docstring).
 
@@ -236,6 +245,8 @@ def score_inputs(
         workers: Score the chunks on a local Dask cluster of this many worker processes.
         device: Torch device for the networks (None: CUDA when available). The device changes
             no feature value: the parts of a CPU run stay valid on CUDA.
+        radiomics_backend: ``"torch"`` or ``"pyradiomics"`` (:class:`FrameScorer`); part of the
+            resume digest (the two agree to float tolerance, not bit for bit).
 
     Raises:
         InputError: A bad bundle, input, clinical file or mask setting. Bad frames do not raise.
@@ -246,16 +257,19 @@ def score_inputs(
     if masks not in ("predicted", "given"):
         raise InputError("masks", "'predicted' or 'given'", repr(masks))
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)  # a folder, or a loaded (verified) bundle
-    scorer = FrameScorer(b, cam=None, device=device, segmenter_weights=segmenter_weights)
+    scorer = FrameScorer(
+        b, cam=None, device=device, segmenter_weights=segmenter_weights, radiomics_backend=radiomics_backend
+    )
     wanted = list(b.config.clinical)
     cases = _cases(Path(source), masks, clinical, wanted)
     weights = str(Path(segmenter_weights).resolve()) if segmenter_weights is not None else None
-    job = _Job(str(b.path.resolve()), masks, tuple(wanted), weights, device, one_thread=bool(workers))
+    job = _Job(str(b.path.resolve()), masks, tuple(wanted), weights, device, bool(workers), radiomics_backend)
     settings = {
         "bundle_sha256": scorer.model_info["sha256"],
         "masks": masks,
         "segmenter_weights_sha256": file_sha256(weights) if weights else None,
         "columns": scorer.needed.columns,
+        **_backend_setting(scorer),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     parts = parts_folder(out, digest, settings)

@@ -37,7 +37,7 @@ reads ``"<field>: expected <what>, got <what arrived>"``:
   ``clinical`` that is not an object or has unknown keys or non-numeric values or a value far
   outside the model's training range (:mod:`usher2.fusion.clinical`), or a frame
   whose features cannot be computed;
-* 503: more than ``max_queue`` requests waiting (with ``Retry-After`` in seconds).
+* 503: more than ``max_concurrent + max_queue`` requests in the service (with ``Retry-After`` in seconds).
 
 **Privacy.** The uploaded filename and DICOM tags are never logged or returned: the upload is
 written to a private temporary file and read with :func:`usher2.io.frames.read_frame`, which
@@ -46,17 +46,27 @@ and the response carries none of it. Each request logs one line to the ``usher2.
 logger: request id, method, path, status, bytes received and seconds. Every response carries
 ``X-Request-ID``.
 
-**Concurrency.** Scoring runs in a thread pool of ``max_concurrent`` threads; up to ``max_queue``
-more requests wait for a thread, and beyond that the service answers 503 at once. The networks
-are shared by the whole process and Grad-CAM hooks into the shared backbone, so model execution
-itself is serialised by a lock (reading, decoding and PNG encoding run in parallel) unless the
-scorer declares ``thread_safe = True``. ``torch.set_num_threads`` is never changed per request.
+**Concurrency.** At most ``max_concurrent + max_queue`` requests are in the service at once
+(:mod:`~usher2.service.backpressure`); beyond that it answers 503 at once. Reading, decoding and
+PNG encoding run on a pool of ``max_concurrent`` threads, in parallel. The model runs in one
+worker thread (:mod:`~usher2.service.batching`): frames that arrive within ``max_wait_ms`` of
+each other, up to ``max_batch``, go through the networks together in one call of the scorer
+(requests waiting while a batch runs form the next one), and each request gets its own frame's
+result or error. The networks and the Grad-CAM hooks on the shared backbone are only ever used
+by that thread, so no lock is needed and two heat maps never collide. A frame scored in a batch
+gets the probability it gets alone, up to the last bits of float32 (a network's output depends
+in the last bits on the batch it runs in; see :mod:`usher2.score.engine`). Each response's
+``timings`` say how long it waited for the batch (``model_wait_s``), how long the batch ran
+(``score_s``) and how many frames it held (``batch_size``). ``torch.set_num_threads`` is never
+changed per request.
 
 
 **Modules.** This one builds the app (:func:`create_app`: the routes, the error handlers) and
 serves it (:func:`serve`); the parts live beside it: :mod:`~usher2.service.upload` (the form and
 the file), :mod:`~usher2.service.scoring` (the call to the scorer and the encodings),
-:mod:`~usher2.service.backpressure` (the thread pool and the queue), :mod:`~usher2.service.gate`
+:mod:`~usher2.service.batching` and :mod:`~usher2.service.batch_score` (the micro-batches and the
+model's worker thread), :mod:`~usher2.service.backpressure` (the admitted requests and the
+thread pool), :mod:`~usher2.service.gate`
 (request id, token, size cap, headers), :mod:`~usher2.service.api_errors` (the error body),
 :mod:`~usher2.service.responses` (the response models) and :mod:`~usher2.service.settings` (the limits).
 
@@ -69,8 +79,8 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import functools
 import json
 import time
 import warnings
@@ -217,17 +227,22 @@ class _Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        """The app's lifespan: the thread pool stops when the app does."""
+        """The app's lifespan: the model's worker thread and the thread pool stop when the app does."""
         yield
-        self.runner.pool.shutdown(wait=False, cancel_futures=True)
+        # Off the event loop: the worker finishes the frames already submitted before it stops.
+        await asyncio.to_thread(self.adapter.batcher.close)
+        await asyncio.to_thread(self.runner.pool.shutdown, wait=True, cancel_futures=True)
 
     async def healthz(self) -> dict[str, Any]:
         runner = self.runner
+        batcher = self.adapter.batcher
         return {
             "status": "ok",
             "model_loaded": self.adapter.scorer is not None,
             "pending": runner.pending,
             "capacity": runner.capacity,
+            "batch_queue": batcher.depth,
+            "max_batch": batcher.max_batch,
         }
 
     async def model(self) -> dict[str, Any]:
@@ -246,7 +261,7 @@ class _Service:
         t0 = time.perf_counter()
         adapter = self.adapter
         form = await read_form(file, clinical, frame, columns=adapter.clinical, ranges=adapter.clinical_ranges)
-        out = await self.runner.run(functools.partial(adapter.score_upload, *form))
+        out = await self.runner.run(lambda ticket: adapter.score_upload(ticket, *form))
         out["timings"]["total_s"] = time.perf_counter() - t0
         out["request_id"] = request_id(request)
         return out
@@ -261,6 +276,8 @@ def create_app(
     token: str | None = None,
     max_concurrent: int = 2,
     max_queue: int = 16,
+    max_batch: int = 16,
+    max_wait_ms: float = 5.0,
     cam: str | None = "gradcam",
     device: str | None = None,
     verify_key: bytes | None = None,
@@ -278,8 +295,12 @@ def create_app(
             at most four such frames' worth of samples in all.
         token: Bearer token required on ``/v1/*``; None reads ``USHER2_API_TOKEN``; an empty
             string (or an unset variable) turns authentication off.
-        max_concurrent: Requests processed at once (threads).
-        max_queue: Requests that may wait for a thread; more get 503.
+        max_concurrent: Threads reading and encoding uploads at once.
+        max_queue: Requests admitted beyond ``max_concurrent`` (waiting for a thread or for the
+            model); more get 503.
+        max_batch: Most frames that go through the networks in one batch.
+        max_wait_ms: Longest wait, from a frame's arrival, for other frames to join its batch
+            (0: a batch is whatever has arrived when the model is free).
         cam: CAM method of the heat maps (``gradcam``, ...), or None for none. Ignored when
             ``bundle`` is a scorer.
         device: Torch device of the networks (None: CUDA when available). Ignored when
@@ -303,10 +324,14 @@ def create_app(
         ...     print(exc)
         max_concurrent: expected an integer >= 1, got 0
     """
-    settings = make_settings(max_upload_mb, max_megapixels, token, max_concurrent, max_queue)
+    settings = make_settings(
+        max_upload_mb, max_megapixels, token, max_concurrent, max_queue, max_batch=max_batch, max_wait_ms=max_wait_ms
+    )
     scorer = _load_scorer(bundle, cam, device, verify_key)
-    adapter = UploadScorer(scorer, settings.pixel_limits)
-    service = _Service(adapter, Runner(settings, thread_safe=adapter.thread_safe), _jsonable(scorer.model_info))
+    adapter = UploadScorer(
+        scorer, settings.pixel_limits, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms
+    )
+    service = _Service(adapter, Runner(settings), _jsonable(scorer.model_info))
     app = FastAPI(
         title="usher2 scoring service",
         version=str(service.model_info.get("version") or "unknown"),
@@ -314,6 +339,7 @@ def create_app(
         lifespan=service.lifespan,
     )
     app.state.runner = service.runner
+    app.state.batcher = adapter.batcher
     app.state.settings = settings
     _add_error_handlers(app)
     service.register(app)
@@ -329,7 +355,8 @@ def serve(bundle: str | Path | Any, host: str = "127.0.0.1", port: int = 8000, *
         host: Interface to bind; the default answers on this machine only.
         port: TCP port.
         **settings: :func:`create_app`'s keywords (``max_upload_mb``, ``token``,
-            ``max_concurrent``, ``max_queue``, ``cam``, ``device``), and ``log_level``
+            ``max_concurrent``, ``max_queue``, ``max_batch``, ``max_wait_ms``, ``cam``,
+            ``device``), and ``log_level``
             (default ``"info"``).
 
     Example:

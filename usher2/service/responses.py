@@ -57,5 +57,6 @@ class ScoreResponse(BaseModel):
     model: ModelRef
     timings: dict[str, float] = Field(
         description="Seconds: queue_s (waiting for a thread), read_s, model_wait_s (waiting for the model), "
-        "score_s (and its stages: prepare_s, features_s, model_s, heatmap_s), encode_s, total_s."
+        "score_s (the batch's run; its frames: batch_size; the frame's stages: prepare_s, features_s, model_s, "
+        "heatmap_s), encode_s, total_s."
     )

@@ -1,8 +1,8 @@
 """The service's limits and bearer token, checked once when the app is built.
 
 :func:`make_settings` checks :func:`~usher2.service.app.create_app`'s limits and resolves its token
-(None: the :data:`TOKEN_ENV` variable) into one :class:`Settings` that the gate, the runner and the
-scoring adapter read.
+(None: the :data:`TOKEN_ENV` variable) into one :class:`Settings` that the gate, the runner, the
+micro-batcher and the scoring adapter read.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from usher2.io.errors import InputError
 from usher2.io.limits import PixelLimits
+from usher2.service.batching import check_batching
 
 __all__ = ["FORM_SLACK", "MIB", "TOKEN_ENV", "Settings", "make_settings"]
 
@@ -33,12 +34,25 @@ class Settings:
     max_concurrent: int
     max_queue: int
     pixel_limits: PixelLimits
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
 
 
 def make_settings(
-    max_upload_mb: float, max_megapixels: float, token: str | None, max_concurrent: int, max_queue: int
+    max_upload_mb: float,
+    max_megapixels: float,
+    token: str | None,
+    max_concurrent: int,
+    max_queue: int,
+    *,
+    max_batch: int = 16,
+    max_wait_ms: float = 5.0,
 ) -> Settings:
     """Check :func:`~usher2.service.app.create_app`'s limits and resolve its token (None: ``USHER2_API_TOKEN``).
+
+    ``max_batch`` frames at most go through the networks together, and a frame waits at most
+    ``max_wait_ms`` after its arrival for others to join it (:mod:`usher2.service.batching`); a
+    batch never holds more than the ``max_concurrent + max_queue`` requests admitted at once.
 
     Raises:
         InputError: A limit out of range.
@@ -56,6 +70,7 @@ def make_settings(
         raise InputError("max_concurrent", "an integer >= 1", repr(max_concurrent))
     if not isinstance(max_queue, int) or max_queue < 0:
         raise InputError("max_queue", "an integer >= 0", repr(max_queue))
+    check_batching(max_batch, max_wait_ms)
     if not isinstance(max_upload_mb, int | float) or not max_upload_mb > 0:
         raise InputError("max_upload_mb", "a size in MiB > 0", repr(max_upload_mb))
     frame_pixels = PixelLimits.from_megapixels(max_megapixels).frame_pixels
@@ -68,4 +83,6 @@ def make_settings(
         token=token or None,
         max_concurrent=max_concurrent,
         max_queue=max_queue,
+        max_batch=max_batch,
+        max_wait_ms=float(max_wait_ms),
     )

@@ -168,3 +168,57 @@ def test_cuda_equals_cpu(sim_rois):
         cpu = _ours(image, mask, setting)
         gpu = _ours(image.cuda(), mask.cuda(), setting)
         assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[1], gpu[1].cpu())
+
+
+def test_roi_pixels_layout_and_both_reduction_paths(sim_rois, edge_rois):
+    """The compact layout lists each ROI's pixels in row-major order; numpy's ``reduceat`` (the
+    CPU path) and ``torch.segment_reduce`` (the other devices') give the same per-ROI reductions:
+    minima and maxima exactly, sums to 1e-12 relative (both add in layout order, but numpy may
+    pair the terms differently)."""
+    from usher2.features.torchrad.discretise import RoiPixels
+
+    rois = sim_rois[:4] + edge_rois
+    image, mask = _batch(rois)
+    mask[2] = False  # an empty ROI in the batch
+    px = RoiPixels.from_mask(mask)
+    assert torch.equal(px.index, torch.nonzero(mask.reshape(-1)).reshape(-1))
+    assert px.counts.tolist() == mask.sum((1, 2)).tolist()
+    values = px.values(image)
+    for how, empty in (("min", 7.0), ("max", -7.0)):
+        fast, slow = px.reduce(values, how, empty), px.reduce(values, how, empty, use_numpy=False)
+        assert torch.equal(fast, slow) and fast[2].item() == empty
+    torch.testing.assert_close(px.sum(values), px.reduce(values, "sum", 0.0, use_numpy=False), rtol=1e-12, atol=0)
+    want = torch.where(mask, image, 0.0).sum((1, 2))
+    torch.testing.assert_close(px.sum(values), want, rtol=1e-12, atol=0)
+    # the layout cropped to the boxes holds the same pixels, and scatter puts them back
+    crop = px.cropped(crop_boxes(mask))
+    for k, (y0, y1, x0, x1) in enumerate(crop_boxes(mask).tolist()):
+        back = crop.scatter(values)[k]
+        assert torch.equal(back[: y1 - y0, : x1 - x0], torch.where(mask, image, 0.0)[k, y0:y1, x0:x1])
+
+
+def test_roi_pixels_pairs_are_the_neighbours_inside_the_roi():
+    from usher2.features.torchrad.discretise import RoiPixels
+
+    mask = torch.from_numpy(np.random.default_rng(3).random((3, 7, 9)) < 0.6)
+    px = RoiPixels.from_mask(mask)
+    offsets = ((0, 1), (1, 1), (1, 0), (1, -1))
+    src, dst, group = px.pairs(offsets)
+    got = sorted(zip(px.index[src.long()].tolist(), px.index[dst.long()].tolist(), group.tolist(), strict=True))
+    want = []
+    for b, y, x in torch.nonzero(mask).tolist():
+        for a, (dy, dx) in enumerate(offsets):
+            if 0 <= y + dy < 7 and 0 <= x + dx < 9 and mask[b, y + dy, x + dx]:
+                want.append(((b * 7 + y) * 9 + x, (b * 7 + y + dy) * 9 + x + dx, b * 4 + a))
+    assert got == sorted(want)
+
+
+def test_bin_pixels_are_the_discretised_roi_pixels(sim_rois, edge_rois):
+    from usher2.features.torchrad.discretise import RoiPixels, bin_pixels
+
+    image, mask = _batch(sim_rois[:4] + edge_rois)
+    px = RoiPixels.from_mask(mask)
+    for setting in SETTINGS:
+        binned, _ = _ours(image, mask, setting)
+        levels = bin_pixels(px.values(image), px, bin_width=setting.get("binWidth"), bin_count=setting.get("binCount"))
+        assert torch.equal(levels, px.values(binned)) and bool((levels > 0).all())

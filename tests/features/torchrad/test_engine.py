@@ -66,3 +66,13 @@ def test_settings_the_torch_backend_does_not_compute_are_refused_by_name():
         TorchRadiomics({"setting": {"binWidth": 8, "normalize": True}})
     with pytest.raises(InputError, match="image type Square"):
         TorchRadiomics({"imageType": {"Square": {}}, "setting": {"binWidth": 8}})
+
+
+def test_minimum_roi_size_refuses_per_frame(sim_rois):
+    """A frame at or under ``minimumROISize`` is refused as pyradiomics refuses it; larger ones pass."""
+    _, img, mask = sim_rois[0]
+    params = {**load_params(), "setting": {**load_params()["setting"], "minimumROISize": int(mask.sum())}}
+    cols = ["radiomics_original_firstorder_Mean"]
+    rows = TorchRadiomics(params, columns=cols).extract_batch([img, img], [mask, mask | np.roll(mask, 3, 1)])
+    assert isinstance(rows[0], InputError) and "minimumROISize" in str(rows[0])
+    assert rows[1][cols[0]] == pytest.approx(float(img[mask | np.roll(mask, 3, 1)].astype(float).mean()), rel=1e-12)

@@ -167,3 +167,39 @@ def test_cuda_equals_cpu(sim_rois):
     for feat in glcm.FEATURES:
         assert gpu[feat].device.type == "cuda"
         torch.testing.assert_close(gpu[feat].cpu(), cpu[feat], rtol=1e-10, atol=1e-12)
+
+
+def test_a_shared_pixel_layout_gives_the_same_features(sim_rois, edge_rois):
+    """The engine builds one layout per batch (its neighbour pairs cached) and passes each image
+    type's levels: the same features as ``compute`` on the binned image, bit for bit."""
+    from usher2.features.torchrad.discretise import RoiPixels
+
+    binned = _binned(sim_rois[:5] + [r for r in edge_rois if r[0] not in ("line-1px", "tiny-2px")])
+    px = RoiPixels.from_mask(binned > 0)
+    want = glcm.compute(binned)
+    for shifted in (binned, torch.where(binned > 0, binned + 3, 0)):  # a second image type: other levels
+        got = glcm.compute_pixels(px.values(shifted), px)
+        ref = want if shifted is binned else glcm.compute(shifted)
+        for feat in glcm.FEATURES:
+            torch.testing.assert_close(got[feat], ref[feat], rtol=0, atol=0, equal_nan=True)
+
+
+def test_mcc_from_the_symmetric_matrix_equals_q_eigenvalues():
+    """MCC as the second largest |eigenvalue| of S = D^-1/2 P D^-1/2 equals sqrt of the second
+    largest eigenvalue of pyradiomics' Q (numpy's eigvals, without its eps) on random symmetric
+    matrices with empty rows: 1e-9 relative (Q's eigenvalues come from a non-symmetric solver)."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ng = int(rng.integers(2, 12))
+        c = rng.integers(0, 5, (ng, ng)).astype(float) * (rng.random((ng, ng)) < 0.7)
+        c[rng.integers(0, ng)] = 0
+        c[:, rng.integers(0, ng)] = 0
+        p = c + c.T
+        if p.sum() == 0 or (p.sum(1) > 0).sum() < 2:
+            continue
+        p /= p.sum()
+        px = p.sum(1)
+        w = np.divide(p, px[:, None] * px[None, :], out=np.zeros_like(p), where=p > 0)
+        ev = np.sort(np.linalg.eigvals(w @ p).real)
+        got = glcm._mcc(torch.from_numpy(p)[None], torch.from_numpy(px)[None])[0].item()
+        np.testing.assert_allclose(got, np.sqrt(max(ev[-2], 0.0)), rtol=1e-9, atol=1e-9)

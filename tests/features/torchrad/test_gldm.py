@@ -2,7 +2,8 @@
 
 Tolerances: the issue's bar is 1e-6 relative (1e-9 absolute near zero) against pyradiomics; both
 sides sum the same float64 terms in another order, so they agree to ~1e-13 in practice. A ROI's
-values in a batch and alone differ only by the reduction order over the padded levels: 1e-12.
+values in a batch and alone differ only by the reduction order over the padded levels: 1e-12; so
+do the torch and numpy paths (the same matrices, reduced in another order).
 """
 
 from __future__ import annotations
@@ -131,3 +132,25 @@ def test_cuda_equals_cpu(sim_rois, reference) -> None:
     for f in gldm.FEATURES:
         assert gpu[f].is_cuda
         torch.testing.assert_close(gpu[f].cpu(), cpu[f], **SAME)
+
+
+@pytest.mark.parametrize("alpha", [0, 2])
+def test_torch_path_equals_numpy_path(alpha: int, sim_rois, edge_rois, reference) -> None:
+    # the CPU computes with numpy, other devices with torch; on the CPU both can be asked for.
+    # The matrices are counts (equal exactly); the features differ only in the order of the sums
+    binned, _, _ = roi_batch(sim_rois + edge_rois, reference, "gldm", gldm_a=alpha)
+    assert (gldm.matrix_np(binned, alpha=alpha) == gldm.matrix(binned, alpha=alpha)).all()
+    fast, slow = gldm.compute(binned, alpha=alpha), gldm.compute(binned, alpha=alpha, backend="torch")
+    for f in gldm.FEATURES:
+        torch.testing.assert_close(slow[f], fast[f], **SAME)
+
+
+@pytest.mark.parametrize("alpha", [0, 2])
+def test_many_levels_take_the_wide_numpy_layouts(alpha: int) -> None:
+    # levels over 255 (uint16 layout) and over 16383 (int32 differences with alpha) on the CPU path
+    rng = torch.Generator().manual_seed(3)
+    b = torch.randint(1, 6, (1, 7, 8), generator=rng) * (torch.rand(1, 7, 8, generator=rng) > 0.2)
+    for top in (300, 20000):
+        wide = torch.cat([b, torch.full_like(b, top)])
+        want = gldm.matrix(wide, alpha=alpha)
+        torch.testing.assert_close(torch.from_numpy(gldm.matrix_np(wide, alpha=alpha)), want, rtol=0, atol=0)

@@ -2,7 +2,8 @@
 
 Tolerances: the issue's bar, 1e-6 relative with 1e-9 absolute near zero (both paths are float64
 and agree to ~1e-14: they differ only in the order of the sums), and 1e-12 for a ROI batched
-with others vs alone (the same runs, summed in a different order).
+with others vs alone (the same runs, summed in a different order) and for the torch path vs the
+numpy one (the same matrices, summed in a different order).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from radiomics import imageoperations
 
 from usher2.features.torchrad import glrlm
+from usher2.features.torchrad._zones import size_matrix
 from usher2.io.errors import InputError
 
 RTOL, ATOL = 1e-6, 1e-9
@@ -124,3 +126,40 @@ def test_cuda_equals_cpu(sim_rois):
     for feat in glrlm.FEATURES:
         assert gpu[feat].device.type == "cuda"
         torch.testing.assert_close(gpu[feat].cpu(), cpu[feat], rtol=1e-12, atol=1e-12)
+
+
+def test_torch_path_equals_numpy_path(sim_rois, edge_rois):
+    # the CPU computes with numpy, other devices with torch; on the CPU both can be asked for.
+    # The run matrices are equal (checked exactly); the features differ only in the order of the
+    # float64 sums: 1e-12
+    binned = binned_batch(sim_rois + edge_rois)
+    fast = glrlm.compute(binned)
+    slow = glrlm.compute(binned, backend="torch")
+    for feat in glrlm.FEATURES:
+        torch.testing.assert_close(slow[feat], fast[feat], rtol=1e-12, atol=1e-12)
+    p, levels, lengths = glrlm.matrix_np(binned)
+    group, level, length = glrlm.runs(binned)
+    q, q_levels, q_lengths = size_matrix(group.numpy(), level.numpy(), length.numpy(), 4 * binned.shape[0])
+    assert (p == q).all() and (levels == q_levels).all() and (lengths == q_lengths).all()
+
+
+def test_many_levels_take_the_uint16_layout():
+    # levels over 255 switch the CPU layout from uint8 to uint16; the torch path has no such switch
+    rng = torch.Generator().manual_seed(2)
+    b = torch.randint(1, 4, (2, 9, 11), generator=rng) * 150 * (torch.rand(2, 9, 11, generator=rng) > 0.2)
+    fast, slow = glrlm.compute(b), glrlm.compute(b, backend="torch")
+    for feat in glrlm.FEATURES:
+        torch.testing.assert_close(slow[feat], fast[feat], rtol=1e-12, atol=1e-12)
+
+
+def test_a_batch_changed_in_place_is_laid_out_again():
+    # the CPU layout of the last batch is reused for the same tensor until torch sees it change
+    b = torch.tensor([[[1, 1, 2], [2, 2, 1]]])
+    before = glrlm.compute(b)["RunPercentage"].item()
+    b[0, 0, 1] = 2
+    assert glrlm.compute(b)["RunPercentage"].item() == glrlm.compute(b.clone())["RunPercentage"].item() != before
+
+
+def test_an_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        glrlm.compute(torch.ones(1, 2, 2, dtype=torch.int64), backend="cuda")

@@ -2,7 +2,8 @@
 
 Tolerances: the issue's bar, 1e-6 relative with 1e-9 absolute near zero (both paths are float64
 and agree to ~1e-14: they differ only in the order of the sums), and 1e-12 for a ROI batched
-with others vs alone (the same zones, summed in a different order).
+with others vs alone (the same zones, summed in a different order) and for the torch path vs the
+numpy one (the same zones, summed in a different order).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def test_zone_labels_equal_scipy_connected_components():
     snake[1::4, -2] = 1
     snake[3::4, 1] = 1
     binned = np.concatenate([binned, snake[None]])
-    labels = glszm.zone_labels(torch.from_numpy(binned)).numpy()
+    labels = glszm.zone_labels(torch.from_numpy(binned)).numpy()  # the torch path's labelling
     for b in range(binned.shape[0]):
         for level in range(1, binned[b].max() + 1):
             components, n = ndimage.label(binned[b] == level, structure=np.ones((3, 3)))
@@ -104,3 +105,43 @@ def test_cuda_equals_cpu(sim_rois):
     for feat in glszm.FEATURES:
         assert gpu[feat].device.type == "cuda"
         torch.testing.assert_close(gpu[feat].cpu(), cpu[feat], rtol=1e-12, atol=1e-12)
+
+
+def test_torch_path_equals_numpy_path(sim_rois, edge_rois):
+    # the CPU labels zones with scikit-image, other devices with the torch union-find; on the CPU
+    # both can be asked for. The zones are the same (checked exactly, as sorted lists); the
+    # features differ only in the order of the float64 sums: 1e-12
+    binned = binned_batch(sim_rois + edge_rois)
+    fast = glszm.compute(binned)
+    slow = glszm.compute(binned, backend="torch")
+    for feat in glszm.FEATURES:
+        torch.testing.assert_close(slow[feat], fast[feat], rtol=1e-12, atol=1e-12)
+    ours = sorted(zip(*(v.tolist() for v in glszm.zones_np(binned)), strict=True))
+    assert ours == sorted(zip(*(v.tolist() for v in glszm.zones(binned)), strict=True))
+
+
+def test_many_levels_take_the_uint16_layout():
+    # levels over 255 switch the CPU layout from uint8 to uint16; the torch path has no such switch
+    rng = torch.Generator().manual_seed(2)
+    b = torch.randint(1, 4, (2, 9, 11), generator=rng) * 150 * (torch.rand(2, 9, 11, generator=rng) > 0.2)
+    fast, slow = glszm.compute(b), glszm.compute(b, backend="torch")
+    for feat in glszm.FEATURES:
+        torch.testing.assert_close(slow[feat], fast[feat], rtol=1e-12, atol=1e-12)
+
+
+def test_numpy_zones_equal_scipy_connected_components():
+    # the CPU path (scikit-image's labelling) on the batch of the test above, snake included
+    rng = np.random.default_rng(5)
+    snake = np.full((40, 50), 2)
+    snake[::2, 1:-1] = 1
+    snake[1::4, -2] = 1
+    snake[3::4, 1] = 1
+    binned = np.concatenate([rng.integers(0, 4, (3, 40, 50)), snake[None]])
+    want = []
+    for b in range(binned.shape[0]):
+        for level in range(1, binned[b].max() + 1):
+            components, _ = ndimage.label(binned[b] == level, structure=np.ones((3, 3)))
+            want += [(b, level, int(a)) for a in np.bincount(components.ravel())[1:]]
+    ours = zip(*(v.tolist() for v in glszm.zones_np(torch.from_numpy(binned))), strict=True)
+    assert sorted(ours) == sorted(want)
+    assert (3, 1, 980) in want  # the snake is one zone

@@ -2,7 +2,8 @@
 
 Tolerances: the issue's bar is 1e-6 relative (1e-9 absolute near zero) against pyradiomics; both
 sides sum the same float64 terms in another order, so they agree to ~1e-13 in practice. A ROI's
-values in a batch and alone differ only by the reduction order over the padded levels: 1e-12.
+values in a batch and alone differ only by the reduction order over the padded levels: 1e-12; so
+do the torch and numpy paths (the same differences, summed in another order).
 """
 
 from __future__ import annotations
@@ -101,3 +102,26 @@ def test_cuda_equals_cpu(sim_rois, reference) -> None:
     for f in ngtdm.FEATURES:
         assert gpu[f].is_cuda
         torch.testing.assert_close(gpu[f].cpu(), cpu[f], **SAME)
+
+
+def test_torch_path_equals_numpy_path(sim_rois, edge_rois, reference) -> None:
+    # the CPU computes with numpy, other devices with torch; on the CPU both can be asked for.
+    # n_i are counts (equal exactly); s_i and the features differ only in the order of the sums
+    binned, _, _ = roi_batch(sim_rois + edge_rois, reference, "ngtdm")
+    (n, s), (n_np, s_np) = ngtdm.matrix(binned), ngtdm.matrix_np(binned)
+    assert (torch.from_numpy(n_np) == n).all()
+    torch.testing.assert_close(torch.from_numpy(s_np), s, **SAME)
+    fast, slow = ngtdm.compute(binned), ngtdm.compute(binned, backend="torch")
+    for f in ngtdm.FEATURES:
+        torch.testing.assert_close(slow[f], fast[f], **SAME)
+
+
+def test_many_levels_take_the_wide_numpy_layouts() -> None:
+    # levels over 255 (a uint16 layout) and over 454 (the packed sums leave uint16) on the CPU path
+    rng = torch.Generator().manual_seed(1)
+    b = torch.randint(1, 6, (1, 6, 6), generator=rng) * (torch.rand(1, 6, 6, generator=rng) > 0.2)
+    for top in (300, 5000):
+        wide = torch.cat([b, torch.full_like(b, top)])
+        (n, s), (n_np, s_np) = ngtdm.matrix(wide), ngtdm.matrix_np(wide)
+        torch.testing.assert_close(torch.from_numpy(n_np), n, rtol=0, atol=0)
+        torch.testing.assert_close(torch.from_numpy(s_np), s, **SAME)

@@ -144,3 +144,13 @@ def test_cuda_equals_cpu(sim_rois):
     gpu = shape2d.compute(masks.cuda(), spacing.cuda())
     for feat in shape2d.FEATURES:
         torch.testing.assert_close(gpu[feat].cpu(), cpu[feat], rtol=1e-12, atol=1e-12, msg=feat)
+
+
+def test_a_given_pixel_layout_gives_the_same_features(sim_rois):
+    """The engine passes the layout it already built: the same features, bit for bit."""
+    from usher2.features.torchrad.discretise import RoiPixels
+
+    masks = _masks(sim_rois[:4])
+    given = shape2d.compute(masks, pixels=RoiPixels.from_mask(masks))
+    for feat, values in shape2d.compute(masks).items():
+        assert torch.equal(given[feat], values), feat

@@ -8,12 +8,18 @@ for a whole batch at once:
 
 1. the frames are padded into one ``(B, H, W)`` float64 batch (top-left; each frame's size is kept
    for the filters, whose borders depend on it) and every ROI is checked as pyradiomics' ``checkMask``
-   checks it (fewer than 2 dimensions is an error naming the frame);
-2. shape (``shape2D``) on the original mask with each frame's spacing;
-3. per image type (Original, then the Wavelet bands and the LoG sigmas the plan needs, filtered on
-   the whole frames as pyradiomics does, rounded to float32 as pyradiomics stores them): the
-   grey levels discretised per ROI (:func:`~usher2.features.torchrad.discretise.discretise`),
-   then each class the plan names on that image, only the features it names.
+   checks it (fewer than 2 dimensions is an error naming the frame; numpy decides, ``check_roi``
+   words a refusal);
+2. the ROI pixels' layout (:class:`~usher2.features.torchrad.discretise.RoiPixels`) is built once:
+   where each ROI's pixels lie in the frames and in its bounding box, and their neighbour pairs;
+3. shape (``shape2D``) on the original mask with each frame's spacing;
+4. per image type (Original, then the Wavelet bands and the LoG sigmas the plan needs, filtered on
+   the whole frames as pyradiomics does): only the ROI pixels are gathered (``(N,)`` values,
+   rounded to float32 as pyradiomics stores a filtered image), discretised per ROI
+   (:func:`~usher2.features.torchrad.discretise.bin_pixels`); first order and GLCM take those
+   pixel lists directly, the other classes a ``(B, h, w)`` binned image of each ROI's bounding
+   box (``h``, ``w`` the largest box; 0 outside the ROI), scattered from them;
+5. the rows: one ``(B, columns)`` tensor, one ``tolist``.
 
 **Supported settings.** ``binWidth`` or ``binCount``, ``voxelArrayShift``, ``gldm_a``,
 ``weightingNorm``, ``label`` 1, ``correctMask``, ``minimumROIDimensions`` (<= 2),
@@ -37,7 +43,7 @@ import torch
 
 from usher2.features.radiomics import PREFIX, load_params, log_name, plan_columns
 from usher2.features.torchrad import filters, firstorder, glcm, gldm, glrlm, glszm, ngtdm, shape2d
-from usher2.features.torchrad.discretise import check_roi, crop_boxes, discretise
+from usher2.features.torchrad.discretise import RoiPixels, bin_pixels, check_roi, crop_boxes
 from usher2.io.errors import InputError
 
 __all__ = ["CLASSES", "TorchRadiomics", "full_columns", "unsupported"]
@@ -139,24 +145,6 @@ def _batch(
     return image, mask, sizes
 
 
-def _batch_index(mask: torch.Tensor) -> torch.Tensor:
-    return torch.arange(mask.shape[0], device=mask.device)[:, None, None]
-
-
-def _crop_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row and column indices ``(B, h, 1)``, ``(B, 1, w)`` that gather each ROI's bounding box into
-    a ``(B, h, w)`` batch (``h``, ``w``: the largest box), and which of those cells lie inside the
-    ROI's own box (the rest are padding, masked out)."""
-    box = crop_boxes(mask)
-    hb, wb = int((box[:, 1] - box[:, 0]).max()), int((box[:, 3] - box[:, 2]).max())
-    dy = torch.arange(hb, device=mask.device)
-    dx = torch.arange(wb, device=mask.device)
-    rows = (box[:, :1] + dy).clamp(max=mask.shape[1] - 1)[:, :, None]
-    cols = (box[:, 2:3] + dx).clamp(max=mask.shape[2] - 1)[:, None, :]
-    inside = (dy < (box[:, 1:2] - box[:, :1]))[:, :, None] & (dx < (box[:, 3:4] - box[:, 2:3]))[:, None, :]
-    return rows, cols, inside
-
-
 class TorchRadiomics:
     """pyradiomics' 2D features, batched in torch (see the module docstring).
 
@@ -200,6 +188,27 @@ class TorchRadiomics:
         if self._bins["bin_count"] is not None:
             self._bins["bin_width"] = None
 
+    def provenance(self) -> dict[str, Any]:
+        """The backend, package versions and parameters, to store with a feature table (as
+        :meth:`RadiomicsExtractor.provenance <usher2.features.radiomics.RadiomicsExtractor.provenance>`)."""
+        import hashlib
+        import json
+
+        import usher2
+
+        text = json.dumps(self.params, sort_keys=True, default=str)
+        return {
+            "backend": "torch",
+            "usher2": usher2.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "device": str(self.device),
+            "reference": "pyradiomics-bhklab 3.1.4 (equal to float tolerance: tests/features/torchrad)",
+            "columns": list(self.columns),
+            "params": self.params,
+            "params_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        }
+
     def extract(self, image: Any, mask: Any, spacing: Any = None) -> dict[str, float]:
         """One frame's row (as :meth:`RadiomicsExtractor.extract`).
 
@@ -226,8 +235,8 @@ class TorchRadiomics:
         pairs = enumerate(zip(images, masks, strict=True))
         errors: list[InputError | None] = [self._check(k, a, m) for k, (a, m) in pairs]
         good = [k for k, e in enumerate(errors) if e is None]
-        values = self._compute([images[k] for k in good], [masks[k] for k in good], spacings, good) if good else {}
-        rows = {k: {c: float(values[c][j]) for c in self.columns} for j, k in enumerate(good)}
+        table = self._compute([images[k] for k in good], [masks[k] for k in good], spacings, good) if good else []
+        rows = {k: dict(zip(self.columns, values, strict=True)) for k, values in zip(good, table, strict=True)}
         return [rows[k] if k in rows else errors[k] for k in range(len(images))]  # type: ignore[misc]
 
     def _check(self, k: int, image: Any, mask: Any) -> InputError | None:
@@ -236,45 +245,54 @@ class TorchRadiomics:
             return InputError(f"frame {k}", "a 2D (H, W) image (the torch backend is 2D)", f"shape {a.shape}")
         if m.shape != a.shape:
             return InputError(f"frame {k} mask", f"the image's shape {a.shape}", f"shape {m.shape}")
-        if not m.any():
+        roi = m != 0
+        rows, cols = roi.any(1), roi.any(0)
+        if not rows.any():
             return InputError(f"frame {k} mask", "a mask with at least one region pixel", "an empty mask")
-        try:
-            check_roi(
-                torch.from_numpy(m != 0)[None],
-                minimum_dimensions=int(self.params["setting"].get("minimumROIDimensions", 2)),
-                minimum_size=self.params["setting"].get("minimumROISize"),
-            )
-        except InputError as exc:
-            return InputError(f"frame {k} mask", "a region pyradiomics can measure", exc.got)
+        setting = self.params["setting"]
+        dims = int(np.ptp(np.flatnonzero(rows)) > 0) + int(np.ptp(np.flatnonzero(cols)) > 0)
+        small = setting.get("minimumROISize") is not None and int(roi.sum()) <= setting["minimumROISize"]
+        if dims == 0 or dims < int(setting.get("minimumROIDimensions", 2)) or small:
+            try:  # check_roi words the refusal
+                check_roi(
+                    torch.from_numpy(roi)[None],
+                    minimum_dimensions=int(setting.get("minimumROIDimensions", 2)),
+                    minimum_size=setting.get("minimumROISize"),
+                )
+            except InputError as exc:
+                return InputError(f"frame {k} mask", "a region pyradiomics can measure", exc.got)
         return None
 
     def _compute(
         self, images: list[Any], masks: list[Any], spacings: Sequence[Any] | None, index: list[int]
-    ) -> dict[str, torch.Tensor]:
+    ) -> list[list[float]]:
+        """Each frame's values in :attr:`columns` order."""
         image, mask, sizes = _batch(images, masks, self.device)
         sp = [(1.0, 1.0) if spacings is None or spacings[k] is None else tuple(spacings[k]) for k in index]
         spacing = torch.tensor(sp, dtype=torch.float64, device=self.device)
         out: dict[str, torch.Tensor] = {}
+        frame_pixels = RoiPixels.from_mask(mask)
         shape = self.plan.get("original", {}).get("shape2D")
         if shape:
-            values = shape2d.compute(mask, spacing, names=shape)
+            values = shape2d.compute(mask, spacing, names=shape, pixels=frame_pixels)
             out.update({f"{PREFIX}original_shape2D_{f}": v for f, v in values.items()})
         images_by_name = self._images(image, mask, sizes, spacing)
-        rows, cols, inside = _crop_index(mask)
-        b = _batch_index(mask)
-        cmask = mask[b, rows, cols] & inside
+        # every class reads only the ROI pixels: gathered from the frames, binned, and scattered
+        # into each ROI's bounding box for the classes that take a (B, h, w) binned image
+        pixels = frame_pixels.cropped(crop_boxes(mask))
         for name, per_class in self.plan.items():
             texture = {c: fs for c, fs in per_class.items() if c != "shape2D"}
-            if texture:  # every class reads only the ROI: computed on each ROI's bounding box
-                out.update(self._classes(name, images_by_name[name][b, rows, cols], cmask, spacing, texture))
-        return {c: out[c].detach().cpu() for c in self.columns}
+            if texture:  # pyradiomics stores a filtered image in float32
+                values = frame_pixels.values(images_by_name[name]).to(torch.float32).to(torch.float64)
+                out.update(self._classes(name, values, pixels, spacing, texture))
+        return torch.stack([out[c] for c in self.columns], 1).detach().cpu().tolist()
 
     def _images(
         self, image: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor, spacing: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The image types the plan needs, filtered on the whole frames as pyradiomics does and
-        rounded to float32 as pyradiomics stores them; a LoG sigma pyradiomics skips for a frame
-        (too small) is NaN there."""
+        """The image types the plan needs, filtered on the whole frames as pyradiomics does (the
+        caller rounds the ROI pixels to float32 as pyradiomics stores them); a LoG sigma pyradiomics
+        skips for a frame (too small) is NaN there."""
         wanted = [n for n, per_class in self.plan.items() if set(per_class) - {"shape2D"}]
         out: dict[str, torch.Tensor] = {}
         bands = [n for n in wanted if n.startswith("wavelet")]
@@ -284,7 +302,6 @@ class TorchRadiomics:
             sigma = float(name.removeprefix("log-sigma-").removesuffix("-mm-3D").replace("-", "."))
             res = filters.log(image, mask, (sigma,), spacing, sizes=sizes)
             out[name] = next(iter(res.values())) if res else torch.full_like(image, float("nan"))
-        out = {n: v.to(torch.float32).to(torch.float64) for n, v in out.items()}
         if "original" in wanted:
             out["original"] = image
         return out
@@ -292,28 +309,27 @@ class TorchRadiomics:
     def _classes(
         self,
         name: str,
-        image: torch.Tensor,
-        mask: torch.Tensor,
+        values: torch.Tensor,
+        pixels: RoiPixels,
         spacing: torch.Tensor,
         texture: dict[str, list[str]],
     ) -> dict[str, torch.Tensor]:
-        """The texture and first-order features of one image type."""
+        """The texture and first-order features of one image type from its ROI pixels ``values`` ``(N,)``."""
         setting = self.params["setting"]
-        binned, _ = discretise(image, mask, **self._bins)
+        levels = bin_pixels(values, pixels, **self._bins)
+        binned = pixels.scatter(levels) if set(texture) - {"firstorder", "glcm"} else None
         out: dict[str, torch.Tensor] = {}
         for cls, feats in texture.items():
             if cls == "firstorder":
-                vals = firstorder.compute(
-                    image,
-                    mask,
-                    binned,
-                    names=feats,
-                    spacing=spacing,
-                    voxel_array_shift=float(setting.get("voxelArrayShift", 0)),
+                shift = float(setting.get("voxelArrayShift", 0))
+                vals = firstorder.compute_pixels(
+                    values, pixels, levels, names=feats, spacing=spacing, voxel_array_shift=shift
                 )
             elif cls == "glcm":  # the weighting (off by default) uses the first frame's spacing
                 pair = tuple(float(v) for v in spacing[0].tolist())
-                vals = glcm.compute(binned, feats, weighting_norm=setting.get("weightingNorm"), spacing=pair)
+                vals = glcm.compute_pixels(
+                    levels, pixels, feats, weighting_norm=setting.get("weightingNorm"), spacing=pair
+                )
             elif cls == "gldm":
                 vals = gldm.compute(binned, feats, alpha=setting.get("gldm_a", 0))
             else:

@@ -10,35 +10,45 @@ the angles whose matrix is not empty (pyradiomics deletes empty angles, then ``n
 original grey values as ``i``/``j`` (``coefficients['grayLevels']``), and ``Ng`` (in ``Idmn``,
 ``Idn`` and the ``k`` ranges) is the largest grey level of the ROI, not the number present. Here
 every ROI keeps a full ``Ng x Ng`` matrix (``Ng`` the largest level in the batch): an absent
-level's row and column are zero, which adds nothing to any sum, so every feature but ``MCC`` is
-the same expression. For ``MCC`` the absent levels' diagonal entries of :math:`Q` are set to -1:
-:math:`Q` is then block diagonal (present levels, -1 s), its eigenvalues are pyradiomics' plus
--1 s, and since pyradiomics' are >= 0 (up to rounding) the second largest is unchanged.
+level's row and column are zero, which adds nothing to any sum, so every feature is the same
+expression (for ``MCC``, below, a zero row adds an eigenvalue 0, which never exceeds the second
+largest).
 
-**Batches.** The ``B x 4`` matrices come from one ``torch.bincount`` per offset over
-``roi * Ng**2 + (i - 1) * Ng + (j - 1)`` (pairs leaving the ROI go to a discarded extra bin);
-the features are masked reductions over ``(B, 4, Ng, Ng)``; ``MCC`` is one batched
-``torch.linalg.eigvals``. No loop over ROIs. Two host syncs: ``Ng`` (the matrices' size) and the
-union bounding box of the ROIs (the batch is cropped to it first, so padding costs nothing).
+**Batches, on the ROI pixels.** :func:`compute_pixels` takes the ``(N,)`` levels of a
+:class:`~usher2.features.torchrad.discretise.RoiPixels` layout (:func:`compute` gathers them
+from ``binned``), whose neighbour pairs (both pixels in the ROI, per offset) are built once per
+batch and reused for every image type. The ``B x 4`` matrices are one ``torch.bincount`` over
+``((roi * 4 + angle) * Ng + i - 1) * Ng + j - 1`` of all pairs (int32 keys), made symmetric
+by adding the transpose. The matrix is symmetric, so ``py = px``, ``uy = ux``, and all but the
+whole-matrix features (entropies, energy, Imc, MCC, maximum) are weighted sums over the marginal
+``px`` and the sum/difference distributions ``p_{x+y}``, ``p_{x-y}`` (one ``scatter_add``
+each): a few batched matrix products with tables of weights over ``(B, 4, Ng, Ng)``, then one
+angle mean for all features. No loop over ROIs. Two host syncs: ``Ng`` and, per batch, the pairs.
+
+**MCC** is :math:`\sqrt{\lambda_2(Q)}` with pyradiomics'
+:math:`Q_{ij} = \sum_k p_{ik} p_{jk} / (p_x(i) p_y(k) + \epsilon)`. For a symmetric ``P``,
+:math:`Q = D^{-1} P D^{-1} P` (``D = diag(px)``, up to the ``eps``) is similar to :math:`S^2`,
+:math:`S = D^{-1/2} P D^{-1/2}` symmetric, so its eigenvalues are the squares of ``S``'s and
+``MCC`` is the second largest :math:`|\lambda(S)|`: one batched ``eigvalsh`` (real, accurate,
+several times faster than the general ``eigvals`` pyradiomics uses). The ``eps`` moves ``Q`` by
+a relative ``eps / (p_x(i) p_x(k))`` in the entries of the rarest levels, whose eigenvector
+weights are as small: ``MCC`` agrees to ~3e-9 relative on the fixtures, 3e-8 at most on 400
+random 2-11 px ROIs with 1-8 grey levels.
 
 **Agreement with pyradiomics** (``tests/features/torchrad/test_glcm.py``): every feature within
 1e-6 relative / 1e-9 absolute on the simulated, BUS-BRA and edge-case ROIs and on random tiny
-ROIs (float64 paths: largest relative difference 9e-12, ``ClusterShade`` near 0 on the
-whole-frame ROI; 1e-13 for ``Imc1``/``Imc2``; about 1e-15 for the rest).
+ROIs (``ClusterShade`` near 0 and ``Imc1``/``Imc2`` ~1e-13, ``MCC`` ~1e-9, about 1e-15 for
+the rest).
 
 Where pyradiomics has a special case we follow it: ``Correlation`` is 1 on an angle where
 :math:`\sigma_x\sigma_y = 0`, ``Imc1`` 0 where :math:`\max(HX, HY) = 0`, ``Imc2`` 0 where
 :math:`HXY2 = HXY` and NaN (skipped by the angle mean) where rounding makes :math:`HXY2 < HXY`,
 ``MCC`` 1 when the ROI has a single grey level.
 
-``MCC`` is the numerically delicate one: :math:`\sqrt{\lambda_2}` of a non-symmetric matrix. An
-eigenvalue near 0 comes back from LAPACK as about :math:`\pm 10^{-17}` (or a complex pair) and its
-square root is :math:`\sim 10^{-8}`, or NaN (skipped) in pyradiomics when numpy's eigenvalues of
-that ROI happen to be all real. :math:`\lambda_2` is taken as pyradiomics takes it (second
-largest real part) and ``MCC`` per angle is :math:`\mathrm{Re}\sqrt{\lambda_2}` with a complex
-square root. The tests found no ROI where this matters (``MCC``'s largest relative difference
-2e-15 on the fixtures, none above 1e-6 on 900 random 2-11 px ROIs with 1-8 grey levels), but a
-ROI whose :math:`\lambda_2` is 0 on some angle could differ there by ~1e-8 absolute.
+An eigenvalue :math:`\lambda_2(Q)` near 0 is numerically delicate in pyradiomics (LAPACK returns
+about :math:`\pm 10^{-17}`, whose square root is :math:`\sim 10^{-8}` or NaN, then skipped);
+here ``S``'s eigenvalue is about :math:`10^{-17}`. The tests found no ROI where this matters, but
+a ROI whose :math:`\lambda_2` is 0 on some angle could differ there by ~1e-8 absolute.
 
 Example:
     >>> import torch
@@ -54,9 +64,11 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
+
+from usher2.features.torchrad.discretise import RoiPixels
 
 FEATURES: tuple[str, ...] = (
     "Autocorrelation",
@@ -108,39 +120,24 @@ def _check(binned: torch.Tensor, names: Sequence[str] | None, weighting_norm: st
     return wanted
 
 
+def _counts(levels: torch.Tensor, pixels: RoiPixels, ng: int) -> torch.Tensor:
+    """Co-occurrence counts ``(B, 4, Ng, Ng)`` float64 (not yet symmetric) of the ROI pixels'
+    ``levels`` ``(N,)``: one ``bincount`` over ``((roi * 4 + angle) * Ng + i - 1) * Ng + j - 1`` of
+    every neighbour pair (int32 keys while they fit: half the memory traffic of int64)."""
+    src, dst, group = pixels.pairs(OFFSETS)
+    size = pixels.shape[0] * len(OFFSETS) * ng * ng
+    code = (levels - 1).to(torch.int32 if size < 2**31 else torch.int64)
+    key = (code * ng).index_select(0, src)
+    key += code.index_select(0, dst)
+    key.add_(group, alpha=ng * ng)
+    return torch.bincount(key, minlength=size).view(-1, len(OFFSETS), ng, ng).double()
+
+
 def _matrices(binned: torch.Tensor, ng: int) -> torch.Tensor:
-    """Symmetric co-occurrence counts ``(B, 4, Ng, Ng)`` float64, one matrix per offset."""
-    b, h, w = binned.shape
-    base = torch.arange(b, device=binned.device).view(b, 1, 1) * (ng * ng)
-    dump = b * ng * ng  # pairs with a pixel outside the ROI go to one extra bin (no boolean indexing)
-    code = binned - 1
-    out = []
-    for dy, dx in OFFSETS:
-        x0, x1 = max(0, -dx), w - max(0, dx)
-        src = code[:, : h - dy, x0:x1]
-        dst = code[:, dy:, x0 + dx : x1 + dx]
-        idx = torch.where((src >= 0) & (dst >= 0), base + src * ng + dst, dump)
-        out.append(torch.bincount(idx.flatten(), minlength=dump + 1)[:dump].view(b, ng, ng))
-    counts = torch.stack(out, 1).to(torch.float64)
+    """Symmetric co-occurrence counts ``(B, 4, Ng, Ng)`` float64 of ``binned`` ``(B, H, W)``, one matrix per offset."""
+    pixels = RoiPixels.from_mask(binned > 0)
+    counts = _counts(pixels.values(binned.long()), pixels, ng)
     return counts + counts.transpose(-1, -2)
-
-
-def _present(binned: torch.Tensor, ng: int) -> torch.Tensor:
-    """``(B, Ng)`` bool: which grey levels occur in each ROI."""
-    b = binned.shape[0]
-    base = torch.arange(b, device=binned.device).view(b, 1, 1) * ng
-    idx = torch.where(binned > 0, base + binned - 1, b * ng)
-    return torch.bincount(idx.flatten(), minlength=b * ng + 1)[: b * ng].view(b, ng) > 0
-
-
-def _crop(binned: torch.Tensor) -> torch.Tensor:
-    """The batch cut to the union of the ROIs' bounding boxes (padding and background cost nothing)."""
-    inside = binned > 0
-    rows = torch.nonzero(inside.any(2).any(0)).flatten()
-    cols = torch.nonzero(inside.any(1).any(0)).flatten()
-    if rows.numel() == 0:
-        return binned
-    return binned[:, int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
 
 
 def _angle_weights(weighting_norm: str, spacing: Sequence[float], device: torch.device) -> torch.Tensor:
@@ -159,28 +156,19 @@ def _angle_weights(weighting_norm: str, spacing: Sequence[float], device: torch.
     return torch.tensor(out, dtype=torch.float64, device=device)
 
 
-def _nanmean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over the angle axis of the valid, non-NaN entries (pyradiomics' ``nanmean``)."""
-    ok = valid & ~torch.isnan(values)
-    return torch.where(ok, values, 0.0).sum(-1) / ok.sum(-1)
+def _mcc(p: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """Per-angle MCC: the second largest ``|eigenvalue|`` of ``S = D^-1/2 P D^-1/2`` (``D = diag(px)``).
 
-
-def _entropy(p: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return -(p * torch.log2(p + _EPS)).sum(dims)
-
-
-def _mcc(p: torch.Tensor, px: torch.Tensor, py: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Per-angle ``Re(sqrt(second largest eigenvalue of Q))``, pyradiomics' ``Q`` (with its eps)."""
-    if p.shape[-1] < 2:  # a batch of flat ROIs: one eigenvalue; compute() sets MCC = 1
+    pyradiomics' ``Q = D^-1 P D^-1 P`` (``P`` symmetric) is similar to ``S^2``, so its eigenvalues
+    are the squares of the symmetric ``S``'s (``eigvalsh``: fast, real, accurate) and
+    ``sqrt(lambda_2(Q))`` is the second largest ``|lambda(S)|``. A level with an empty row (absent
+    from the ROI or without a neighbour on that angle) gives a zero row in both: eigenvalue 0.
+    """
+    if p.shape[-1] < 2:  # a batch of flat ROIs: one eigenvalue; compute_pixels() sets MCC = 1
         return torch.ones(p.shape[:-2], dtype=p.dtype, device=p.device)
-    w = p / (px.unsqueeze(-1) * py.unsqueeze(-2) + _EPS)
-    q = w @ p.transpose(-1, -2)
-    absent = (~present).unsqueeze(1).to(q.dtype)  # (B, 1, Ng)
-    q = q - torch.diag_embed(absent.expand(q.shape[:-1]))
-    ev = torch.linalg.eigvals(q)
-    order = torch.argsort(ev.real, dim=-1)
-    second = torch.gather(ev, -1, order[..., -2:-1]).squeeze(-1)
-    return torch.sqrt(second).real
+    r = torch.where(px > 0, px.rsqrt(), 0.0)
+    s = (p * r.unsqueeze(-1)).mul_(r.unsqueeze(-2))
+    return torch.linalg.eigvalsh(s).abs().topk(2, dim=-1).values[..., 1]
 
 
 def compute(
@@ -223,135 +211,122 @@ def compute(
         (1.0, 1.0)
     """
     wanted = _check(binned, names, weighting_norm)
-    binned = _crop(binned.long())
-    ng = int(binned.max())
+    pixels = RoiPixels.from_mask(binned > 0)
+    return compute_pixels(pixels.values(binned.long()), pixels, wanted, weighting_norm=weighting_norm, spacing=spacing)
+
+
+def compute_pixels(
+    levels: torch.Tensor,
+    pixels: RoiPixels,
+    names: Sequence[str] | None = None,
+    *,
+    weighting_norm: str | None = None,
+    spacing: Sequence[float] = (1.0, 1.0),
+) -> dict[str, torch.Tensor]:
+    """:func:`compute` on the ROI pixels: ``levels`` ``(N,)`` int64 (1..Ng) in the layout of
+    ``pixels`` (what :func:`compute` gathers; the engine passes them directly, and reuses the
+    neighbour pairs ``pixels`` caches across image types)."""
+    wanted = _check(levels.view(1, 1, -1), names, weighting_norm)
+    ng = int(levels.max()) if levels.numel() else 0
     if ng < 1:
         raise ValueError("binned has no ROI pixel (all 0); every ROI needs grey levels 1..Ng inside it")
-    counts = _matrices(binned, ng)  # (B, A, Ng, Ng)
+    counts = _counts(levels, pixels, ng)
+    counts = counts + counts.transpose(-1, -2)  # (B, A, Ng, Ng), symmetric
     if weighting_norm is not None:
-        weights = _angle_weights(weighting_norm, spacing, binned.device)
+        weights = _angle_weights(weighting_norm, spacing, levels.device)
         counts = (counts * weights.view(1, -1, 1, 1)).sum(1, keepdim=True)
     total = counts.sum((-1, -2))  # (B, A)
     valid = total > 0
-    p = counts / torch.where(valid, total, 1.0)[..., None, None]
-    present = _present(binned, ng)
-    ng_roi = binned.flatten(1).amax(1).to(torch.float64)  # pyradiomics' Ng: the largest grey level of each ROI
-    per_angle = _per_angle(p, present, ng_roi, ng)
-    out = {name: _nanmean(per_angle[name](), valid) for name in wanted}
-    if "MCC" in out:
-        flat_roi = present.sum(-1) < 2  # pyradiomics: a single eigenvalue, MCC = 1
-        out["MCC"] = torch.where(flat_roi, 1.0, out["MCC"])
+    p = counts.div_(torch.where(valid, total, 1.0)[..., None, None])
+    b = pixels.shape[0]
+    ng_roi = pixels.reduce(levels, "max", 0).double()  # pyradiomics' Ng: each ROI's largest grey level
+    per_angle = _per_angle(p, ng_roi.view(b, 1, 1), set(wanted))
+    stacked = torch.stack([per_angle[name] for name in wanted])  # (F, B, A)
+    ok = valid & ~torch.isnan(stacked)  # pyradiomics: empty angles deleted, then nanmean
+    means = torch.where(ok, stacked, 0.0).sum(-1) / ok.sum(-1)
+    out = dict(zip(wanted, means.unbind(0), strict=True))
+    if "MCC" in out:  # pyradiomics: a single grey level in the ROI, a single eigenvalue: MCC = 1
+        present = torch.bincount(pixels.roi * ng + levels - 1, minlength=b * ng).view(b, ng) > 0
+        out["MCC"] = torch.where(present.sum(-1) < 2, 1.0, out["MCC"])
     return out
 
 
-def _marginals(p: torch.Tensor, ng: int) -> dict[str, torch.Tensor]:
-    """The grey-level vectors, marginals, means and the sum/difference distributions of ``p`` (B, A, Ng, Ng)."""
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum(a * b)`` over the last axis, as a batched matrix product (no ``a * b`` temporary)."""
+    return (a.unsqueeze(-2) @ b.unsqueeze(-1))[..., 0, 0]
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """``-sum p log2(p + eps)`` over the last axis (pyradiomics' eps)."""
+    return -_dot(p, torch.log2(p + _EPS))
+
+
+def _per_angle(p: torch.Tensor, ng_roi: torch.Tensor, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The ``wanted`` features of each ROI and angle ``(B, A)`` from ``p`` ``(B, A, Ng, Ng)``.
+
+    ``p`` is symmetric, so ``py = px`` and ``uy = ux`` (pyradiomics' expressions otherwise); every
+    feature but those of the whole matrix (entropies, energy, Imc, MCC, maximum) reduces to the
+    marginal ``px`` and the sum and difference distributions ``p_{x+y}``, ``p_{x-y}``; the weighted
+    sums over those are matrix products with a table of weights per feature.
+    """
+    ng = p.shape[-1]
     dev, f64 = p.device, torch.float64
     lv = torch.arange(1, ng + 1, device=dev, dtype=f64)
-    i, j = lv.view(ng, 1), lv.view(1, ng)
-    # p_{x+y}(k), k = 2..2Ng, and p_{x-y}(k), k = 0..Ng-1, as sums of p over the anti-/diagonals
-    ii = torch.arange(ng, device=dev).view(ng, 1)
-    jj = torch.arange(ng, device=dev).view(1, ng)
-    add_onehot = torch.nn.functional.one_hot((ii + jj).flatten(), 2 * ng - 1).to(f64)
-    sub_onehot = torch.nn.functional.one_hot((ii - jj).abs().flatten(), ng).to(f64)
+    k_sum = torch.arange(2, 2 * ng + 1, device=dev, dtype=f64)
+    k_diff = torch.arange(0, ng, device=dev, dtype=f64)
     p_flat = p.flatten(-2)
-    ux, uy = (p * i).sum((-1, -2)), (p * j).sum((-1, -2))  # (B, A)
-    return {
-        "i": i,
-        "j": j,
-        "px": p.sum(-1),  # (B, A, Ng)
-        "py": p.sum(-2),
-        "ux": ux,
-        "uy": uy,
-        "ux4": ux[..., None, None],
-        "uy4": uy[..., None, None],
-        "pxaddy": p_flat @ add_onehot,  # (B, A, 2Ng-1)
-        "pxsuby": p_flat @ sub_onehot,  # (B, A, Ng)
-        "k_sum": torch.arange(2, 2 * ng + 1, device=dev, dtype=f64),
-        "k_diff": torch.arange(0, ng, device=dev, dtype=f64),
-    }
+    pxaddy, pxsuby = _sum_diff(p_flat, ng)
+    px = p.sum(-1)  # (B, A, Ng); py = px (symmetric)
+    ux = px @ lv  # (B, A); uy = ux
+    dx = lv - ux.unsqueeze(-1)  # (B, A, Ng): i - ux
+    out: dict[str, torch.Tensor] = {"JointAverage": ux, "SumSquares": _dot(px, dx * dx)}
+    out["Autocorrelation"] = (p @ lv) @ lv
+    corm = _dot(dx, (p @ dx.unsqueeze(-1))[..., 0])
+    sum_sq = out["SumSquares"]  # sigma_x sigma_y = sigma_x^2
+    out["Correlation"] = torch.where(sum_sq == 0, 1.0, corm / (sum_sq + _EPS))
+    centred = (k_sum - ux.unsqueeze(-1)) - ux.unsqueeze(-1)  # (i + j) - ux - uy, (B, A, 2Ng - 1)
+    powers = torch.stack([centred * centred, centred * centred * centred, (centred * centred).square_()], -1)
+    cluster = (pxaddy.unsqueeze(-2) @ powers)[..., 0, :]
+    out.update(dict(zip(("ClusterTendency", "ClusterShade", "ClusterProminence"), cluster.unbind(-1), strict=True)))
+    inv_sq = torch.cat([k_diff.new_zeros(1), 1 / k_diff[1:] ** 2])  # InverseVariance skips k = 0
+    table = torch.stack([k_diff, k_diff**2, 1 / (1 + k_diff**2), 1 / (1 + k_diff), inv_sq], 1)
+    names = ("DifferenceAverage", "Contrast", "Idm", "Id", "InverseVariance")
+    out.update(dict(zip(names, (pxsuby @ table).unbind(-1), strict=True)))
+    per_roi = torch.stack([1 / (1 + k_diff**2 / ng_roi**2), 1 / (1 + k_diff / ng_roi)], -1)  # (B, 1, Ng, 2)
+    out["Idmn"], out["Idn"] = (pxsuby.unsqueeze(-2) @ per_roi)[..., 0, :].unbind(-1)
+    out["DifferenceEntropy"] = _entropy(pxsuby)
+    out["DifferenceVariance"] = _dot(pxsuby, (k_diff - out["DifferenceAverage"].unsqueeze(-1)).square_())
+    out["SumAverage"] = pxaddy @ k_sum
+    out["SumEntropy"] = _entropy(pxaddy)
+    out["JointEnergy"] = _dot(p_flat, p_flat)
+    out["MaximumProbability"] = p_flat.amax(-1)
+    if wanted & {"JointEntropy", "Imc1", "Imc2"}:
+        out.update(_entropies(p_flat, px))
+    if "MCC" in wanted:
+        out["MCC"] = _mcc(p, px)
+    return out
 
 
-def _per_angle(
-    p: torch.Tensor, present: torch.Tensor, ng_roi: torch.Tensor, ng: int
-) -> dict[str, Callable[[], torch.Tensor]]:
-    """Each feature of :data:`FEATURES` per ROI and angle, computed when called (shared terms cached)."""
-    m = _marginals(p, ng)
-    i, j, px, py, ux, ux4, uy4 = m["i"], m["j"], m["px"], m["py"], m["ux"], m["ux4"], m["uy4"]
-    pxaddy, pxsuby, k_sum, k_diff = m["pxaddy"], m["pxsuby"], m["k_sum"], m["k_diff"]
-    b = p.shape[0]
-    cache: dict[str, torch.Tensor] = {}
+def _sum_diff(p_flat: torch.Tensor, ng: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``p_{x+y}(k)``, ``k = 2..2Ng`` and ``p_{x-y}(k)``, ``k = 0..Ng-1``: ``p`` ``(..., Ng * Ng)``
+    summed over its anti-diagonals and (both) diagonals, one ``scatter_add`` each."""
+    ii = torch.arange(ng, device=p_flat.device)
+    rows = p_flat.shape[:-1]
+    add_idx = (ii[:, None] + ii[None, :]).reshape(-1).expand(*rows, ng * ng)
+    sub_idx = (ii[:, None] - ii[None, :]).abs_().reshape(-1).expand(*rows, ng * ng)
+    pxaddy = p_flat.new_zeros(*rows, 2 * ng - 1).scatter_add_(-1, add_idx, p_flat)
+    pxsuby = p_flat.new_zeros(*rows, ng).scatter_add_(-1, sub_idx, p_flat)
+    return pxaddy, pxsuby
 
-    def hxy() -> torch.Tensor:
-        if "hxy" not in cache:
-            cache["hxy"] = _entropy(p, (-1, -2))
-        return cache["hxy"]
 
-    def diff_avg() -> torch.Tensor:
-        if "da" not in cache:
-            cache["da"] = (k_diff * pxsuby).sum(-1)
-        return cache["da"]
-
-    def sigma_x2() -> torch.Tensor:
-        if "sx2" not in cache:
-            cache["sx2"] = (p * (i - ux4) ** 2).sum((-1, -2))
-        return cache["sx2"]
-
-    def centred(power: int) -> torch.Tensor:
-        return (p * ((i + j) - ux4 - uy4) ** power).sum((-1, -2))
-
-    def correlation() -> torch.Tensor:
-        sigx = sigma_x2() ** 0.5
-        sigy = (p * (j - uy4) ** 2).sum((-1, -2)) ** 0.5
-        corm = (p * (i - ux4) * (j - uy4)).sum((-1, -2))
-        return torch.where(sigx * sigy == 0, 1.0, corm / (sigx * sigy + _EPS))
-
-    def log_pxy() -> tuple[torch.Tensor, torch.Tensor]:
-        if "pxy" not in cache:
-            cache["pxy"] = px.unsqueeze(-1) * py.unsqueeze(-2)
-            cache["log_pxy"] = torch.log2(cache["pxy"] + _EPS)
-        return cache["pxy"], cache["log_pxy"]
-
-    def imc1() -> torch.Tensor:
-        hx = _entropy(px, (-1,))
-        hy = _entropy(py, (-1,))
-        hxy1 = -(p * log_pxy()[1]).sum((-1, -2))
-        div = torch.fmax(hx, hy)
-        return torch.where(div != 0, (hxy() - hxy1) / torch.where(div != 0, div, 1.0), 0.0)
-
-    def imc2() -> torch.Tensor:
-        pxy, log = log_pxy()
-        hxy2 = -(pxy * log).sum((-1, -2))
-        val = (1 - torch.exp(-2 * (hxy2 - hxy()))) ** 0.5  # NaN where rounding gives HXY2 < HXY
-        return torch.where(hxy2 == hxy(), 0.0, val)
-
-    def mcc() -> torch.Tensor:
-        return _mcc(p, px, py, present)
-
-    per_angle = {
-        "Autocorrelation": lambda: (p * (i * j)).sum((-1, -2)),
-        "JointAverage": lambda: ux,
-        "ClusterProminence": lambda: centred(4),
-        "ClusterShade": lambda: centred(3),
-        "ClusterTendency": lambda: centred(2),
-        "Contrast": lambda: (p * (i - j).abs() ** 2).sum((-1, -2)),
-        "Correlation": correlation,
-        "DifferenceAverage": diff_avg,
-        "DifferenceEntropy": lambda: _entropy(pxsuby, (-1,)),
-        "DifferenceVariance": lambda: (pxsuby * (k_diff - diff_avg().unsqueeze(-1)) ** 2).sum(-1),
-        "JointEnergy": lambda: (p**2).sum((-1, -2)),
-        "JointEntropy": hxy,
-        "Imc1": imc1,
-        "Imc2": imc2,
-        "Idm": lambda: (pxsuby / (1 + k_diff**2)).sum(-1),
-        "MCC": mcc,
-        "Idmn": lambda: (pxsuby / (1 + k_diff**2 / ng_roi.view(b, 1, 1) ** 2)).sum(-1),
-        "Id": lambda: (pxsuby / (1 + k_diff)).sum(-1),
-        "Idn": lambda: (pxsuby / (1 + k_diff / ng_roi.view(b, 1, 1))).sum(-1),
-        "InverseVariance": lambda: (pxsuby[..., 1:] / k_diff[1:] ** 2).sum(-1),
-        "MaximumProbability": lambda: p.flatten(-2).amax(-1),
-        "SumAverage": lambda: (k_sum * pxaddy).sum(-1),
-        "SumEntropy": lambda: _entropy(pxaddy, (-1,)),
-        "SumSquares": sigma_x2,
-    }
-    return per_angle
+def _entropies(p_flat: torch.Tensor, px: torch.Tensor) -> dict[str, torch.Tensor]:
+    """JointEntropy (``HXY``), Imc1 and Imc2 per ROI and angle, with pyradiomics' special cases."""
+    hxy = _entropy(p_flat)
+    pxy = (px.unsqueeze(-1) * px.unsqueeze(-2)).flatten(-2)
+    log_pxy = torch.log2(pxy + _EPS)
+    hxy1 = -_dot(p_flat, log_pxy)
+    hxy2 = -_dot(pxy, log_pxy)
+    hx = _entropy(px)  # = HY
+    imc1 = torch.where(hx != 0, (hxy - hxy1) / torch.where(hx != 0, hx, 1.0), 0.0)
+    imc2 = (1 - torch.exp(-2 * (hxy2 - hxy))) ** 0.5  # NaN where rounding gives HXY2 < HXY
+    return {"JointEntropy": hxy, "Imc1": imc1, "Imc2": torch.where(hxy2 == hxy, 0.0, imc2)}

@@ -40,21 +40,39 @@ and DependencePercentage, off by default in pyradiomics, are not computed.)
 
 The whole batch is done at once: the dependence counts from 8 shifted views of the padded
 binned image (flattened, so each is a contiguous shift), then one ``bincount`` over
-``(roi, level, dependence)``. Memory is ``O(B * Ng * 9)`` for the matrices plus a few
-``(B, H, W)`` tensors.
+``(roi, level, dependence)``. On the CPU (numpy) the image is the ``uint8`` layout of
+:func:`~usher2.features.torchrad._zones.padded` and, for ``gldm_a`` 0 (usher2's default), a
+neighbour is dependent when it equals the pixel (0 outside the ROI equals no ROI level); as
+dependence is symmetric, the 4 forward neighbours are compared once each (one contiguous pass) and
+every hit counted for both pixels of the pair into a ``uint8`` count, then the ``bincount`` runs
+over the ROI pixels alone (as ``-ng - 1`` outside and ``|i - k| <= alpha`` for ``gldm_a`` > 0). On other
+devices (torch) :func:`matrix` does the same in ``int16`` with a sentinel outside the ROI.
+Memory is ``O(B * Ng * 9)`` for the matrices plus a few ``(B, H, W)`` arrays. The features are
+computed from the matrices by the same code on both paths.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from usher2.features.torchrad.glrlm import check_binned, check_names
+from usher2.features.torchrad._zones import (
+    EPS,
+    OFFSETS,
+    backend_of,
+    check_binned,
+    check_names,
+    layout,
+    levels_like,
+    to_device,
+)
 
-__all__ = ["FEATURES", "OFFSETS", "compute", "level_dtype", "matrix", "shifted"]
+__all__ = ["FEATURES", "compute", "level_dtype", "matrix", "matrix_np", "shifted"]
 
 FEATURES: tuple[str, ...] = (
     "SmallDependenceEmphasis",
@@ -73,10 +91,7 @@ FEATURES: tuple[str, ...] = (
     "LargeDependenceHighGrayLevelEmphasis",
 )
 
-#: The 8 in-plane neighbours at distance 1 (pyradiomics' 4 angles, both directions).
-OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _ND = len(OFFSETS) + 1  # dependence j = 1 + number of dependent neighbours, 1..9
-_EPS = float(torch.finfo(torch.float64).eps)  # numpy.spacing(1)
 
 
 def level_dtype(ng: int) -> torch.dtype:
@@ -151,23 +166,64 @@ def matrix(binned: torch.Tensor, *, alpha: float = 0) -> torch.Tensor:
     return counts.view(-1, ng + 1, _ND)[:, 1:].to(torch.float64)
 
 
-def _features(p: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """pyradiomics' GLDM formulas on ``(B, Ng, Nd)`` matrices, each a thunk (only asked ones run)."""
-    ivec = torch.arange(1, p.shape[1] + 1, dtype=p.dtype, device=p.device)
-    jvec = torch.arange(1, p.shape[2] + 1, dtype=p.dtype, device=p.device)
+def matrix_np(binned: torch.Tensor, *, alpha: float = 0) -> np.ndarray:
+    """:func:`matrix` on the CPU with numpy (see the module docstring): ``(B, Ng, 9)`` float64.
+
+    Dependence is symmetric, so each of the 4 forward neighbours is compared once and the result
+    counted for both pixels of the pair.
+
+    Raises:
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`).
+
+    Example:
+        >>> matrix_np(torch.tensor([[[1, 1], [1, 2]]]))[0].tolist()  # as matrix()
+        [[0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    """
+    lay = layout(binned)
+    b, row, ng = lay.shape[0], lay.row, lay.ng
+    cut = min(math.floor(alpha), ng)  # the differences of levels are integers
+    flat = lay.flat  # 0 outside the ROI, which equals no ROI level
+    if cut:  # -ng - 1 outside, which no ROI level is within `cut` of; differences fit the type
+        flat = np.where(flat > 0, flat, -ng - 1).astype(np.int16 if 2 * ng + 1 < 2**15 else np.int32)
+    dep = np.zeros(flat.size, np.uint8)  # dependent neighbours of each position
+    hit = np.empty(flat.size - 1, bool)
+    diff = np.empty(flat.size - 1, flat.dtype) if cut else None
+    for step in (1, row - 1, row, row + 1):  # (0, 1), (1, -1), (1, 0), (1, 1)
+        here, there = flat[: flat.size - step], flat[step:]
+        if diff is None:
+            np.equal(here, there, out=hit[: here.size])
+        else:
+            np.subtract(here, there, out=diff[: here.size])
+            np.abs(diff[: here.size], out=diff[: here.size])
+            np.less_equal(diff[: here.size], cut, out=hit[: here.size])
+        both = hit[: here.size].view(np.uint8)
+        dep[: here.size] += both  # the pixel and its forward neighbour
+        dep[step:] += both  # the neighbour and its backward one
+    key = lay.cell * _ND
+    key += dep[lay.where]
+    return np.bincount(key, minlength=b * ng * _ND).reshape(b, ng, _ND).astype(np.float64)
+
+
+def _features(p: Any) -> dict[str, Callable[[], Any]]:
+    """pyradiomics' GLDM formulas on ``(B, Ng, Nd)`` matrices (numpy or torch), each a thunk (only
+    asked ones run)."""
+    xp = np if isinstance(p, np.ndarray) else torch
+    ivec, jvec = levels_like(p, p.shape[1]), levels_like(p, p.shape[2])
     nz = p.sum((1, 2))
-    nz = torch.where(nz == 0, torch.ones_like(nz), nz)  # pyradiomics: Nz[Nz == 0] = 1
+    nz = xp.where(nz == 0, 1.0, nz)  # pyradiomics: Nz[Nz == 0] = 1
     pd, pg = p.sum(1), p.sum(2)
     i2, j2 = ivec**2, jvec**2
+    # the four joint emphases: sum_ij P(i, j) i^+-2 j^+-2 as (i^-2, i^2) x P x (j^-2, j^2)
+    joint = xp.stack([1 / i2, i2]) @ p @ xp.stack([1 / j2, j2], 1)
 
-    def variance(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def variance(q: Any, v: Any) -> Any:
         q = q / nz[:, None]
-        mu = (q * v).sum(1, keepdim=True)
-        return (q * (v - mu) ** 2).sum(1)
+        mu = (q * v).sum(1)
+        return (q * (v - mu[:, None]) ** 2).sum(1)
 
-    def entropy() -> torch.Tensor:
+    def entropy() -> Any:
         q = p / nz[:, None, None]
-        return -(q * torch.log2(q + _EPS)).sum((1, 2))
+        return -(q * xp.log2(q + EPS)).sum((1, 2))
 
     return {
         "SmallDependenceEmphasis": lambda: (pd / j2).sum(1) / nz,
@@ -180,14 +236,16 @@ def _features(p: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
         "DependenceEntropy": entropy,
         "LowGrayLevelEmphasis": lambda: (pg / i2).sum(1) / nz,
         "HighGrayLevelEmphasis": lambda: (pg * i2).sum(1) / nz,
-        "SmallDependenceLowGrayLevelEmphasis": lambda: (p / (i2[:, None] * j2)).sum((1, 2)) / nz,
-        "SmallDependenceHighGrayLevelEmphasis": lambda: (p * i2[:, None] / j2).sum((1, 2)) / nz,
-        "LargeDependenceLowGrayLevelEmphasis": lambda: (p * j2 / i2[:, None]).sum((1, 2)) / nz,
-        "LargeDependenceHighGrayLevelEmphasis": lambda: (p * (i2[:, None] * j2)).sum((1, 2)) / nz,
+        "SmallDependenceLowGrayLevelEmphasis": lambda: joint[:, 0, 0] / nz,
+        "SmallDependenceHighGrayLevelEmphasis": lambda: joint[:, 1, 0] / nz,
+        "LargeDependenceLowGrayLevelEmphasis": lambda: joint[:, 0, 1] / nz,
+        "LargeDependenceHighGrayLevelEmphasis": lambda: joint[:, 1, 1] / nz,
     }
 
 
-def compute(binned: torch.Tensor, names: Sequence[str] | None = None, *, alpha: float = 0) -> dict[str, torch.Tensor]:
+def compute(
+    binned: torch.Tensor, names: Sequence[str] | None = None, *, alpha: float = 0, backend: str = "auto"
+) -> dict[str, torch.Tensor]:
     """pyradiomics' GLDM features of every ROI of a batch.
 
     Args:
@@ -198,15 +256,16 @@ def compute(binned: torch.Tensor, names: Sequence[str] | None = None, *, alpha: 
         names: the features to compute (default: all of :data:`FEATURES`).
         alpha: pyradiomics' ``gldm_a`` (default 0): a neighbour is dependent when its binned
             level differs by at most ``alpha``.
+        backend: ``"auto"`` (numpy on the CPU, torch elsewhere), ``"numpy"`` or ``"torch"``.
 
     Returns:
         ``{feature name: (B,) float64 tensor}`` in the order of ``names`` (or :data:`FEATURES`),
         on ``binned``'s device.
 
     Raises:
-        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad.glrlm.check_binned`:
-            not ``(B, H, W)`` integers, a negative level, an empty ROI), a negative ``alpha`` or an
-            unknown feature name.
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`:
+            not ``(B, H, W)`` integers, a negative level, an empty ROI), a negative ``alpha``, an
+            unknown feature name or backend.
 
     Example:
         >>> b = torch.tensor([[[1, 1, 2], [1, 1, 2]]])  # four 1s with 3 dependants, two 2s with 1
@@ -217,6 +276,11 @@ def compute(binned: torch.Tensor, names: Sequence[str] | None = None, *, alpha: 
     wanted = check_names(names, FEATURES, "gldm")
     if alpha < 0:
         raise ValueError(f"gldm: alpha (gldm_a) must be >= 0, got {alpha}")
-    check_binned(binned)
-    thunks = _features(matrix(binned.long(), alpha=alpha))
-    return {name: thunks[name]() for name in wanted}
+    if backend_of(binned, backend) == "numpy":
+        p = matrix_np(binned, alpha=alpha)
+    else:
+        check_binned(binned)
+        p = matrix(binned.long(), alpha=alpha)
+    thunks = _features(p)
+    stack = np.stack if isinstance(p, np.ndarray) else torch.stack
+    return to_device(wanted, stack([thunks[name]() for name in wanted]), binned.device)

@@ -1,16 +1,22 @@
-"""pyradiomics' grey-level size zone matrix (GLSZM) features for a batch of 2D ROIs, in torch.
+"""pyradiomics' grey-level size zone matrix (GLSZM) features for a batch of 2D ROIs.
 
 A zone is a connected set of ROI pixels with the same binned grey level; in 2D pyradiomics
 connects a pixel to its 8 neighbours (its C extension uses every offset of the 3 x 3
 neighbourhood; checked against pyradiomics on diagonal-only contacts in
 ``tests/features/torchrad/test_glszm.py``). ``P(i, j)`` counts the zones of grey level ``i`` and
-area ``j``; unlike the GLRLM there are no directions, so the features come from one matrix per
-ROI. pyradiomics deletes the grey levels and zone sizes that do not occur from its matrix: they
-hold no zones, so no feature changes, and this module never builds them.
+area ``j``; unlike the GLRLM there are no directions, so the features
+(:func:`~usher2.features.torchrad._zones.size_features`, shared with the GLRLM) come from one
+matrix per ROI. pyradiomics deletes the grey levels and zone sizes that do not occur from its
+matrix: they hold no zones, so no feature changes, and this module never builds them (the sizes
+are ranked among those occurring in the batch: areas reach the ROI's size, distinct ones are few).
 
-**Zones of the whole batch at once.** The pixels of all ROIs get one flat index; every pair of
-8-neighbours with the same level (inside one ROI) is an edge. Union-find by hooking: each round
-hooks the larger root of every edge whose ends have different roots onto the smaller one
+**CPU (numpy).** Each ROI's bounding box is labelled by scikit-image's ``label`` (8-connected
+regions of equal value, 0 the background: a C union-find, one call per ROI); each label's area
+is a ``bincount`` of the labels and its level a scatter of the pixels' levels.
+
+**Other devices (torch)**, :func:`zone_labels`. The pixels of all ROIs get one flat index; every
+pair of 8-neighbours with the same level (inside one ROI) is an edge. Union-find by hooking: each
+round hooks the larger root of every edge whose ends have different roots onto the smaller one
 (``scatter_reduce`` with ``amin``), then compresses the forest by pointer jumping
 (``label = label[label]``) until every pixel points at its root. An edge whose ends share a root
 keeps doing so, so each round only carries on the edges still joining two trees; a handful of
@@ -21,11 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from skimage.measure import label as _label
 
-from usher2.features.torchrad.glrlm import GENERIC, check_binned, check_names, size_features
+from usher2.features.torchrad._zones import (
+    backend_of,
+    check_binned,
+    check_names,
+    layout,
+    size_features,
+    size_matrix,
+    to_device,
+)
 
-__all__ = ["FEATURES", "compute", "zones"]
+__all__ = ["FEATURES", "compute", "zones", "zones_np"]
 
 #: pyradiomics' enabled-by-default GLSZM features, in pyradiomics' order.
 FEATURES: tuple[str, ...] = (
@@ -47,7 +63,7 @@ FEATURES: tuple[str, ...] = (
     "LargeAreaHighGrayLevelEmphasis",
 )
 
-_TO_GENERIC = dict(zip(FEATURES, GENERIC, strict=True))
+_ROW = {name: k for k, name in enumerate(FEATURES)}  # the row of size_features (GENERIC order)
 #: Half of the 8-neighbourhood, ``(dy, dx)``: the other half gives the same edges reversed.
 _OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
@@ -122,20 +138,59 @@ def zones(binned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return torch.div(root, h * w, rounding_mode="floor"), flat[root], area[root]
 
 
-def compute(binned: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def zones_np(binned: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every zone of the batch, on the CPU (scikit-image's labelling of each ROI's bounding box).
+
+    Args:
+        binned: ``(B, H, W)`` integers, grey levels ``1..Ng`` inside the ROIs, 0 outside.
+
+    Returns:
+        ``(roi, level, area)``, each ``(n_zones,)`` int64, the zones of each ROI in label order.
+
+    Raises:
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`).
+
+    Example:
+        >>> roi, level, area = zones_np(torch.tensor([[[1, 2, 0], [2, 1, 1]]]))
+        >>> roi.tolist(), level.tolist(), area.tolist()
+        ([0, 0], [1, 2], [3, 2])
+    """
+    lay = layout(binned)
+    (b, h, _), row = lay.shape, lay.row
+    blocks = lay.flat[: b * lay.block].reshape(b, h + 1, row)
+    inside = blocks != 0
+    rows, cols = inside.any(2), inside.any(1)
+    rois, found, areas = [], [], []
+    for k in range(b):
+        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+        box = blocks[k, ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
+        labels, n = _label(box, background=0, return_num=True, connectivity=2)
+        flat = labels.reshape(-1)
+        level = np.zeros(n + 1, box.dtype)
+        level[flat] = box.reshape(-1)  # every pixel of a zone writes the same level
+        found.append(level[1:])
+        areas.append(np.bincount(flat, minlength=n + 1)[1:])
+        rois.append(np.full(n, k))
+    return np.concatenate(rois), np.concatenate(found).astype(np.int64), np.concatenate(areas)
+
+
+def compute(
+    binned: torch.Tensor, names: Sequence[str] | None = None, *, backend: str = "auto"
+) -> dict[str, torch.Tensor]:
     """pyradiomics' GLSZM features of each ROI of a batch.
 
     Args:
         binned: ``(B, H, W)`` int64, the discretised grey level ``1..Ng`` inside each ROI and 0
             outside (:mod:`usher2.features.torchrad.discretise`); any device.
         names: Features to compute (names in :data:`FEATURES`); ``None``: all.
+        backend: ``"auto"`` (numpy on the CPU, torch elsewhere), ``"numpy"`` or ``"torch"``.
 
     Returns:
         ``{feature name: (B,) float64}`` on ``binned``'s device.
 
     Raises:
-        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad.glrlm.check_binned`)
-            or an unknown feature name.
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`),
+            an unknown feature name or backend.
 
     Example:
         >>> binned = torch.tensor([[[1, 1, 2], [1, 2, 2], [0, 0, 2]]])
@@ -144,7 +199,10 @@ def compute(binned: torch.Tensor, names: Sequence[str] | None = None) -> dict[st
         (0.285714, 12.5)
     """
     names = check_names(names, FEATURES, "glszm")
-    check_binned(binned)
-    roi, level, area = zones(binned.to(torch.int64))
-    generic = size_features(roi, level, area, binned.shape[0], [_TO_GENERIC[n] for n in names])
-    return {n: generic[_TO_GENERIC[n]] for n in names}
+    if backend_of(binned, backend) == "numpy":
+        roi, level, area = zones_np(binned)
+    else:
+        check_binned(binned)
+        roi, level, area = zones(binned.to(torch.int64))
+    p, levels, areas = size_matrix(roi, level, area, binned.shape[0])
+    return to_device(names, size_features(p, levels, areas)[[_ROW[n] for n in names]], binned.device)

@@ -27,20 +27,35 @@ An empty ROI is refused by :func:`compute`, as by pyradiomics; :func:`matrix` of
 
 The whole batch is done at once: neighbour sums and counts from 8 shifted views of the padded
 binned image (flattened, so each is a contiguous shift), then a ``bincount`` /
-``index_add`` over ``(roi, level)``. The pairwise sums (all but Coarseness) take
-``O(B * Ng^2)`` memory.
+``index_add`` over ``(roi, level)``. On the CPU (numpy, :func:`matrix_np`) the sum and the count
+travel together as one integer per pixel, ``16 * level + 1`` in the ROI and 0 outside (a count
+is at most 8 < 16), summed over the 3 x 3 window separably (rows, then columns: 4 additions
+instead of 8) in the layout of :func:`~usher2.features.torchrad._zones.padded`; the window minus
+the pixel is then ``16 * sum + count`` of its valid neighbours, unpacked at the ROI pixels alone.
+The features are computed from ``(n, s)`` by the same code on both paths; the pairwise sums (all
+but Coarseness) take ``O(B * Ng^2)`` memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
+from usher2.features.torchrad._zones import (
+    as_float64,
+    backend_of,
+    check_binned,
+    check_names,
+    layout,
+    levels_like,
+    to_device,
+)
 from usher2.features.torchrad.gldm import level_dtype, shifted
-from usher2.features.torchrad.glrlm import check_binned, check_names
 
-__all__ = ["FEATURES", "compute", "matrix"]
+__all__ = ["FEATURES", "compute", "matrix", "matrix_np"]
 
 FEATURES: tuple[str, ...] = ("Coarseness", "Contrast", "Busyness", "Complexity", "Strength")
 
@@ -82,48 +97,75 @@ def matrix(binned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return n.view(-1, ng + 1)[:, 1:], s.view(-1, ng + 1)[:, 1:]
 
 
-def _features(n: torch.Tensor, s: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """pyradiomics' NGTDM formulas on ``(B, Ng)`` ``n_i`` and ``s_i``, each a thunk."""
-    ivec = torch.arange(1, n.shape[1] + 1, dtype=n.dtype, device=n.device)
+def matrix_np(binned: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`matrix` on the CPU with numpy (see the module docstring).
+
+    Raises:
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`).
+
+    Example:
+        >>> n, s = matrix_np(torch.tensor([[[1, 3], [0, 0], [0, 2]]]))  # as matrix()
+        >>> n[0].tolist(), s[0].tolist()
+        ([1.0, 1.0, 1.0], [2.0, 0.0, 2.0])
+    """
+    lay = layout(binned)
+    flat, row, where, ng = lay.flat, lay.row, lay.where, lay.ng
+    size = lay.shape[0] * ng
+    # 16 * level + 1 summed over 9 pixels: uint16 up to level 454
+    packed = np.multiply(flat, 16, dtype=np.uint16 if 9 * (16 * ng + 1) < 2**16 else np.int64)
+    packed += flat > 0
+    across = packed[:-2] + packed[1:-1]  # across[k]: pixels k, k + 1, k + 2
+    across += packed[2:]
+    window = across[: -2 * row] + across[row:-row]  # window[k]: the 3 x 3 around k + row + 1
+    window += across[2 * row :]
+    window -= packed[row + 1 : row + 1 + window.size]  # the pixel itself is no neighbour
+    window = window[where - (row + 1)]  # the ROI pixels (never in the first or last row)
+    count = window & 15
+    level = flat[where].astype(np.float64)
+    mean = level.copy()  # no valid neighbour: counted, adds 0 (|level - level|)
+    np.divide(window >> 4, count, out=mean, where=count > 0)
+    mean -= level
+    n = np.bincount(lay.cell, minlength=size).reshape(-1, ng).astype(np.float64)
+    s = np.bincount(lay.cell, weights=np.abs(mean, out=mean), minlength=size).reshape(-1, ng)
+    return n, s
+
+
+def _features(n: Any, s: Any) -> dict[str, Callable[[], Any]]:
+    """pyradiomics' NGTDM formulas on ``(B, Ng)`` ``n_i`` and ``s_i`` (numpy or torch), each a thunk."""
+    xp = np if isinstance(n, np.ndarray) else torch
+    ivec = levels_like(n, n.shape[1])
     nvp = n.sum(1)
-    nvp = torch.where(nvp == 0, torch.ones_like(nvp), nvp)  # an empty ROI: no NaN
+    nvp = xp.where(nvp == 0, 1.0, nvp)  # an empty ROI: no NaN
     p = n / nvp[:, None]
-    present = n > 0
-
-    def pair() -> torch.Tensor:  # 1 where both levels are present
-        return (present[:, :, None] & present[:, None, :]).to(n.dtype)
-
-    ngp = present.sum(1).to(n.dtype)
+    present = as_float64(n > 0)
+    pair = present[:, :, None] * present[:, None, :]  # 1 where both levels are present
+    ngp = present.sum(1)
     ps = p * s
     sum_ps, sum_s = ps.sum(1), s.sum(1)
     dist = ivec[:, None] - ivec[None, :]
-    zero = torch.zeros_like(nvp)
 
-    def coarseness() -> torch.Tensor:
-        return torch.where(sum_ps != 0, 1 / torch.where(sum_ps != 0, sum_ps, 1.0), torch.full_like(sum_ps, 1e6))
+    def safe(num: Any, den: Any, zero: float = 0.0) -> Any:  # num / den, `zero` where den is 0
+        return xp.where(den != 0, num / xp.where(den != 0, den, 1.0), zero)
 
-    def contrast() -> torch.Tensor:
-        div = ngp * (ngp - 1)
+    def contrast() -> Any:
         c = (p[:, :, None] * p[:, None, :] * dist**2).sum((1, 2)) * sum_s / nvp
-        return torch.where(div != 0, c / torch.where(div != 0, div, 1.0), zero)
+        return safe(c, ngp * (ngp - 1))
 
-    def busyness() -> torch.Tensor:
+    def busyness() -> Any:
         ip = ivec * p
-        absdiff = ((ip[:, :, None] - ip[:, None, :]).abs() * pair()).sum((1, 2))
-        return torch.where(absdiff != 0, sum_ps / torch.where(absdiff != 0, absdiff, 1.0), zero)
+        return safe(sum_ps, (xp.abs(ip[:, :, None] - ip[:, None, :]) * pair).sum((1, 2)))
 
-    def complexity() -> torch.Tensor:
-        num = (ps[:, :, None] + ps[:, None, :]) * pair()
+    def complexity() -> Any:
+        num = (ps[:, :, None] + ps[:, None, :]) * pair
         den = p[:, :, None] + p[:, None, :]
-        den = torch.where(den == 0, torch.ones_like(den), den)  # the numerator is 0 there too
-        return (dist.abs() * num / den).sum((1, 2)) / nvp
+        den = xp.where(den == 0, 1.0, den)  # the numerator is 0 there too
+        return (xp.abs(dist) * num / den).sum((1, 2)) / nvp
 
-    def strength() -> torch.Tensor:
-        st = ((p[:, :, None] + p[:, None, :]) * dist**2 * pair()).sum((1, 2))
-        return torch.where(sum_s != 0, st / torch.where(sum_s != 0, sum_s, 1.0), zero)
+    def strength() -> Any:
+        return safe(((p[:, :, None] + p[:, None, :]) * dist**2 * pair).sum((1, 2)), sum_s)
 
     return {
-        "Coarseness": coarseness,
+        "Coarseness": lambda: safe(1.0, sum_ps, 1e6),
         "Contrast": contrast,
         "Busyness": busyness,
         "Complexity": complexity,
@@ -131,7 +173,9 @@ def _features(n: torch.Tensor, s: torch.Tensor) -> dict[str, Callable[[], torch.
     }
 
 
-def compute(binned: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def compute(
+    binned: torch.Tensor, names: Sequence[str] | None = None, *, backend: str = "auto"
+) -> dict[str, torch.Tensor]:
     """pyradiomics' NGTDM features of every ROI of a batch.
 
     Args:
@@ -140,14 +184,16 @@ def compute(binned: torch.Tensor, names: Sequence[str] | None = None) -> dict[st
             ``binImage``); any device. ROIs of different sizes share the batch by zero padding;
             the results do not depend on it.
         names: the features to compute (default: all of :data:`FEATURES`).
+        backend: ``"auto"`` (numpy on the CPU, torch elsewhere), ``"numpy"`` or ``"torch"``.
 
     Returns:
         ``{feature name: (B,) float64 tensor}`` in the order of ``names`` (or :data:`FEATURES`),
         on ``binned``'s device.
 
     Raises:
-        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad.glrlm.check_binned`:
-            not ``(B, H, W)`` integers, a negative level, an empty ROI) or an unknown feature name.
+        ValueError: A malformed ``binned`` (see :func:`~usher2.features.torchrad._zones.check_binned`:
+            not ``(B, H, W)`` integers, a negative level, an empty ROI), an unknown feature name or
+            backend.
 
     Example:
         >>> b = torch.tensor([[[1, 1], [1, 2]]])  # s = (3 * 1/3, 1), p = (3/4, 1/4)
@@ -156,6 +202,11 @@ def compute(binned: torch.Tensor, names: Sequence[str] | None = None) -> dict[st
         [1.0, 1.0]
     """
     wanted = check_names(names, FEATURES, "ngtdm")
-    check_binned(binned)
-    thunks = _features(*matrix(binned.long()))
-    return {name: thunks[name]() for name in wanted}
+    if backend_of(binned, backend) == "numpy":
+        n, s = matrix_np(binned)
+    else:
+        check_binned(binned)
+        n, s = matrix(binned.long())
+    thunks = _features(n, s)
+    stack = np.stack if isinstance(n, np.ndarray) else torch.stack
+    return to_device(wanted, stack([thunks[name]() for name in wanted]), binned.device)

@@ -17,7 +17,7 @@ midpoints of its edges where the mask changes; the mesh is those lines. Then
   farthest pair of a point set lies on its convex hull, and a hull vertex is the leftmost or
   rightmost vertex of its row *and* the topmost or bottommost of its column, so only those
   candidates (a few hundred per ROI) enter the pairwise distances, with the C code's arithmetic
-  on the cropped, padded coordinates.
+  on the padded coordinates.
 * **PixelSurface** ``N dy dx``; **PerimeterSurfaceRatio** ``P / A``; **Sphericity**
   ``2 sqrt(pi A) / P``.
 * **MajorAxisLength**, **MinorAxisLength**, **Elongation**: ``4 sqrt(lambda)`` of the eigenvalues
@@ -27,11 +27,14 @@ midpoints of its edges where the mask changes; the mesh is those lines. Then
 
 ``SphericalDisproportion`` is deprecated in pyradiomics (off by default) and not computed.
 
-**Batched.** The batch is cropped to each ROI's bounding box (one ``(B, h, w)`` tensor, ``h``,
-``w`` the largest box: one device sync), the square cases are counted with shifted views, the
-diameter candidates are row/column extremes gathered to a ``(B, K, 2)`` tensor (``K`` the most
-candidates of an ROI: a second sync) for one ``(B, K, K)`` distance computation. No Python loop
-over ROIs.
+**Batched.** The masks are padded by one background pixel (the mesh does not depend on where
+the ROI sits, so no crop: pyradiomics' coordinates differ by whole pixels), the square cases
+are one byte per square from shifted views, counted per ROI by one ``bincount``; the diameter
+candidates are row/column extremes gathered to a ``(B, K, 2)`` tensor (``K`` the most
+candidates of an ROI: a device sync) for one ``(B, K, K)`` distance computation; the moments are
+segment sums over the ROI pixels' coordinates (a
+:class:`~usher2.features.torchrad.discretise.RoiPixels` layout, which the engine passes). No
+Python loop over ROIs.
 
 **Agreement.** With pixel spacings that are powers of two (1 mm, 0.5 mm, 0.25 mm) every mesh
 coordinate is exact in float64, so MeshSurface and MaximumDiameter equal pyradiomics' exactly;
@@ -46,7 +49,7 @@ from collections.abc import Sequence
 
 import torch
 
-from usher2.features.torchrad.discretise import crop_boxes
+from usher2.features.torchrad.discretise import RoiPixels
 from usher2.io.errors import InputError
 
 __all__ = ["FEATURES", "compute"]
@@ -69,26 +72,6 @@ _MOMENTS = {"MajorAxisLength", "MinorAxisLength", "Elongation"}
 # horizontal line, 6, 9 one vertical line
 _EIGHTHS = (0, 1, 1, 4, 1, 2, 4, 7, 1, 4, 2, 7, 4, 7, 7, 8)
 _DIAGONALS = (0, 1, 1, 0, 1, 2, 0, 1, 1, 0, 2, 1, 0, 1, 1, 0)
-
-
-def _crop(mask: torch.Tensor) -> torch.Tensor:
-    """Each ROI cropped to its bounding box and padded by one background pixel: ``(B, h + 2, w + 2)``.
-
-    Pixel ``(i, j)`` of the result is pyradiomics' padded cropped-mask index ``(i, j)``.
-    """
-    box = crop_boxes(mask)
-    hmax, wmax = (int(v) for v in torch.stack([box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]]).amax(1))
-    b, h, w = mask.shape
-    dev = mask.device
-    rows = box[:, :1] - 1 + torch.arange(hmax + 2, device=dev)[None]  # (B, h + 2) frame rows
-    cols = box[:, 2:3] - 1 + torch.arange(wmax + 2, device=dev)[None]
-    inside = (rows >= box[:, :1]) & (rows < box[:, 1:2])
-    inside_c = (cols >= box[:, 2:3]) & (cols < box[:, 3:4])
-    r = rows.clamp(0, h - 1)[:, :, None].expand(b, hmax + 2, wmax + 2)
-    c = cols.clamp(0, w - 1)[:, None, :].expand(b, hmax + 2, wmax + 2)
-    idx = (r * w + c).reshape(b, -1)
-    crop = mask.reshape(b, -1).gather(1, idx).reshape(b, hmax + 2, wmax + 2)
-    return crop & inside[:, :, None] & inside_c[:, None, :]
 
 
 def _diameter(p: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
@@ -115,7 +98,7 @@ def _diameter(p: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tens
     k = max(int(valid.sum(1).max()), 1)  # device sync: the candidates' count
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :k]
     keep = valid.gather(1, order)[:, :, None]
-    # the C code's coordinates: (index + 0.5 or 1) * spacing, on the padded crop
+    # the C code's coordinates: (index + 0.5 or 1) * spacing, on the padded frame
     pts = torch.stack(
         [cand_y.gather(1, order).double() / 2 * dy[:, None], cand_x.gather(1, order).double() / 2 * dx[:, None]], 2
     )
@@ -130,6 +113,7 @@ def compute(
     spacing: torch.Tensor | None = None,
     *,
     names: Sequence[str] | None = None,
+    pixels: RoiPixels | None = None,
 ) -> dict[str, torch.Tensor]:
     """pyradiomics' 2D shape features of each ROI.
 
@@ -137,6 +121,7 @@ def compute(
         mask: ``(B, H, W)`` bool ROIs (zero-padded to a common size).
         spacing: ``(B, 2)`` pixel size in mm (rows, columns); ``None``: 1 mm (pixels).
         names: Features to compute (default: all of :data:`FEATURES`).
+        pixels: ``RoiPixels.from_mask(mask)`` when the caller has it (None: built here).
 
     Returns:
         ``{feature name: (B,) float64}``, pyradiomics' names.
@@ -171,15 +156,15 @@ def compute(
     dy, dx = spacing[:, 0], spacing[:, 1]
     nf = n.double()
     out: dict[str, torch.Tensor] = {"PixelSurface": nf * (dx * dy)}
-    p = _crop(mask)
+    # the mesh on each frame padded by one background pixel (pyradiomics crops to the ROI's box
+    # first; the mesh, its lengths and distances do not depend on where the ROI sits)
+    p = torch.nn.functional.pad(mask, (1, 1, 1, 1))
 
     if _MESH.intersection(wanted):
-        q = p.to(torch.int64)
-        case = q[:, :-1, :-1] + 2 * q[:, :-1, 1:] + 4 * q[:, 1:, 1:] + 8 * q[:, 1:, :-1]
-        hist = torch.zeros(b * 16, dtype=torch.int64, device=dev)
-        hist.scatter_add_(
-            0, (case + 16 * torch.arange(b, device=dev)[:, None, None]).reshape(-1), torch.ones_like(case).reshape(-1)
-        )
+        q = p.to(torch.uint8)  # the case of each 2 x 2 square in one byte: a quarter of int64's traffic
+        case = q[:, :-1, :-1] + (q[:, :-1, 1:] << 1) + (q[:, 1:, 1:] << 2) + (q[:, 1:, :-1] << 3)
+        offset = torch.arange(0, 16 * b, 16, dtype=torch.int32, device=dev)[:, None, None]
+        hist = torch.bincount((case.to(torch.int32) + offset).reshape(-1), minlength=16 * b)
         hist = hist.reshape(b, 16).double()
         eighths = torch.tensor(_EIGHTHS, dtype=torch.float64, device=dev)
         surface = (hist @ eighths) / 8 * (dy * dx)
@@ -192,16 +177,16 @@ def compute(
     if "MaximumDiameter" in wanted:
         out["MaximumDiameter"] = _diameter(p, dy, dx)
     if _MOMENTS.intersection(wanted):
-        hh, ww = p.shape[1:]
-        yy = torch.arange(hh, device=dev, dtype=torch.float64)[None, :, None] * dy[:, None, None]
-        xx = torch.arange(ww, device=dev, dtype=torch.float64)[None, None, :] * dx[:, None, None]
+        # the pixel centres (mm) of each ROI, centred and scaled by 1 / sqrt(N) as pyradiomics does
+        pixels = RoiPixels.from_mask(mask) if pixels is None else pixels
+        hh, ww = mask.shape[1:]
+        cy = (torch.div(pixels.index, ww, rounding_mode="floor") % hh).double() * pixels.per_pixel(dy)
+        cx = (pixels.index % ww).double() * pixels.per_pixel(dx)
+        root = pixels.per_pixel(torch.sqrt(nf))
+        cy = (cy - pixels.per_pixel(pixels.sum(cy) / nf)).div_(root)
+        cx = (cx - pixels.per_pixel(pixels.sum(cx) / nf)).div_(root)
+        syy, sxx, sxy = pixels.sum(cy * cy), pixels.sum(cx * cx), pixels.sum(cy.mul_(cx))
         zero = torch.zeros((), dtype=torch.float64, device=dev)
-        root = torch.sqrt(nf)[:, None, None]
-        cy = (yy - (torch.where(p, yy, zero).sum((1, 2)) / nf)[:, None, None]) / root
-        cx = (xx - (torch.where(p, xx, zero).sum((1, 2)) / nf)[:, None, None]) / root
-        syy = torch.where(p, cy * cy, zero).sum((1, 2))
-        sxx = torch.where(p, cx * cx, zero).sum((1, 2))
-        sxy = torch.where(p, cy * cx, zero).sum((1, 2))
         half = (syy + sxx) / 2
         rad = torch.sqrt(((syy - sxx) / 2) ** 2 + sxy * sxy)
         major, minor = half + rad, half - rad
