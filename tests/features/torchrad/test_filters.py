@@ -252,3 +252,37 @@ def test_log_blocked_form_equals_the_sequential_recursion(spacing) -> None:
             ref = _sequential_log(img, sigma, spacing)
             mine = out[filters.log_name(sigma)][i, :h, :w].numpy()
             np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+def test_box_filters_equal_the_whole_frame(sim_rois, edge_rois) -> None:
+    """The per-box filters (the engine's CPU path) against the whole-frame ones, cropped to each
+    ROI's box, on ragged frames with per-frame spacings (odd sizes: pyradiomics' wrap padding)."""
+    from usher2.features.torchrad.discretise import crop_boxes
+
+    rois = [*sim_rois[:4], *edge_rois]
+    rois = [
+        (n, img[: img.shape[0] - k % 2, : img.shape[1] - k % 3], m[: img.shape[0] - k % 2, : img.shape[1] - k % 3])
+        for k, (n, img, m) in enumerate(rois)
+    ]
+    rois = [r for r in rois if r[2].any()]
+    image, mask, sizes = _batch(rois)
+    boxes = crop_boxes(mask)
+    spacing = torch.tensor([[1.0, 1.0], [0.5, 0.75]] * len(rois), dtype=torch.float64)[: len(rois)]
+    full = filters.wavelet(image, mask, sizes=sizes)
+    full.update(filters.log(image, mask, SIGMAS, spacing, sizes=sizes))
+    box = filters.wavelet_boxes(image, sizes, boxes)
+    box.update(filters.log_boxes(image, sizes, boxes, SIGMAS, spacing))
+    assert list(box) == list(full)
+    for kind, crops in box.items():
+        for b, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+            expected = full[kind][b, y0:y1, x0:x1]
+            if kind.startswith("wavelet"):  # the same taps on the same pixels in the same order
+                torch.testing.assert_close(crops[b], expected, rtol=0, atol=0)
+            else:  # the same factors in matmuls of other shapes: float64 rounding on the scale of the
+                # intermediate values (the frame's grey levels; a constant frame's LoG is only rounding)
+                scale = max(full[kind][b].abs().max().item(), image[b].abs().max().item())
+                torch.testing.assert_close(crops[b], expected, rtol=0, atol=1e-13 * scale)
+    with pytest.raises(ValueError, match="boxes"):
+        filters.wavelet_boxes(image, sizes, boxes[:, :3])
+    with pytest.raises(ValueError, match="boxes"):
+        filters.log_boxes(image, sizes, torch.zeros_like(boxes))

@@ -14,7 +14,11 @@ for a whole batch at once:
    where each ROI's pixels lie in the frames and in its bounding box, and their neighbour pairs;
 3. shape (``shape2D``) on the original mask with each frame's spacing;
 4. per image type (Original, then the Wavelet bands and the LoG sigmas the plan needs, filtered on
-   the whole frames as pyradiomics does): only the ROI pixels are gathered (``(N,)`` values,
+   the whole frames as pyradiomics does; on the CPU only each ROI's bounding box of each filtered
+   image is computed, :func:`~usher2.features.torchrad.filters.wavelet_boxes` and
+   :func:`~usher2.features.torchrad.filters.log_boxes`, one frame at a time so that the work
+   follows each box: the same values; on other devices the whole frames in one batch): only the
+   ROI pixels are gathered (``(N,)`` values,
    rounded to float32 as pyradiomics stores a filtered image), discretised per ROI
    (:func:`~usher2.features.torchrad.discretise.bin_pixels`); first order and GLCM take those
    pixel lists directly, the other classes a ``(B, h, w)`` binned image of each ROI's bounding
@@ -143,6 +147,17 @@ def _batch(
         mask[k, : m.shape[0], : m.shape[1]] = torch.from_numpy(np.asarray(m) != 0)
     sizes = torch.tensor([a.shape for a in images], dtype=torch.int64, device=device)
     return image, mask, sizes
+
+
+def _box_index(pixels: RoiPixels, boxes: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` each ROI pixel's position in the concatenated, flattened per-frame box images
+    (``boxes`` ``(B, 4)`` from :func:`~usher2.features.torchrad.discretise.crop_boxes`)."""
+    _, h, w = pixels.shape
+    heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    start = torch.cumsum(heights * widths, 0) - heights * widths
+    y = torch.div(pixels.index, w, rounding_mode="floor") % h - pixels.per_pixel(boxes[:, 0])
+    x = pixels.index % w - pixels.per_pixel(boxes[:, 2])
+    return pixels.per_pixel(start) + y * pixels.per_pixel(widths) + x
 
 
 class TorchRadiomics:
@@ -276,26 +291,48 @@ class TorchRadiomics:
         if shape:
             values = shape2d.compute(mask, spacing, names=shape, pixels=frame_pixels)
             out.update({f"{PREFIX}original_shape2D_{f}": v for f, v in values.items()})
-        images_by_name = self._images(image, mask, sizes, spacing)
+        boxes = crop_boxes(mask)
+        images_by_name = self._images(image, mask, sizes, spacing, boxes)
+        box_index = _box_index(frame_pixels, boxes) if self.device.type == "cpu" else None
         # every class reads only the ROI pixels: gathered from the frames, binned, and scattered
         # into each ROI's bounding box for the classes that take a (B, h, w) binned image
-        pixels = frame_pixels.cropped(crop_boxes(mask))
+        pixels = frame_pixels.cropped(boxes)
         for name, per_class in self.plan.items():
             texture = {c: fs for c, fs in per_class.items() if c != "shape2D"}
-            if texture:  # pyradiomics stores a filtered image in float32
-                values = frame_pixels.values(images_by_name[name]).to(torch.float32).to(torch.float64)
-                out.update(self._classes(name, values, pixels, spacing, texture))
+            if not texture:
+                continue
+            filtered = images_by_name[name]
+            if isinstance(filtered, list):  # one box image per frame (the CPU path)
+                values = torch.cat([c.reshape(-1) for c in filtered]).index_select(0, box_index)
+            else:
+                values = frame_pixels.values(filtered)
+            # pyradiomics stores a filtered image in float32
+            out.update(self._classes(name, values.to(torch.float32).to(torch.float64), pixels, spacing, texture))
         return torch.stack([out[c] for c in self.columns], 1).detach().cpu().tolist()
 
     def _images(
-        self, image: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor, spacing: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+        self, image: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor, spacing: torch.Tensor, boxes: torch.Tensor
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """The image types the plan needs, filtered on the whole frames as pyradiomics does (the
         caller rounds the ROI pixels to float32 as pyradiomics stores them); a LoG sigma pyradiomics
-        skips for a frame (too small) is NaN there."""
+        skips for a frame (too small) is NaN there. On the CPU the filters compute each frame's
+        ROI box only (a list of ``(h_b, w_b)`` images: the same values, a fraction of the work);
+        elsewhere the whole ``(B, H, W)`` frames in one batch (one kernel for all frames)."""
         wanted = [n for n, per_class in self.plan.items() if set(per_class) - {"shape2D"}]
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         bands = [n for n in wanted if n.startswith("wavelet")]
+        if self.device.type == "cpu":
+            if bands:
+                out.update(filters.wavelet_boxes(image, sizes, boxes, names=bands))
+            logs = [n for n in wanted if n.startswith("log-sigma-")]
+            if logs:
+                sigmas = [float(n.removeprefix("log-sigma-").removesuffix("-mm-3D").replace("-", ".")) for n in logs]
+                out.update(
+                    dict(zip(logs, filters.log_boxes(image, sizes, boxes, sigmas, spacing).values(), strict=True))
+                )
+            if "original" in wanted:
+                out["original"] = image
+            return out
         if bands:
             out.update(filters.wavelet(image, mask, sizes=sizes, names=bands))
         for name in (n for n in wanted if n.startswith("log-sigma-")):
