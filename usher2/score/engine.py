@@ -14,9 +14,11 @@ extractor and backbones its extraction settings name) and scores frames held in 
    ``predict_proba``, ~0.1 ms a frame). The computed values are those of ``usher2 extract`` (to
    float tolerance with the torch backend);
 3. the probability, the label at the bundle's threshold, and the flags (``no_lesion``,
-   ``low_segmentation_confidence``, ``clinical_missing``, ``clinical_out_of_range``):
-   :func:`score_table`, the step every door runs from a feature table (``Pipeline.evaluate`` and
-   the MRI recipes too);
+   ``low_segmentation_confidence``, ``clinical_missing``, ``clinical_out_of_range``): the same
+   clinical check (:func:`~usher2.fusion.clinical.check_clinical`, before any network runs) and
+   the same model call (:meth:`Bundle.predict_proba <usher2.fusion.bundle.Bundle.predict_proba>`)
+   as :func:`score_table`, the step every door runs from a feature table (``Pipeline.evaluate``
+   and the MRI recipes), without building a table (the step costs ~0.1 ms a frame);
 4. optionally a Grad-CAM heat map of the deep backbone's ROI crop, pasted into the frame
    (:func:`~usher2.explain.frame.explain_frame`). When the model is linear in that backbone's
    features the map shows the evidence for the *predicted* class: its target is the model's own
@@ -533,8 +535,9 @@ class FrameScorer:
                 ok.append(i)
         if ok:
             t0 = time.perf_counter()
-            table = pd.DataFrame(X[: len(ok)], columns=self._used)
-            prob = score_table(self.bundle, table, low_confidence=self.low_confidence)["probability"].to_numpy()
+            # the clinical values were checked (check_clinical, as score_table does) before any network
+            # ran; the rows hold the used columns in the compiled model's order: no table to build
+            prob = self.bundle.predict_proba(X[: len(ok)])
             t_model = (time.perf_counter() - t0) / len(ok)
             for i, pr in zip(ok, prob, strict=True):
                 r = results[i]
