@@ -52,7 +52,7 @@ LAYERS = (
     ("enhance",),
     ("simulate",),
     ("evaluate",),
-    ("io", "types", "registry", "training", "weights", "tracking"),
+    ("io", "types", "registry", "training", "weights", "tracking", "inference"),
 )
 #: Modules kept only as deprecated aliases of moved ones (one release): they import their new home.
 DEPRECATED_ALIASES = ("usher2.fusion.scorer", "usher2.fusion.score", "usher2.fusion.score_frames")

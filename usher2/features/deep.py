@@ -205,6 +205,11 @@ class DeepExtractor:
         self.weights_sha256: str | None = None
         self.model, data_config = self._build(seed)
         self.model.eval().to(self.device)
+        # what _forward runs: on the CPU a copy with batch norms folded, channels-last
+        # (usher2.inference); heat maps use self.model itself (hooks, gradients)
+        from usher2.inference import inference_copy
+
+        self._fast = inference_copy(self.model, self.device)
         self.input_size = (int(data_config["input_size"][1]), int(data_config["input_size"][2]))
         if self._size is not None:
             self.input_size = (self._size, self._size)
@@ -313,9 +318,9 @@ class DeepExtractor:
         t = torch.from_numpy(x).to(self.device)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = self.model.forward_head(self.model.forward_features(t), pre_logits=True)
+                out = self._fast.forward_head(self._fast.forward_features(t), pre_logits=True)
         else:
-            out = self.model.forward_head(self.model.forward_features(t), pre_logits=True)
+            out = self._fast.forward_head(self._fast.forward_features(t), pre_logits=True)
         return out.float().cpu().numpy()
 
     def crops(self, pixels: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:

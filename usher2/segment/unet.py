@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from usher2.inference import inference_copy
 from usher2.io.errors import InputError
 from usher2.segment.base import SEGMENTERS, Segmenter
 from usher2.segment.networks import SegmenterConfig, build_network, normalise_frames
@@ -103,6 +104,7 @@ class UNetSegmenter(Segmenter):
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         net, meta = load_network(self.weights, device=dev)
         self._setup(net, SegmenterConfig.from_json(meta["segmenter_config"]), meta, dev, kind, tta, batch_size)
+        self._fast = inference_copy(net, dev)  # a frozen network: folded, channels-last on the CPU
         post = json.loads(meta.get("postprocess", "{}"))
         super().__init__(
             threshold=post.get("threshold", 0.5) if threshold is None else threshold,
@@ -121,6 +123,7 @@ class UNetSegmenter(Segmenter):
         batch_size: int,
     ) -> None:
         self.net, self.config, self.metadata, self.device = net, config, meta, device
+        self._fast = net  # what _forward runs; an in-memory (training) network runs as it is
         self.name, self.tta, self.batch_size = kind, bool(tta), max(1, int(batch_size))
         self.enhancer_name = meta.get("enhancer") or None
         self._enhancer = None
@@ -164,9 +167,9 @@ class UNetSegmenter(Segmenter):
         out = []
         for i in range(0, x.shape[0], self.batch_size):
             chunk = x[i : i + self.batch_size].to(self.device)
-            z = self.net(chunk).float()
+            z = self._fast(chunk).float()
             if self.tta:
-                z = 0.5 * (z + self.net(chunk.flip(-1)).float().flip(-1))
+                z = 0.5 * (z + self._fast(chunk.flip(-1)).float().flip(-1))
             out.append(z.cpu())
         return torch.cat(out)
 

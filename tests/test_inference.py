@@ -1,0 +1,109 @@
+"""Inference copies (usher2.inference): batch norm folded, channels-last, the same function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from usher2.enhance.gan import GANEnhancer, load_generator
+from usher2.inference import fold_batchnorm, inference_copy
+from usher2.segment.unet import UNetSegmenter, load_network
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+
+# Float32 outputs of the same function computed in another order: folding rounds
+# w * gamma / sqrt(var + eps) once per weight, channels-last sums each output over its
+# C * k * k terms (up to 2,304 here) in another order. With eps32 = 1.2e-7 the worst case is
+# about 2,304 * eps32 = 2.8e-4 of the output's scale; random rounding gives ~sqrt(2,304) * eps32
+# = 6e-6 per layer. 1e-4 of the output's scale sits between the two and bounds all layers.
+REL = 1e-4
+
+
+def _batchnorms(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    scale = float(b.abs().max())
+    assert float((a - b).abs().max()) <= REL * scale, (float((a - b).abs().max()), scale)
+
+
+def _random_stats(net: nn.Module) -> nn.Module:
+    """Batch norms with non-trivial running statistics and affine terms (what training leaves)."""
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return net.eval()
+
+
+def test_sequential_conv_bn_folds_to_the_same_function() -> None:
+    torch.manual_seed(0)
+    net = _random_stats(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()))
+    x = torch.randn(2, 3, 17, 23)
+    with torch.inference_mode():
+        ref = net(x)
+        fast = inference_copy(net, "cpu")
+        out = fast(x)
+    assert _batchnorms(fast) == 0 and _batchnorms(net) == 1  # folded in the copy, the original untouched
+    _close(out, ref)
+
+
+def test_training_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train())
+
+
+def test_cuda_device_gets_the_network_itself() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+    assert inference_copy(net, "cuda") is net
+
+
+@pytest.mark.parametrize("name", ["enhancer", "segmenter"])
+def test_shipped_networks_fold_every_batchnorm_and_agree(name: str) -> None:
+    if name == "enhancer":  # data-dependent control flow: the nn.Sequential path
+        net, _ = load_generator(WEIGHTS / "enhancer_pix2pix.safetensors")
+        x = torch.rand(2, 1, 128, 96, generator=torch.Generator().manual_seed(1))
+    else:  # smp's U-Net with a ResNet encoder: fx finds the pairs inside the residual blocks
+        net, _ = load_network(WEIGHTS / "segmenter_unet.safetensors")
+        x = torch.rand(2, 1, 128, 96, generator=torch.Generator().manual_seed(1))
+    before = _batchnorms(net)
+    with torch.inference_mode():
+        ref = net.eval()(x)
+        fast = inference_copy(net, "cpu")
+        out = fast(x)
+    assert before > 0 and _batchnorms(fast) == 0 and _batchnorms(net) == before
+    _close(out, ref)
+
+
+def test_wrappers_run_the_copy() -> None:
+    enh = GANEnhancer(device="cpu")
+    seg = UNetSegmenter(device="cpu")
+    assert enh._fast is not enh.generator and _batchnorms(enh._fast) == 0
+    assert seg._fast is not seg.net and _batchnorms(seg._fast) == 0
+    x = np.random.default_rng(2).random((1, 1, 64, 80), dtype=np.float32)
+    with torch.inference_mode():
+        ref = enh.generator(torch.from_numpy(x))
+    y = torch.from_numpy(np.ascontiguousarray(enh._enhance_numpy(x)))
+    _close(y, ref)
+
+
+def test_deep_extractor_features_come_from_the_folded_copy() -> None:
+    from usher2.features.deep import DeepExtractor
+
+    ex = DeepExtractor("resnet10t=random", device="cpu")
+    assert _batchnorms(ex._fast) == 0 and _batchnorms(ex.model) > 0  # heat maps keep the model itself
+    x = np.random.default_rng(3).standard_normal((2, 3, *ex.input_size)).astype(np.float32)
+    with torch.inference_mode():
+        ref = ex.model.forward_head(ex.model.forward_features(torch.from_numpy(x)), pre_logits=True)
+        out = ex._forward(x)
+    _close(torch.from_numpy(out), ref)
