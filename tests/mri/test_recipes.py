@@ -151,11 +151,27 @@ def test_prostate_recipe_end_to_end_on_small_phantoms(tmp_path: Path, torch_one_
 
 
 def test_birads_recipe_two_tasks_shap_and_survival(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    import usher2.fusion.models as fusion_models
     import usher2.mri.recipes as recipes
 
     monkeypatch.setattr(recipes, "DESCRIPTOR_ORACLE_N", 20_000)  # the descriptor oracle's pool, small for speed
+    # What this test checks is the recipe's machinery (two tasks, SHAP, survival, nested), not the
+    # forest's AUC: 50 trees instead of 300 and 2 inner folds cut its ~190 s (the grid searches'
+    # forests were 3/4 of it) to about a third.
+    small_rf = [
+        dataclasses.replace(s, build=lambda rs: RandomForestClassifier(n_estimators=50, n_jobs=1, random_state=rs))
+        if s.name == "rf"
+        else s
+        for s in fusion_models.CLASSIFIER_SPECS
+    ]
+    monkeypatch.setattr(fusion_models, "CLASSIFIER_SPECS", tuple(small_rf))
     out = tmp_path / "birads"
-    res = reproduce("breast-birads", out, n_train=80, n_test=60, phantom=SMALL, outer_folds=3)
+    birads = dataclasses.replace(load_recipe("breast-birads"), inner_folds=2)
+    res = reproduce(birads, out, n_train=80, n_test=60, phantom=SMALL, outer_folds=3)
     table = _check_outputs(out, "breast-birads")
     assert set(table["task"]) == {"her2", "low"}
     low = pd.read_csv(out / "tasks" / "low" / "predictions.csv")
@@ -176,10 +192,7 @@ def test_birads_recipe_two_tasks_shap_and_survival(tmp_path: Path, monkeypatch: 
     assert "SHAP ranking" in res.reports["her2"].read_text()
 
     # nested validation pools both cohorts (the same phantoms, reused): out-of-fold AUC against the oracle
-    from dataclasses import replace
-
-    rec = load_recipe("breast-birads")
-    rec = replace(rec, tasks=rec.tasks[:1], models=rec.models[:1], extras=())
+    rec = dataclasses.replace(birads, tasks=birads.tasks[:1], models=birads.models[:1], extras=())
     nested = reproduce(rec, out, n_train=80, n_test=60, phantom=SMALL, outer_folds=3, validation="nested")
     row = nested.table.iloc[0]
     assert row["n_train"] == 140 and "test_auc" not in nested.table.columns
