@@ -107,3 +107,25 @@ def test_deep_extractor_features_come_from_the_folded_copy() -> None:
         ref = ex.model.forward_head(ex.model.forward_features(torch.from_numpy(x)), pre_logits=True)
         out = ex._forward(x)
     _close(torch.from_numpy(out), ref)
+
+
+def test_split_skip_conv_is_the_conv_of_the_concatenation() -> None:
+    from usher2.inference import SplitSkipConv
+
+    torch.manual_seed(0)
+    block = _random_stats(nn.Sequential(nn.Conv2d(12, 6, 3, padding=1), nn.BatchNorm2d(6), nn.LeakyReLU(0.2)))
+    h, skip = torch.randn(2, 8, 9, 11), torch.randn(2, 4, 9, 11)
+    with torch.inference_mode():
+        ref = block(torch.cat([h, skip], dim=1))
+        out = SplitSkipConv(block, 8)(h, skip)
+    _close(out, ref)
+    with pytest.raises(ValueError, match="ungrouped Conv2d"):
+        SplitSkipConv(block, 12)  # no channel left for the skip
+
+
+def test_enhancer_copy_has_split_skip_convs() -> None:
+    from usher2.inference import SplitSkipConv
+
+    enh = GANEnhancer(device="cpu")
+    assert all(isinstance(b, SplitSkipConv) for b in enh._fast.up)
+    assert not any(isinstance(b, SplitSkipConv) for b in enh.generator.up)  # the loaded network is untouched

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from usher2.enhance.base import ENHANCERS, Enhancer
-from usher2.enhance.networks import GeneratorConfig, UNetGenerator
+from usher2.enhance.networks import GeneratorConfig, UNetGenerator, split_skip_convs
 from usher2.inference import inference_copy
 from usher2.io.errors import InputError
 from usher2.weights import default_weights_dir, load_state, save_state
@@ -87,7 +87,11 @@ class GANEnhancer(Enhancer):
         self.weights = Path(weights) if weights is not None else default_weights_dir() / WEIGHT_FILES[kind]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator, self.metadata = load_generator(self.weights, device=self.device)
-        self._fast = inference_copy(self.generator, self.device)  # what _forward runs (usher2.inference)
+        # what _forward runs: on the CPU a copy with batch norms folded, channels-last
+        # (usher2.inference) and the skip concatenations split (SplitSkipConv): 2x at batch 1
+        self._fast = inference_copy(self.generator, self.device)
+        if self._fast is not self.generator:
+            self._fast = split_skip_convs(self._fast).to(memory_format=torch.channels_last)
         m = self.generator.config.multiple
         if tile < 2 * m or tile % m:
             raise ValueError(f"tile must be a multiple of {m} and at least {2 * m}, got {tile}")

@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GeneratorConfig", "PatchDiscriminator", "UNetGenerator", "ssim_loss", "ssim_torch"]
+from usher2.inference import SplitSkipConv
+
+__all__ = [
+    "GeneratorConfig",
+    "PatchDiscriminator",
+    "UNetGenerator",
+    "split_skip_convs",
+    "ssim_loss",
+    "ssim_torch",
+]
 
 _LOGIT_EPS = 1e-3
 
@@ -58,6 +67,18 @@ def _conv_block(cin: int, cout: int, *, stride: int = 1) -> nn.Sequential:
     )
 
 
+def split_skip_convs(generator: UNetGenerator) -> UNetGenerator:
+    """``generator`` (changed in place: pass an inference copy) with each up block a
+    :class:`SplitSkipConv`. Returns it."""
+    h_channels = generator.bottleneck[0].out_channels
+    for k, block in enumerate(generator.up):
+        if isinstance(block, SplitSkipConv):
+            return generator
+        generator.up[k] = SplitSkipConv(block, h_channels)
+        h_channels = block[0].out_channels
+    return generator
+
+
 class UNetGenerator(nn.Module):
     """Compact U-Net: ``(B, 1, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` in (0, 1).
 
@@ -95,7 +116,7 @@ class UNetGenerator(nn.Module):
         for up in self.up:
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            h = up(torch.cat([h, skip], dim=1))
+            h = up(h, skip) if isinstance(up, SplitSkipConv) else up(torch.cat([h, skip], dim=1))
         return torch.sigmoid(torch.logit(x.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)) + self.head(h))
 
 
