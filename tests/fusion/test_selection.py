@@ -100,3 +100,22 @@ def test_icc_filter_uses_only_the_fitted_cases():
     assert sel.icc_["stable"] == pytest.approx(icc(half.to_numpy(), "ICC(2,1)")["icc"])
     with pytest.raises(ValueError, match="DataFrame indexed by case_id"):
         ICCFilter(table).fit(X.to_numpy())
+
+
+def test_binary_auc_scorer_equals_scikit_learns_roc_auc_scorer() -> None:
+    """The rank form of the AUC against scikit-learn's scorer, ties included (rounded decision
+    values), string labels and an unbalanced fold; both are sums of ~100 float64 terms: 1e-12."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import get_scorer
+
+    from usher2.fusion.selection import binary_auc_scorer
+
+    rng = np.random.default_rng(5)
+    X = np.round(rng.normal(size=(120, 3)), 1)  # coarse values: tied decision values
+    y = np.where(X[:, 0] + rng.normal(size=120) > 0.8, "pos", "neg")
+    clf = LogisticRegression().fit(X, y)
+    ref = get_scorer("roc_auc")
+    for rows in (slice(None), slice(0, 40), np.r_[0:100:3]):
+        assert binary_auc_scorer(clf, X[rows], y[rows]) == pytest.approx(ref(clf, X[rows], y[rows]), abs=1e-12)
+    with pytest.raises(ValueError, match="Only one class"):
+        binary_auc_scorer(clf, X[y == "neg"], y[y == "neg"])

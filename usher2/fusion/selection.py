@@ -42,6 +42,7 @@ __all__ = [
     "LassoSelector",
     "PerturbationTable",
     "UnivariateFilter",
+    "binary_auc_scorer",
     "case_groups",
     "class_separation",
 ]
@@ -112,6 +113,27 @@ def _group_splits(y: np.ndarray, groups: np.ndarray, cv: int, seed: int | None) 
         if all(len(np.unique(y[tr])) > 1 and len(np.unique(y[te])) > 1 for tr, te in splits):
             return splits
     return splits
+
+
+def binary_auc_scorer(estimator: Any, X: Any, y: Any) -> float:
+    """scikit-learn's ``"roc_auc"`` scorer for a binary classifier with ``decision_function``
+    (the positive class ``estimator.classes_[1]``): the Mann-Whitney statistic of the decision
+    values, ties counted half, without the scorer's per-call input validation, which was about
+    a quarter of the MRI recipes' fits (``LogisticRegressionCV`` scores ~7,000 small folds).
+    Equal to ``get_scorer("roc_auc")`` to float rounding (``tests/fusion/test_selection.py``).
+
+    Raises:
+        ValueError: ``y`` holds one class only (as scikit-learn's scorer does).
+    """
+    from scipy.stats import rankdata
+
+    pos = np.asarray(y) == estimator.classes_[1]
+    n1 = int(pos.sum())
+    n0 = pos.size - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("Only one class present in y_true. ROC AUC score is not defined in that case.")
+    ranks = rankdata(np.asarray(estimator.decision_function(X), dtype=np.float64).ravel())
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 class _Selector(SelectorMixin, BaseEstimator):
@@ -321,7 +343,7 @@ class LassoSelector(_Selector):
             l1_ratios=(1.0,),
             cv=cv,
             solver="liblinear" if binary and X.shape[0] < 5000 else "saga",
-            scoring="roc_auc" if binary else "neg_log_loss",
+            scoring=binary_auc_scorer if binary else "neg_log_loss",
             max_iter=self.max_iter,
             random_state=self.random_state,
             use_legacy_attributes=False,
