@@ -129,3 +129,18 @@ def test_enhancer_copy_has_split_skip_convs() -> None:
     enh = GANEnhancer(device="cpu")
     assert all(isinstance(b, SplitSkipConv) for b in enh._fast.up)
     assert not any(isinstance(b, SplitSkipConv) for b in enh.generator.up)  # the loaded network is untouched
+
+
+def test_the_copy_shares_what_it_does_not_fold_and_leaves_the_network_as_it_was() -> None:
+    net = _random_stats(
+        nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    )
+    before = {k: (v.clone(), v.stride()) for k, v in net.state_dict().items()}
+    fast = inference_copy(net, "cpu")
+    assert fast[3].weight is net[3].weight  # the linear layer is not held twice
+    assert fast[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for k, v in net.state_dict().items():  # values and layout of the original unchanged
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1], k
+    x = torch.randn(3, 2, 7, 7)
+    with torch.inference_mode():
+        _close(fast(x), net(x))

@@ -28,7 +28,7 @@ import logging
 import torch
 from torch import nn
 
-__all__ = ["SplitSkipConv", "fold_batchnorm", "inference_copy"]
+__all__ = ["SplitSkipConv", "fold_batchnorm", "inference_copy", "to_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     except Exception as exc:  # fx cannot trace data-dependent control flow
         log.debug("fx could not trace %s (%s); folding nn.Sequential pairs", type(net).__name__, exc)
         pairs = _sequential_pairs(net)
-    fast = copy.deepcopy(net)
+    # shares every parameter and buffer it does not fold: a backbone's large linear layers
+    # (VGG's 120 M weights) are not held twice
+    fast = copy.deepcopy(net, memo={id(t): t for t in (*net.parameters(), *net.buffers())})
     for conv, bn in pairs:
         norm = fast.get_submodule(bn)
         if norm.track_running_stats and norm.running_mean is not None:
@@ -103,13 +105,28 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     return fast
 
 
+def to_channels_last(net: nn.Module) -> nn.Module:
+    """``net`` (changed in place: pass a copy) with each convolution's weight a new channels-last
+    parameter; tensors it shares with another network are not touched (``Module.to`` would
+    convert a shared parameter in place). Returns it."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            # restrided even where the shape is ambiguous (one input channel): a (16, 1, 3, 3)
+            # weight left with NCHW strides made the whole enhancer run NCHW (29 vs 21 ms)
+            w = m.weight.detach()
+            m.weight = nn.Parameter(
+                torch.empty_like(w, memory_format=torch.channels_last).copy_(w), requires_grad=m.weight.requires_grad
+            )
+    return net
+
+
 def inference_copy(net: nn.Module, device: torch.device | str) -> nn.Module:
     """The network to run for inference on ``device``: on the CPU a folded, channels-last copy
-    (see the module docstring); elsewhere ``net`` itself. ``net`` is left unchanged."""
+    (see the module docstring) that shares ``net``'s other tensors; elsewhere ``net`` itself.
+    ``net`` is left unchanged."""
     if torch.device(device).type != "cpu":
         return net
-    fast = fold_batchnorm(net.eval())
-    return fast.to(memory_format=torch.channels_last).eval()
+    return to_channels_last(fold_batchnorm(net.eval())).eval()
 
 
 class SplitSkipConv(nn.Module):
