@@ -14,9 +14,11 @@ was slower, 19.7 vs 18.8 ms at batch 1, so that one keeps its concatenations).
 The copy computes the same function; its outputs differ from the original's in the last float32
 bits only (folding rounds ``w * gamma / sqrt(var + eps)`` once; channels-last changes the
 summation order): ``tests/test_inference.py`` bounds the difference. On 2 cores, 256 x 256
-frames, batch 1, interleaved runs: the shipped enhancer 41.2 -> 23.8 ms (25.7 without the
-split), the segmenter's network (128 px) 24.2 -> 18.8 ms, the usresnet10t backbone
-9.1 -> 6.2 ms. On a CUDA device the network is returned unchanged (not measured there).
+frames, batch 1, interleaved runs: the shipped enhancer 41.2 -> 23.8 ms, the segmenter's
+network (128 px) 24.2 -> 18.8 ms, the usresnet10t backbone 9.1 -> 6.2 ms. The enhancer's split
+measured 25.7 -> 23.8 ms before every weight was restrided to channels-last, and within the
+run-to-run noise after (21.8 vs 21.7 ms at batch 1, 24.9 vs 24.2 ms/frame at batch 4).
+On a CUDA device the network is returned unchanged (not measured there).
 """
 
 from __future__ import annotations

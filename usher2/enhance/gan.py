@@ -88,7 +88,8 @@ class GANEnhancer(Enhancer):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator, self.metadata = load_generator(self.weights, device=self.device)
         # what _forward runs: on the CPU a copy with batch norms folded, channels-last
-        # (usher2.inference) and the skip concatenations split (SplitSkipConv): 1.7x at batch 1
+        # (usher2.inference; 1.7x at batch 1) and the skip concatenations split (SplitSkipConv;
+        # its new convolutions restrided to channels-last too)
         self._fast = inference_copy(self.generator, self.device)
         if self._fast is not self.generator:
             self._fast = to_channels_last(split_skip_convs(self._fast))
