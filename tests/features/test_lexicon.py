@@ -120,7 +120,26 @@ def test_columns_units_and_scale():
     assert np.isfinite(list(lexicon_features(FLAT, m, None).values())).all()
 
 
+def test_a_column_subset_computes_the_full_calls_values(simulated_frames):
+    """Asked for some columns, each value is the full call's, bit for bit (the same code runs on
+    the same arrays; only the groups no asked column needs are skipped): every single column and
+    random subsets, with and without the pixel spacing."""
+    rng = np.random.default_rng(5)
+    subsets = [[c] for c in LEXICON_COLUMNS] + [
+        list(rng.choice(LEXICON_COLUMNS, size=k, replace=False)) for k in (2, 3, 5, 8, 13)
+    ]
+    for img, mask, spacing in simulated_frames:
+        for sp in (spacing, None):
+            full = lexicon_features(img, mask, sp)
+            for cols in subsets:
+                part = lexicon_features(img, mask, sp, columns=cols)
+                assert tuple(part) == tuple(c for c in LEXICON_COLUMNS if c in cols)
+                np.testing.assert_array_equal(list(part.values()), [full[c] for c in part])
+
+
 def test_bad_input_names_the_problem():
+    with pytest.raises(InputError, match="radiomics_lexicon_nope"):
+        lexicon_features(FLAT, _ellipse(30, 20, 10), columns=["radiomics_lexicon_nope"])
     with pytest.raises(InputError, match="empty mask"):
         lexicon_features(FLAT, np.zeros((H, W), bool))
     with pytest.raises(InputError, match="same shape"):
@@ -128,16 +147,29 @@ def test_bad_input_names_the_problem():
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory) -> pd.DataFrame:
+def simulated_cohort(tmp_path_factory) -> tuple:
     from usher2.simulate import simulate_cohort
 
     root = tmp_path_factory.mktemp("lexsim")
     man = simulate_cohort(60, 11, root, workers=1)
-    rows = []
+    frames = []
     for r in man.to_dict("records"):
         img = cv2.imread(str(root / r["image"]), cv2.IMREAD_GRAYSCALE).astype(np.float32)
         mask = cv2.imread(str(root / r["mask"]), cv2.IMREAD_GRAYSCALE) > 0
-        rows.append(lexicon_features(img, mask, r["spacing_mm"]))
+        frames.append((img, mask, r["spacing_mm"]))
+    return man, frames
+
+
+@pytest.fixture(scope="module")
+def simulated_frames(simulated_cohort) -> list:
+    """(frame, mask, spacing) of 12 of the simulated lesions."""
+    return simulated_cohort[1][:12]
+
+
+@pytest.fixture(scope="module")
+def simulated(simulated_cohort) -> pd.DataFrame:
+    man, frames = simulated_cohort
+    rows = [lexicon_features(*fr) for fr in frames]
     return man.join(pd.DataFrame(rows, index=man.index))
 
 

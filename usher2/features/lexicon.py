@@ -56,6 +56,7 @@ frame's edge) is NaN; the fusion core imputes it inside its folds.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import cv2
@@ -93,6 +94,16 @@ _NAMES = (
     "calcification_log_count",
 )
 LEXICON_COLUMNS: tuple[str, ...] = tuple(PREFIX + n for n in _NAMES)
+#: The descriptors computed from the margin's radius profile (one group).
+_PROFILE = frozenset(n for n in _NAMES if n.startswith("margin_") and n != "margin_solidity")
+_HETEROGENEITY = frozenset(("heterogeneity_std1", "heterogeneity_std2"))
+_POSTERIOR_BANDS = {
+    "posterior_contrast_near": (3.5, 7.5),
+    "posterior_contrast_far": (7.5, 15.0),
+    "posterior_contrast": (1.0, 15.0),
+}
+_HALO_BANDS = {f"halo_{i}": band for i, band in enumerate(((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 3.5)))}
+_CALCIFICATION = frozenset(("calcification_count", "calcification_log_count"))
 _BINS = 360
 
 
@@ -171,25 +182,33 @@ def _shape_features(theta: float, a: float, b: float, box: tuple[int, int, int, 
 
 
 def _margin_features(
-    m: np.ndarray, moments: tuple[float, float, float, float, float], ys: np.ndarray, xs: np.ndarray, area: float
+    m: np.ndarray,
+    moments: tuple[float, float, float, float, float],
+    ys: np.ndarray,
+    xs: np.ndarray,
+    area: float,
+    names: frozenset[str] = frozenset(_NAMES),
 ) -> dict[str, float]:
-    """Lobulation, undulation, spicules (what a 15-degree grey opening removes) and solidity."""
-    prof = _radius_profile(m, *moments)
-    k = 15
-    wrapped = np.concatenate([prof[-k:], prof, prof[:k]])
-    opened = ndimage.grey_opening(wrapped, size=k)[k:-k]
-    spikes = prof - opened
+    """Lobulation, undulation, spicules (what a 15-degree grey opening removes) and solidity;
+    only those of ``names`` (the radius profile is skipped when none of its five is asked for)."""
     out: dict[str, float] = {}
-    out["margin_lobulation"] = _harmonics(opened, 3, 7)
-    out["margin_undulation_high"] = _harmonics(prof, 8, 30)
-    out["margin_spicule_mean"] = float(spikes.mean())
-    out["margin_spicule_max"] = float(spikes.max())
-    lab, n_spikes = ndimage.label(np.concatenate([spikes, spikes[:1]]) > 0.08)
-    if n_spikes and lab[0] and lab[-1] and lab[0] != lab[-1]:
-        n_spikes -= 1  # a spicule across 0 degrees counts once
-    out["margin_spicule_count"] = float(n_spikes)
-    hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32))
-    out["margin_solidity"] = area / max(float(cv2.contourArea(hull)) + 0.5 * len(hull), area)
+    if names & _PROFILE:
+        prof = _radius_profile(m, *moments)
+        k = 15
+        wrapped = np.concatenate([prof[-k:], prof, prof[:k]])
+        opened = ndimage.grey_opening(wrapped, size=k)[k:-k]
+        spikes = prof - opened
+        out["margin_lobulation"] = _harmonics(opened, 3, 7)
+        out["margin_undulation_high"] = _harmonics(prof, 8, 30)
+        out["margin_spicule_mean"] = float(spikes.mean())
+        out["margin_spicule_max"] = float(spikes.max())
+        lab, n_spikes = ndimage.label(np.concatenate([spikes, spikes[:1]]) > 0.08)
+        if n_spikes and lab[0] and lab[-1] and lab[0] != lab[-1]:
+            n_spikes -= 1  # a spicule across 0 degrees counts once
+        out["margin_spicule_count"] = float(n_spikes)
+    if "margin_solidity" in names:
+        hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32))
+        out["margin_solidity"] = area / max(float(cv2.contourArea(hull)) + 0.5 * len(hull), area)
     return out
 
 
@@ -198,16 +217,23 @@ def _band(around: np.ndarray, dist: np.ndarray, lo: float, hi: float) -> np.ndar
     return around & (dist > lo) & (dist <= hi)
 
 
-def _echo_features(img: np.ndarray, m: np.ndarray, ref: float, unit: float) -> dict[str, float]:
-    """Median echo, its contrast to the 5-8 band (``ref``) and the heterogeneity at two scales."""
+def _echo_features(
+    img: np.ndarray, m: np.ndarray, ref: float, unit: float, names: frozenset[str] = frozenset(_NAMES)
+) -> dict[str, float]:
+    """Median echo, its contrast to the 5-8 band (``ref``) and the heterogeneity at two scales
+    (only those of ``names``)."""
     inner = cv2.erode(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) > 0
     if inner.sum() < 8:
         inner = m
     vals = img[inner]
     med = float(np.median(vals))
     out = {"echo_median": med, "echo_vs_surround": med - ref}
+    if not names & _HETEROGENEITY:
+        return out
     clip = np.minimum(img, np.percentile(vals, 95)) * m  # bright points clipped, outside zeroed
     for name, sigma in (("heterogeneity_std1", 0.6), ("heterogeneity_std2", 1.2)):
+        if name not in names:
+            continue
         s_px = max(sigma * unit, 0.5)
         # Normalised convolution: a blur of the lesion's own pixels only, taken where the lesion
         # is at least one sigma deep (so the margin does not count as texture).
@@ -236,21 +262,25 @@ def _beside_columns(thick_cols: np.ndarray, x0: int, x1: int, w: int) -> np.ndar
 
 
 def _posterior_features(
-    img: np.ndarray, m: np.ndarray, dist: np.ndarray, x0: int, x1: int, unit: float
+    img: np.ndarray,
+    m: np.ndarray,
+    dist: np.ndarray,
+    x0: int,
+    x1: int,
+    unit: float,
+    names: frozenset[str] = frozenset(_NAMES),
 ) -> dict[str, float]:
-    """Below the thick part of the lesion minus beside it, at the same depth, per depth band."""
+    """Below the thick part of the lesion minus beside it, at the same depth, per depth band
+    (the bands of ``names``)."""
     h, w = m.shape
     thick_cols = m.sum(axis=0)
     cols = np.flatnonzero(thick_cols >= 0.6 * thick_cols.max())
     bottom = (h - 1 - np.argmax(m[::-1], axis=0)).astype(float)
     lat = _beside_columns(thick_cols, x0, x1, w)
-    bands = {
-        "posterior_contrast_near": (3.5, 7.5),
-        "posterior_contrast_far": (7.5, 15.0),
-        "posterior_contrast": (1.0, 15.0),
-    }
     out: dict[str, float] = {}
-    for name, (lo, hi) in bands.items():
+    for name, (lo, hi) in _POSTERIOR_BANDS.items():
+        if name not in names:
+            continue
         post = np.zeros_like(m)
         r_lo, r_hi = [], []
         for c in cols:
@@ -277,19 +307,35 @@ def _calcification_features(img: np.ndarray, m: np.ndarray, unit: float, spacing
     return {"calcification_count": float(n_calc), "calcification_log_count": math.log1p(n_calc)}
 
 
-def lexicon_features(pixels: np.ndarray, mask: np.ndarray, spacing: Any = None) -> dict[str, float]:
+def _names(columns: Iterable[str] | None) -> frozenset[str]:
+    """The descriptor names of ``columns`` (None: all), or ``InputError`` naming an unknown one."""
+    if columns is None:
+        return frozenset(_NAMES)
+    columns = list(columns)
+    unknown = [c for c in columns if c not in LEXICON_COLUMNS]
+    if unknown:
+        raise InputError("lexicon columns", f"names from LEXICON_COLUMNS ({PREFIX}...)", f"{unknown[:3]}")
+    return frozenset(c[len(PREFIX) :] for c in columns)
+
+
+def lexicon_features(
+    pixels: np.ndarray, mask: np.ndarray, spacing: Any = None, columns: Iterable[str] | None = None
+) -> dict[str, float]:
     """The lexicon descriptors of one frame and lesion mask (see the module docstring).
 
     Args:
         pixels: ``(H, W)`` grey frame, 0-1 floats or 0-255.
         mask: ``(H, W)`` lesion mask (non-zero = lesion).
         spacing: Pixel spacing in mm (a number or ``(row, col)``); None: lesion-relative units.
+        columns: Only these of :data:`LEXICON_COLUMNS` (what a model reads); the descriptors
+            none of them needs are not computed (the blurs of the heterogeneity, the calcification
+            blob filter, the margin profile...). Each value equals the full call's. None: all.
 
     Returns:
         ``{column: value}`` in :data:`LEXICON_COLUMNS` order.
 
     Raises:
-        InputError: Shapes differ, or the mask is empty.
+        InputError: Shapes differ, the mask is empty, or ``columns`` names an unknown column.
 
     Example:
         >>> yy, xx = np.mgrid[:200, :200]
@@ -298,7 +344,11 @@ def lexicon_features(pixels: np.ndarray, mask: np.ndarray, spacing: Any = None) 
         >>> f = lexicon_features(img, tall, spacing=0.1)
         >>> round(f["radiomics_lexicon_orientation_sin"], 3), round(f["radiomics_lexicon_axis_ratio"], 2)
         (1.0, 0.5)
+        >>> lexicon_features(img, tall, 0.1, ["radiomics_lexicon_axis_ratio"]) == {
+        ...     "radiomics_lexicon_axis_ratio": f["radiomics_lexicon_axis_ratio"]}
+        True
     """
+    names = _names(columns)
     img, m = _check_frame(pixels, mask)
     h, w = m.shape
     area = float(m.sum())
@@ -310,17 +360,23 @@ def lexicon_features(pixels: np.ndarray, mask: np.ndarray, spacing: Any = None) 
     ys, xs = np.nonzero(m)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     out.update(_shape_features(theta, a, b, (y0, y1, x0, x1)))
-    out.update(_margin_features(m, moments, ys, xs, area))
+    out.update(_margin_features(m, moments, ys, xs, area, names))
 
     # --- distance bands around the lesion (above and beside it only: below it are posterior features)
-    dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) / unit
-    rows = np.arange(h)[:, None]
-    below = (rows > cy) & (np.arange(w)[None, :] >= x0) & (np.arange(w)[None, :] < x1)
-    around = ~m & ~below
-    ref = _band_mean(img, _band(around, dist, 5.0, 8.0))
-    out.update(_echo_features(img, m, ref, unit))
-    out.update(_posterior_features(img, m, dist, x0, x1, unit))
-    for i, (lo, hi) in enumerate(((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 3.5))):
-        out[f"halo_{i}"] = _band_mean(img, _band(around, dist, lo, hi)) - ref
-    out.update(_calcification_features(img, m, unit, spacing))
-    return {PREFIX + n: float(out[n]) for n in _NAMES}
+    ref = math.nan
+    if names & {"echo_vs_surround", *_POSTERIOR_BANDS, *_HALO_BANDS}:
+        dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) / unit
+        rows = np.arange(h)[:, None]
+        below = (rows > cy) & (np.arange(w)[None, :] >= x0) & (np.arange(w)[None, :] < x1)
+        around = ~m & ~below
+        if names & {"echo_vs_surround", *_HALO_BANDS}:
+            ref = _band_mean(img, _band(around, dist, 5.0, 8.0))
+        out.update(_posterior_features(img, m, dist, x0, x1, unit, names))
+        for name, (lo, hi) in _HALO_BANDS.items():
+            if name in names:
+                out[name] = _band_mean(img, _band(around, dist, lo, hi)) - ref
+    if names & {"echo_median", "echo_vs_surround", *_HETEROGENEITY}:
+        out.update(_echo_features(img, m, ref, unit, names))
+    if names & _CALCIFICATION:
+        out.update(_calcification_features(img, m, unit, spacing))
+    return {PREFIX + n: float(out[n]) for n in _NAMES if n in names}

@@ -96,7 +96,7 @@ def subset_features(
             rows[i].update(extra)
     if wanted["lexicon"]:
         for i in todo:
-            lex = lexicon_features(*items[i])
+            lex = lexicon_features(*items[i], columns=wanted["lexicon"])
             rows[i].update({c: lex[c] for c in wanted["lexicon"]})
     ok = [i for i, r in enumerate(rows) if isinstance(r, dict)]
     for spec, names in wanted["deep"].items():
