@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +148,19 @@ def test_the_copy_shares_what_it_does_not_fold_and_leaves_the_network_as_it_was(
     x = torch.randn(3, 2, 7, 7)
     with torch.inference_mode():
         _close(fast(x), net(x))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_sets_malloc_once_and_can_be_switched_off() -> None:
+    """In fresh interpreters: glibc accepts both settings (mallopt returns 1 for each), a second
+    call does not set them again, and USHER2_MALLOC=system leaves malloc alone."""
+    code = (
+        "import usher2.inference as i; a = i.keep_freed_memory(); "
+        "i.ctypes = None; b = i.keep_freed_memory(); print(a, b)"  # b: from the first call, ctypes not used
+    )
+    env = {k: v for k, v in os.environ.items() if k != "USHER2_MALLOC"}
+    run = lambda extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert run({}) == ["True", "True"]
+    assert run({"USHER2_MALLOC": "system"}) == ["False", "False"]
