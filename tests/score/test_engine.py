@@ -63,7 +63,9 @@ def _same(r: FrameScore, ref: pd.Series, *, rel: float = 0.0, atol: float = 0.0)
     assert r.clinical_missing == bool(ref["clinical_missing"])
 
 
-def test_only_the_needed_columns_are_computed_with_the_full_values(scoring_bundle, scorer, test_images, spy, tmp_path):
+def test_only_the_needed_columns_are_computed_with_the_full_values(
+    scoring_bundle, scorer, test_images, spy, tmp_path, monkeypatch
+):
     b = scorer.bundle
     needed = needed_columns(b.model, b.columns)
     assert scorer.needed.columns == needed and len(needed) < len(b.columns) / 4
@@ -71,8 +73,9 @@ def test_only_the_needed_columns_are_computed_with_the_full_values(scoring_bundl
     full = pd.read_parquet(res.paths["features"]).set_index("case_id")
     ids = pd.read_csv(scoring_bundle["test"] / "manifest.csv")["case_id"].astype(str).tolist()[:6]
     spy.clear()
+    monkeypatch.setattr(scorer, "_step", 4)  # two steps: the second's networks run while the first's features do
     results = scorer.score([read_frame(p) for p in test_images[:6]], heatmaps=False)
-    assert len(spy) == 2  # steps of BATCH = 4 frames: the second's networks ran while the first's features did
+    assert len(spy) == 2
     columns = spy[0][0]
     rows = [row for cols, part in spy for row in part if cols == columns]
     assert set(columns) == set(needed) - set(scorer.clinical)

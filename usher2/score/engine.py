@@ -83,9 +83,11 @@ from usher2.types import Frame
 __all__ = ["BATCH", "GPU_BATCH", "FrameScore", "FrameScorer", "bundle_extract_config", "score_table"]
 
 #: Frames of one shape that go through the networks together: one step of the two-stage
-#: pipeline (networks | features). Small steps overlap the stages best: 32 frames at 256 px on
-#: 2 CPU cores run at about 12.5 frames/s in steps of 4 and 11.5 in steps of 8.
-BATCH = 4
+#: pipeline (networks | features). 32 frames at 256 px on 2 CPU cores (bench bundle, heat maps
+#: off, malloc keeping freed memory, three interleaved pairs): 24.0-24.9 frames/s in steps of 4,
+#: 24.1-25.9 in steps of 8 (steps of 2: 17-19). With pyradiomics' slower features, steps of 4
+#: had been best (12.5 vs 11.5 frames/s).
+BATCH = 8
 #: The step on CUDA, where the networks want large batches and nothing else runs on the device.
 GPU_BATCH = 256
 #: The shipped pix2pix enhancer on 256-px frames is fastest per frame at 1-4 frames a call on
