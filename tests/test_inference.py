@@ -164,3 +164,29 @@ def test_keep_freed_memory_sets_malloc_once_and_can_be_switched_off() -> None:
     ).stdout.split()
     assert run({}) == ["True", "True"]
     assert run({"USHER2_MALLOC": "system"}) == ["False", "False"]
+
+
+def test_heat_maps_from_the_copy_are_the_models() -> None:
+    """Grad-CAM on the shipped backbone's inference copy gives the model's maps: the copy's
+    activations and their gradients each agree with the model's to REL of their scale, a map is
+    a ReLU of their products' channel sums scaled to [0, 1] by its own min and max (each at most
+    doubling the relative error; ReLU and the bilinear resize do not increase it), so 8 REL of
+    the [0, 1] range bounds it. The copy's own weights require no gradient; the model's still do."""
+    from usher2.explain.cam import explain
+    from usher2.explain.targets import PooledFeatureTarget
+    from usher2.features.deep import DeepExtractor
+
+    ex = DeepExtractor("usresnet10t", device="cpu")
+    assert not any(p.requires_grad for p in ex.inference_model.parameters())
+    assert all(p.requires_grad for p in ex.model.parameters())
+    rng = np.random.default_rng(4)
+    frames = [rng.random((96, 128), dtype=np.float32) for _ in range(3)]
+    masks = [np.zeros((96, 128), bool) for _ in frames]
+    for k, m in enumerate(masks):
+        m[20 + 5 * k : 70, 30 : 100 - 8 * k] = True
+    x = torch.from_numpy(ex.crops(frames, masks))
+    targets = [PooledFeatureTarget()] * len(frames)
+    ref = explain(ex.model, x, method="gradcam", targets=targets)
+    out = explain(ex.inference_model, x, method="gradcam", targets=targets)
+    assert ref.max() > 0.99 and float(np.abs(out - ref).max()) <= 8 * REL, float(np.abs(out - ref).max())
+    assert all(p.grad is None for p in ex.model.parameters())  # explain leaves no gradients behind

@@ -122,7 +122,7 @@ def explain_frame(
     ex = backbone if isinstance(backbone, DeepExtractor) else DeepExtractor(backbone, device="cpu")
     x = torch.from_numpy(ex.crops([frame], [mask])).to(ex.device)
     roi = roi_crop(frame, mask, ex.input_size, margin=ex.margin)
-    heat = explain(ex.model, x, method=method, targets=[target or PooledFeatureTarget()])[0]
+    heat = explain(ex.inference_model, x, method=method, targets=[target or PooledFeatureTarget()])[0]
     full, box = paste_back(heat, mask, margin=ex.margin)
     return FrameCAM(roi=roi, roi_heat=heat, frame_heat=full, box=box, method=method)
 

@@ -205,8 +205,8 @@ class DeepExtractor:
         self.weights_sha256: str | None = None
         self.model, data_config = self._build(seed)
         self.model.eval().to(self.device)
-        # what _forward runs: on the CPU a copy with batch norms folded, channels-last
-        # (usher2.inference); heat maps use self.model itself (hooks, gradients)
+        # what _forward and the heat maps run: on the CPU a copy with batch norms folded,
+        # channels-last (usher2.inference); self.model stays as built (training, hooks of one's own)
         from usher2.inference import inference_copy
 
         self._fast = inference_copy(self.model, self.device)
@@ -222,6 +222,13 @@ class DeepExtractor:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def inference_model(self) -> Any:
+        """The network the features and heat maps come from: on the CPU the inference copy of
+        :attr:`model` (:func:`~usher2.inference.inference_copy`: the same function to float32
+        rounding, faster), elsewhere :attr:`model` itself."""
+        return self._fast
 
     @property
     def columns(self) -> list[str]:

@@ -572,7 +572,7 @@ class FrameScorer:
                 chunk = scored[k : k + CAM_BATCH]
                 t0 = time.perf_counter()
                 x = torch.from_numpy(ex.crops([r.pixels for r in chunk], [r.mask for r in chunk])).to(ex.device)
-                maps = explain(ex.model, x, method=self.cam, targets=[target(r) for r in chunk])
+                maps = explain(ex.inference_model, x, method=self.cam, targets=[target(r) for r in chunk])
                 per_frame = (time.perf_counter() - t0) / len(chunk)
                 for r, heat in zip(chunk, maps, strict=True):
                     r.heat = paste_back(heat, r.mask, margin=ex.margin)[0]
