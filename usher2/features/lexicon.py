@@ -187,7 +187,7 @@ def _margin_features(
     ys: np.ndarray,
     xs: np.ndarray,
     area: float,
-    names: frozenset[str] = frozenset(_NAMES),
+    names: frozenset[str],
 ) -> dict[str, float]:
     """Lobulation, undulation, spicules (what a 15-degree grey opening removes) and solidity;
     only those of ``names`` (the radius profile is skipped when none of its five is asked for)."""
@@ -217,9 +217,7 @@ def _band(around: np.ndarray, dist: np.ndarray, lo: float, hi: float) -> np.ndar
     return around & (dist > lo) & (dist <= hi)
 
 
-def _echo_features(
-    img: np.ndarray, m: np.ndarray, ref: float, unit: float, names: frozenset[str] = frozenset(_NAMES)
-) -> dict[str, float]:
+def _echo_features(img: np.ndarray, m: np.ndarray, ref: float, unit: float, names: frozenset[str]) -> dict[str, float]:
     """Median echo, its contrast to the 5-8 band (``ref``) and the heterogeneity at two scales
     (only those of ``names``)."""
     inner = cv2.erode(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) > 0
@@ -268,7 +266,7 @@ def _posterior_features(
     x0: int,
     x1: int,
     unit: float,
-    names: frozenset[str] = frozenset(_NAMES),
+    names: frozenset[str],
 ) -> dict[str, float]:
     """Below the thick part of the lesion minus beside it, at the same depth, per depth band
     (the bands of ``names``)."""
