@@ -150,6 +150,21 @@ def test_the_copy_shares_what_it_does_not_fold_and_leaves_the_network_as_it_was(
         _close(fast(x), net(x))
 
 
+def test_the_copy_leaves_each_modules_training_flag_as_it_was() -> None:
+    # a network being trained (its batch norm frozen in eval mode, the rest training) keeps its
+    # modes: the copy is the eval-mode function, the caller's network is not switched to eval
+    net = _random_stats(nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
+    net.train()
+    net[1].eval()
+    fast = inference_copy(net, "cpu")
+    assert [m.training for m in net.modules()] == [True, True, False, True, True]
+    assert not any(m.training for m in fast.modules())
+    x = torch.randn(2, 2, 9, 9)
+    with torch.inference_mode():
+        ref = net.eval()(x)
+        _close(fast(x), ref)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_sets_malloc_once_and_can_be_switched_off() -> None:
     """In fresh interpreters: glibc accepts both settings (mallopt returns 1 for each), a second

@@ -177,13 +177,20 @@ def to_channels_last(net: nn.Module) -> nn.Module:
 def inference_copy(net: nn.Module, device: torch.device | str) -> nn.Module:
     """The network to run for inference on ``device``: on the CPU a folded, channels-last copy
     (see the module docstring) that shares ``net``'s other tensors; elsewhere ``net`` itself.
-    ``net`` is left unchanged. The copy's own parameters (the folded, restrided convolution
-    weights) do not require gradients: a Grad-CAM on the copy computes the activations' gradients
-    only. The first CPU copy calls :func:`keep_freed_memory`."""
+    ``net`` is left unchanged, its modules' training flags included (the copy is folded from its
+    eval-mode function, then each module of ``net`` gets its own flag back). The copy's own
+    parameters (the folded, restrided convolution weights) do not require gradients: a Grad-CAM on
+    the copy computes the activations' gradients only. The first CPU copy calls
+    :func:`keep_freed_memory`."""
     if torch.device(device).type != "cpu":
         return net
     keep_freed_memory()
-    fast = to_channels_last(fold_batchnorm(net.eval())).eval()
+    modes = [(m, m.training) for m in net.modules()]
+    try:
+        fast = to_channels_last(fold_batchnorm(net.eval())).eval()
+    finally:
+        for m, training in modes:
+            m.training = training
     shared = {id(p) for p in net.parameters()}
     for p in fast.parameters():  # its own weights never train: no weight gradients in a heat map's backward pass
         if id(p) not in shared:
