@@ -133,6 +133,11 @@ def test_enhancer_copy_has_split_skip_convs() -> None:
     enh = GANEnhancer(device="cpu")
     assert all(isinstance(b, SplitSkipConv) for b in enh._fast.up)
     assert not any(isinstance(b, SplitSkipConv) for b in enh.generator.up)  # the loaded network is untouched
+    # every convolution of the copy channels-last; none of the copy's own weights trainable
+    convs = [m for m in enh._fast.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    shared = {id(q) for q in enh.generator.parameters()}
+    assert not any(q.requires_grad for q in enh._fast.parameters() if id(q) not in shared)
 
 
 def test_the_copy_shares_what_it_does_not_fold_and_leaves_the_network_as_it_was() -> None:

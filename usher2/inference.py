@@ -226,6 +226,8 @@ class SplitSkipConv(nn.Module):
             self.conv_skip.weight.copy_(w[:, h_channels:])
             if conv.bias is not None:
                 self.conv_skip.bias.copy_(conv.bias)
+        for param in (*self.conv_h.parameters(), *self.conv_skip.parameters()):  # trainable as the conv was
+            param.requires_grad_(conv.weight.requires_grad)
         self.rest = nn.Sequential(*list(block)[1:])
 
     def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

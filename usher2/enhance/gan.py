@@ -92,7 +92,9 @@ class GANEnhancer(Enhancer):
         # its new convolutions restrided to channels-last too)
         self._fast = inference_copy(self.generator, self.device)
         if self._fast is not self.generator:
-            self._fast = to_channels_last(split_skip_convs(self._fast))
+            self._fast = split_skip_convs(self._fast)
+            for block in self._fast.up:  # only the new convolutions: the copy's others are channels-last
+                to_channels_last(block)
         m = self.generator.config.multiple
         if tile < 2 * m or tile % m:
             raise ValueError(f"tile must be a multiple of {m} and at least {2 * m}, got {tile}")
